@@ -1,0 +1,67 @@
+"""``hxsched check``: which nodes of a model can run on the DLA, and why not."""
+
+from __future__ import annotations
+
+import argparse
+
+from hxsched.cli._common import add_json, add_shape, add_target, emit, load_graph, table
+
+HELP = "check every node of an ONNX model against the DLA rules of a Jetson and TensorRT version"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "check",
+        help=HELP,
+        description=HELP + ". Also shows how TensorRT's default placement (every DLA-capable "
+        "layer on DLA, GPU fallback for the rest) would split the model into DLA loadables "
+        "(at most 16 per core) and GPU islands. Shape arithmetic is folded first, as TensorRT "
+        "does. Exit status 0 whatever the verdicts; 1 for unreadable input.",
+    )
+    p.add_argument("model", help="ONNX model file (opset 11-19; external data is read too)")
+    add_shape(p)
+    add_target(p)
+    p.add_argument("--all", action="store_true", help="list every node, not only the flagged ones")
+    p.add_argument(
+        "--cuts", action="store_true", help="also list candidate cut points with crossing bytes"
+    )
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hxsched.scheduler.check import check_graph
+
+    graph = load_graph(args.model, args.shape)
+    report = check_graph(graph, target=args.target, trt=args.trt, precision=args.precision,
+                         model_name=args.model)  # fmt: skip
+    data = report.to_dict(all_nodes=args.all)
+    cuts = graph.cut_points() if args.cuts else []
+    if args.cuts:
+        data["cut_points"] = [c.to_dict() for c in cuts]
+
+    def human() -> str:
+        shown = report.verdicts if args.all else report.incompatible
+        parts = []
+        if shown:
+            rows = [
+                [str(v.index), v.node, v.op_type, "DLA" if v.dla else "GPU",
+                 v.reasons[0] if v.reasons else ""]
+                for v in shown
+            ]  # fmt: skip
+            parts.append(table(rows, ["#", "node", "op", "runs on", "why not DLA"], max_width=70))
+        loadables = report.placement.dla_loadables
+        if loadables:
+            rows = [[str(i), isl.first, isl.last, str(len(isl.nodes))]
+                    for i, isl in enumerate(loadables)]  # fmt: skip
+            parts.append("TensorRT default placement, DLA loadables:\n"
+                         + table(rows, ["#", "first node", "last node", "nodes"]))  # fmt: skip
+        if cuts:
+            rows = [[str(c.index), c.after, c.before, f"{c.bytes:,}"] for c in cuts]
+            parts.append("cut points:\n" + table(rows, ["#", "after", "before", "bytes"]))
+        parts += [f"warning: {w}" for w in report.warnings]
+        parts.append(report.summary())
+        return "\n\n".join(parts)
+
+    emit(args, data, human)
+    return 0
