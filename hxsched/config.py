@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def _cache_default() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+def _cache_default(env: dict[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
     return Path(base) / "hxsched"
 
 
@@ -22,7 +22,7 @@ class Settings:
         env = dict(os.environ if env is None else env)
         cache = env.get("HXSCHED_CACHE_DIR")
         return cls(
-            cache_dir=Path(cache) if cache else _cache_default(),
+            cache_dir=Path(cache) if cache else _cache_default(env),
             log_level=env.get("HXSCHED_LOG_LEVEL", "WARNING").upper(),
         )
 

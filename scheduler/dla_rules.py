@@ -380,6 +380,19 @@ def _exempt_rank(node: Node) -> bool:
 
 
 @rule(
+    "tensor.static",
+    ALL,
+    "every tensor has a static shape",
+    f"{SRC_GENERAL}: 'DLA does not support dynamic dimensions'; NvInfer.h addInput",
+)
+def _static(node: Node, cx: CheckContext) -> str | None:
+    for name in cx.graph.activation_inputs(node) + [o for o in node.outputs if o]:
+        if _shape(cx, name) is None:
+            return f"tensor {name!r} has no static shape (data-dependent): DLA needs static shapes"
+    return None
+
+
+@rule(
     "tensor.rank4",
     ALL,
     "DLA layers take 4-D NCHW tensors (FC-style Gemm/MatMul excepted)",

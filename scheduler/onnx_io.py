@@ -178,7 +178,8 @@ def graph_from_proto(
 
     overrides = dict(shapes or {})
     inputs: list[str] = []
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
+    dynamic: list[tuple[str, str]] = []
     for vi in g.input:
         if vi.name in tensors:  # old exporters list initializers as inputs too
             continue
@@ -208,7 +209,12 @@ def graph_from_proto(
                         )
             tensors[vi.name] = Tensor(vi.name, elem, tuple(want))
         elif dims is None or any(not isinstance(d, int) for d in dims):
-            problems.append(f"{vi.name} [{_fmt_dims(dims)}]")
+            dynamic.append((vi.name, _fmt_dims(dims)))
+            guess = "x".join(
+                str(d) if isinstance(d, int) else ("1" if i == 0 else "N")
+                for i, d in enumerate(dims or ())
+            )
+            problems.append((vi.name, guess or "DIMS"))
             tensors[vi.name] = Tensor(vi.name, elem, None)
         else:
             tensors[vi.name] = Tensor(vi.name, elem, tuple(int(d) for d in dims))  # type: ignore[arg-type]
@@ -220,10 +226,11 @@ def graph_from_proto(
             path=path_s,
         )
     if problems:
-        example = ", ".join(f"--shape {p.split(' ')[0]}=1x3x640x640" for p in problems[:1])
+        fixes = " ".join(f"--shape {name}={dims}" for name, dims in problems)
+        listed = "; ".join(f"{name} [{shown}]" for name, shown in dynamic)
         raise HxschedError(
-            f"dynamic input shape {'; '.join(problems)}: the DLA needs static shapes; "
-            f"fix them with {example} (your real sizes)",
+            f"dynamic input shape {listed}: the DLA needs static shapes; fix them with "
+            f"{fixes} (put your real sizes where the model has names)",
             path=path_s,
         )
 
@@ -269,6 +276,7 @@ def graph_from_proto(
         "metadata_props": {p.key: p.value for p in model.metadata_props},
         "functions": list(model.functions),
         "warnings": warnings,
+        "external_data": any(external_data_helper.uses_external_data(i) for i in g.initializer),
     }
     graph = Graph(
         g.name or "main", nodes, tensors, inputs, outputs, opset, path=path_s, model_meta=meta
@@ -307,18 +315,18 @@ def normalize(graph: Graph, *, max_rounds: int = 8) -> None:
         infer_shapes(graph)
     graph.cleanup()
     unknown = [
-        (n, out)
+        out
         for n in graph.nodes
         for out in n.outputs
         if out and not graph.tensors[out].const and graph.tensors[out].shape is None
     ]
     if unknown:
-        node, out = unknown[0]
-        raise HxschedError(
-            f"cannot infer a static shape for tensor {out!r} (output of {node.op_type} node "
-            f"{node.name!r}){' and ' + str(len(unknown) - 1) + ' more' if len(unknown) > 1 else ''}"
-            "; fix the input shapes with --shape or simplify the model",
-            path=graph.path,
+        # Data-dependent shapes (e.g. after NonMaxSuppression or runtime Slice bounds) stay
+        # unknown; the DLA checker sends those nodes to the GPU.
+        hints = [w for w in graph.model_meta.get("warnings", []) if w.startswith("shape inference")]
+        graph.model_meta.setdefault("warnings", []).append(
+            f"{len(unknown)} tensor(s) have no static shape, e.g. {unknown[0]!r} "
+            f"(data-dependent){'; ' + hints[-1] if hints else ''}"
         )
 
 
@@ -456,15 +464,8 @@ def save_model(graph: Graph, path: str | os.PathLike[str]) -> Path:
         for i in model.graph.initializer
         if i.name in graph.tensors
     )
-    external = total > EXTERNAL_DATA_THRESHOLD or any(
-        external_data_helper.uses_external_data(i) for i in model.graph.initializer
-    )
+    external = total > EXTERNAL_DATA_THRESHOLD or bool(graph.model_meta.get("external_data"))
     if external:
-        # Pull every weight into memory, then let onnx write one data file next to the model.
-        for i, init in enumerate(model.graph.initializer):
-            if external_data_helper.uses_external_data(init):
-                t = graph.tensors[init.name]
-                model.graph.initializer[i].CopyFrom(numpy_helper.from_array(t.value, init.name))
         data_name = out.name + ".data"
         if (out.parent / data_name).exists():
             (out.parent / data_name).unlink()

@@ -110,7 +110,8 @@ def table(rows: list[list[str]], headers: list[str], *, max_width: int = 60) -> 
         keep = max_width - 1
         return cell[: keep // 2] + "…" + cell[-(keep - keep // 2) :]
 
-    body = [[clip(str(c)) for c in row] for row in rows]
+    # The last column (usually the reason) is never shortened.
+    body = [[clip(str(c)) for c in row[:-1]] + [str(row[-1])] for row in rows]
     widths = [len(h) for h in headers]
     for row in body:
         for i, cell in enumerate(row):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hxsched.cli._common import add_json, add_shape, add_target, emit, load_graph, table
+from hxsched.errors import HxschedError
 
 HELP = "check every node of an ONNX model against the DLA rules of a Jetson and TensorRT version"
 
@@ -18,7 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(at most 16 per core) and GPU islands. Shape arithmetic is folded first, as TensorRT "
         "does. Exit status 0 whatever the verdicts; 1 for unreadable input.",
     )
-    p.add_argument("model", help="ONNX model file (opset 11-19; external data is read too)")
+    p.add_argument(
+        "model", nargs="?", help="ONNX model file (opset 11-19; external data is read too)"
+    )
+    p.add_argument(
+        "--rules", action="store_true", help="list the DLA rules with their sources and exit"
+    )
     add_shape(p)
     add_target(p)
     p.add_argument("--all", action="store_true", help="list every node, not only the flagged ones")
@@ -32,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hxsched.scheduler.check import check_graph
 
+    if args.rules:
+        return list_rules(args)
+    if not args.model:
+        raise HxschedError("name an ONNX model to check (or --rules to list the rules)")
     graph = load_graph(args.model, args.shape)
     report = check_graph(graph, target=args.target, trt=args.trt, precision=args.precision,
                          model_name=args.model)  # fmt: skip
@@ -64,4 +74,29 @@ def run(args: argparse.Namespace) -> int:
         return "\n\n".join(parts)
 
     emit(args, data, human)
+    return 0
+
+
+def list_rules(args: argparse.Namespace) -> int:
+    from hxsched.scheduler.dla_rules import OPS, RULES
+
+    rules = [
+        {"id": r.id, "ops": sorted(r.ops), "summary": r.summary, "source": r.source} for r in RULES
+    ]
+    ops = [
+        {"op": op, "layer": s.layer, "since_trt": s.since_trt or None,
+         "targets": list(s.targets), "source": s.source}
+        for op, s in OPS.items()
+    ]  # fmt: skip
+    emit(
+        args,
+        {"rules": rules, "ops": ops},
+        lambda: (
+            table(
+                [[r["id"], ",".join(r["ops"]), r["summary"]] for r in rules],
+                ["rule", "ops", "limit"],
+            )
+            + "\n\nEach rule cites its source: hxsched check --rules --json"
+        ),
+    )
     return 0

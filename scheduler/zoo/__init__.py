@@ -22,9 +22,14 @@ class ZooEntry:
     _build: Callable[..., onnx.ModelProto]
 
     def build(
-        self, *, seed: int = 0, progress: Callable[[str], None] | None = None
+        self,
+        *,
+        seed: int = 0,
+        progress: Callable[[str], None] | None = None,
+        calibrate_weights: bool = True,
     ) -> onnx.ModelProto:
-        return self._build(seed=seed, progress=progress)
+        """The model with seeded weights (calibrated to keep activations alive by default)."""
+        return self._build(seed=seed, progress=progress, calibrate_weights=calibrate_weights)
 
     def to_dict(self) -> dict[str, Any]:
         return {

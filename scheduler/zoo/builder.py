@@ -12,6 +12,22 @@ from onnx import helper, numpy_helper
 OPSET = 17
 
 
+def param_prefix(scope: str) -> str:
+    """The state-dict prefix of the module at ONNX scope ``scope``.
+
+    torch names a container's children ``<container>.<i>`` inside the container's own scope, so
+    ``/model.22/cv2.0/cv2.0.0/conv`` is module ``model.22.cv2.0.0.conv`` and
+    ``/model/model/model.1`` is ``model.model.1``.
+    """
+    parts = [p for p in scope.split("/") if p]
+    keep = [
+        p
+        for i, p in enumerate(parts)
+        if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))
+    ]
+    return ".".join(keep)
+
+
 class ModelBuilder:
     """Accumulates nodes and initializers; ``scope`` paths give torch-style names.
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from hxsched.scheduler.zoo.builder import ModelBuilder
+from hxsched.scheduler.zoo.builder import ModelBuilder, param_prefix
 from hxsched.scheduler.zoo.liveness import AffineOutput, BatchNormStats, Target, calibrate
 
 
@@ -27,7 +27,7 @@ class _Unet:
 
     def conv(self, scope: str, x: str, cin: int, cout: int, *, bias: bool) -> str:
         b = self.b
-        prefix = scope.strip("/").replace("/", ".")
+        prefix = param_prefix(scope)
         w = b.weight(f"{prefix}.weight", b.he((cout, cin, 4, 4), cin * 16))
         inputs = [x, w]
         if bias:
@@ -39,7 +39,7 @@ class _Unet:
 
     def deconv(self, scope: str, x: str, cin: int, cout: int, *, bias: bool) -> str:
         b = self.b
-        prefix = scope.strip("/").replace("/", ".")
+        prefix = param_prefix(scope)
         # ConvTranspose weights are [C_in, C_out, kH, kW]; fan-in seen by an output is C_in*4.
         w = b.weight(f"{prefix}.weight", b.he((cin, cout, 4, 4), cin * 4))
         inputs = [x, w]
@@ -52,14 +52,16 @@ class _Unet:
 
     def norm(self, scope: str, x: str, c: int) -> str:
         b = self.b
-        prefix = scope.strip("/").replace("/", ".")
+        prefix = param_prefix(scope)
         names = [
             b.weight(f"{prefix}.weight", np.ones(c, np.float32)),
             b.weight(f"{prefix}.bias", np.zeros(c, np.float32)),
             b.weight(f"{prefix}.running_mean", np.zeros(c, np.float32)),
             b.weight(f"{prefix}.running_var", np.ones(c, np.float32)),
         ]
-        out = b.op(scope, "BatchNormalization", [x, *names], epsilon=1e-5, momentum=0.9)
+        out = b.op(
+            scope, "BatchNormalization", [x, *names], epsilon=1e-5, momentum=0.9, training_mode=0
+        )
         self.targets[b.nodes[-1].name] = BatchNormStats()
         return out
 
@@ -78,7 +80,7 @@ class _Unet:
         """Emit one ``UnetSkipConnectionBlock`` whose module path is ``path`` (e.g. /model)."""
         b = self.b
         input_nc = outer_nc if input_nc is None else input_nc
-        seq = f"{path}/model"
+        seq = f"{path}/model/model"  # the block's Sequential is its attribute ``model``
         if outermost:
             h = self.conv(f"{seq}.0", x, input_nc, inner_nc, bias=False)
             assert submodule is not None

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from hxsched.scheduler.zoo.builder import ModelBuilder
+from hxsched.scheduler.zoo.builder import ModelBuilder, param_prefix
 from hxsched.scheduler.zoo.liveness import AffineOutput, Target, calibrate
 
 # (depth multiple, width multiple, max channels) from yolov8.yaml "scales".
@@ -46,7 +46,7 @@ class _Yolo:
     def conv2d(self, scope: str, x: str, cin: int, cout: int, k: int, s: int, *, target) -> str:
         """A plain Conv2d with bias (a fused Conv+BN, or the Detect head's last 1x1)."""
         b = self.b
-        prefix = scope.strip("/").replace("/", ".")
+        prefix = param_prefix(scope)
         w = b.weight(f"{prefix}.weight", b.he((cout, cin, k, k), cin * k * k))
         bias = b.weight(f"{prefix}.bias", np.zeros(cout, np.float32))
         p = k // 2
@@ -119,50 +119,58 @@ class _Yolo:
         self.shapes[out] = (c, h * 2, w * 2)
         return out
 
-    def detect(self, scope: str, feats: list[str], nc: int, strides: list[int]) -> str:
+    def detect(self, scope: str, feats: list[str], nc: int, strides: list[int], head: str) -> str:
         b = self.b
         reg_max = 16
         no = nc + 4 * reg_max
         ch = [self.shapes[f][0] for f in feats]
         c2 = max(16, ch[0] // 4, reg_max * 4)
         c3 = max(ch[0], min(nc, 100))
-        levels = []
-        for i, f in enumerate(feats):
-            box = self.conv(f"{scope}/cv2.{i}/cv2.{i}.0", f, c2, 3)
-            box = self.conv(f"{scope}/cv2.{i}/cv2.{i}.1", box, c2, 3)
-            box = self.conv2d(
-                f"{scope}/cv2.{i}/cv2.{i}.2", box, c2, 4 * reg_max, 1, 1,
-                target=AffineOutput(1.5, 0.0, 0.3),
-            )  # fmt: skip
-            cls = self.conv(f"{scope}/cv3.{i}/cv3.{i}.0", f, c3, 3)
-            cls = self.conv(f"{scope}/cv3.{i}/cv3.{i}.1", cls, c3, 3)
-            cls = self.conv2d(
-                f"{scope}/cv3.{i}/cv3.{i}.2", cls, c3, nc, 1, 1,
-                target=AffineOutput(1.5, -2.0, 0.5),
-            )  # fmt: skip
-            levels.append(self.concat(scope, [box, cls]))
-        flat = []
-        anchors, stride_col = [], []
-        for lvl, s in zip(levels, strides, strict=True):
-            _, h, w = self.shapes[lvl]
-            shape = b.const(scope, [1, no, -1])
-            flat.append(b.op(scope, "Reshape", [lvl, shape], allowzero=0))
-            sx = np.arange(w, dtype=np.float32) + 0.5
-            sy = np.arange(h, dtype=np.float32) + 0.5
-            gy, gx = np.meshgrid(sy, sx, indexing="ij")
-            anchors.append(np.stack([gx.ravel(), gy.ravel()], 0))
-            stride_col.append(np.full((1, h * w), s, np.float32))
-        n_anchor = sum(a.shape[1] for a in anchors)
-        x_cat = b.op(scope, "Concat", flat, axis=2)
-        split = b.const(scope, [4 * reg_max, nc])
-        box, cls = b.op(scope, "Split", [x_cat, split], n_out=2, axis=1)
+        box_target = AffineOutput(1.5, 0.0, 0.3)
+        cls_target = AffineOutput(1.5, -2.0, 0.5)
+
+        def branch(name: str, i: int, f: str, c: int, cout: int, target: AffineOutput) -> str:
+            h = self.conv(f"{scope}/{name}.{i}/{name}.{i}.0", f, c, 3)
+            h = self.conv(f"{scope}/{name}.{i}/{name}.{i}.1", h, c, 3)
+            return self.conv2d(f"{scope}/{name}.{i}/{name}.{i}.2", h, c, cout, 1, 1, target=target)
+
+        n_anchor = sum(self.shapes[f][1] * self.shapes[f][2] for f in feats)
+        if head == "split":
+            # Ultralytics 8.0-8.3: cat(box, cls) per level, view(b, no, -1), cat over anchors, split.
+            levels = []
+            for i, f in enumerate(feats):
+                box = branch("cv2", i, f, c2, 4 * reg_max, box_target)
+                cls = branch("cv3", i, f, c3, nc, cls_target)
+                levels.append(self.concat(scope, [box, cls]))
+            flat = [
+                b.op(scope, "Reshape", [lvl, b.const(scope, [1, no, -1])], allowzero=0)
+                for lvl in levels
+            ]
+            x_cat = b.op(scope, "Concat", flat, axis=2)
+            split = b.const(scope, [4 * reg_max, nc])
+            box, cls = b.op(scope, "Split", [x_cat, split], n_out=2, axis=1)
+        elif head == "separate":
+            # Ultralytics 8.4+: box and class branches flattened and concatenated separately.
+            boxes = [branch("cv2", i, f, c2, 4 * reg_max, box_target) for i, f in enumerate(feats)]
+            boxes = [
+                b.op(scope, "Reshape", [x, b.const(scope, [1, 4 * reg_max, -1])], allowzero=0)
+                for x in boxes
+            ]
+            box = b.op(scope, "Concat", boxes, axis=-1)
+            clss = [branch("cv3", i, f, c3, nc, cls_target) for i, f in enumerate(feats)]
+            clss = [
+                b.op(scope, "Reshape", [x, b.const(scope, [1, nc, -1])], allowzero=0) for x in clss
+            ]
+            cls = b.op(scope, "Concat", clss, axis=-1)
+        else:
+            raise ValueError(f"unknown Detect head style {head!r} (split or separate)")
         # DFL: softmax over the 16 bins, expectation by a fixed 1x1 conv with weights 0..15.
         dfl = f"{scope}/dfl"
         r = b.op(dfl, "Reshape", [box, b.const(dfl, [1, 4, reg_max, n_anchor])], allowzero=0)
         t = b.op(dfl, "Transpose", [r], perm=[0, 2, 1, 3])
         sm = b.op(dfl, "Softmax", [t], axis=1)
         w_dfl = b.weight(
-            "model.22.dfl.conv.weight",
+            f"{param_prefix(dfl)}.conv.weight",
             np.arange(reg_max, dtype=np.float32).reshape(1, reg_max, 1, 1),
         )
         d = b.op(
@@ -170,35 +178,33 @@ class _Yolo:
             pads=[0, 0, 0, 0], strides=[1, 1],
         )  # fmt: skip
         dist = b.op(dfl, "Reshape", [d, b.const(dfl, [1, 4, n_anchor])], allowzero=0)
-        # dist2bbox: lt, rb = distance.chunk(2, 1), written by torch as shape arithmetic.
-        shp = b.op(scope, "Shape", [dist])
-        dim = b.op(scope, "Gather", [shp, b.const(scope, 1)], axis=0)
-        plus = b.op(scope, "Add", [dim, b.const(scope, 1)])
-        half = b.op(scope, "Div", [plus, b.const(scope, 2)])
-        zero = b.const(scope, [0])
-        one_ax = b.const(scope, [1])
-        end0 = b.op(scope, "Unsqueeze", [half, b.const(scope, [0])])
-        lt = b.op(scope, "Slice", [dist, zero, end0, one_ax])
-        end1 = b.op(scope, "Mul", [half, b.const(scope, 2)])
-        end1u = b.op(scope, "Unsqueeze", [end1, b.const(scope, [0])])
-        rb = b.op(scope, "Slice", [dist, b.op(scope, "Unsqueeze", [half, b.const(scope, [0])]),
-                                   end1u, one_ax])  # fmt: skip
-        anchor_points = b.weight(
-            f"{scope.strip('/')}.anchors", np.concatenate(anchors, 1)[None].astype(np.float32)
-        )
-        x1y1 = b.op(scope, "Sub", [anchor_points, lt])
-        x2y2 = b.op(scope, "Add", [anchor_points, rb])
-        c_xy = b.op(
-            scope, "Div", [b.op(scope, "Add", [x1y1, x2y2]), b.const(scope, 2.0, np.float32)]
-        )
+        # dist2bbox: lt, rb = distance.chunk(2, 1), which torch writes as shape arithmetic.
+        axis = b.const(scope, [1])
+        dim = b.op(scope, "Gather", [b.op(scope, "Shape", [dist]), axis], axis=0)
+        start = b.const(scope, [0])
+        half = b.op(scope, "Div", [b.op(scope, "Add", [dim, b.const(scope, [1])]),
+                                   b.const(scope, [2])])  # fmt: skip
+        end0 = b.op(scope, "Mul", [half, b.const(scope, [1])])
+        lt = b.op(scope, "Slice", [dist, start, end0, axis])
+        end1 = b.op(scope, "Mul", [half, b.const(scope, [2])])
+        rb = b.op(scope, "Slice", [dist, end0, end1, axis])
+        anchors, stride_row = [], []
+        for f, s in zip(feats, strides, strict=True):
+            _, h, w = self.shapes[f]
+            sx = np.arange(w, dtype=np.float32) + 0.5
+            sy = np.arange(h, dtype=np.float32) + 0.5
+            gy, gx = np.meshgrid(sy, sx, indexing="ij")
+            anchors.append(np.stack([gx.ravel(), gy.ravel()], 0))
+            stride_row.append(np.full((1, h * w), s, np.float32))
+        anchor_points = np.concatenate(anchors, 1)[None]
+        x1y1 = b.op(scope, "Sub", [b.const(scope, anchor_points, np.float32), lt])
+        x2y2 = b.op(scope, "Add", [b.const(scope, anchor_points, np.float32), rb])
+        c_xy = b.op(scope, "Div", [b.op(scope, "Add", [x1y1, x2y2]),
+                                   b.const(scope, 2.0, np.float32)])  # fmt: skip
         wh = b.op(scope, "Sub", [x2y2, x1y1])
         dbox = b.op(scope, "Concat", [c_xy, wh], axis=1)
-        stride_t = b.weight(
-            f"{scope.strip('/')}.strides", np.concatenate(stride_col, 1)[None].astype(np.float32)
-        )
-        dbox = b.op(scope, "Mul", [dbox, stride_t])
-        sig = b.op(scope, "Sigmoid", [cls])
-        return b.op(scope, "Concat", [dbox, sig], axis=1)
+        dbox = b.op(scope, "Mul", [dbox, b.const(scope, np.concatenate(stride_row, 1), np.float32)])
+        return b.op(scope, "Concat", [dbox, b.op(scope, "Sigmoid", [cls])], axis=1)
 
 
 def build_yolov8(
@@ -207,10 +213,15 @@ def build_yolov8(
     nc: int = 80,
     imgsz: int = 640,
     seed: int = 0,
+    head: str = "split",
     calibrate_weights: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> onnx.ModelProto:
-    """YOLOv8{n,s} for ``nc`` classes at ``imgsz`` x ``imgsz``; output ``[1, 4 + nc, anchors]``."""
+    """YOLOv8{n,s} for ``nc`` classes at ``imgsz`` x ``imgsz``; output ``[1, 4 + nc, anchors]``.
+
+    ``head`` picks the Detect export of Ultralytics 8.0-8.3 (``split``: per-level box+class
+    concat, one Reshape per level, Concat over anchors, Split) or 8.4+ (``separate``).
+    """
     if scale not in SCALES:
         raise ValueError(f"unknown YOLOv8 scale {scale!r} (known: {', '.join(SCALES)})")
     if imgsz % 32:
@@ -244,12 +255,12 @@ def build_yolov8(
     layers.append(y.conv("/model.19", layers[-1], ch(512), 3, 2))
     layers.append(y.concat("/model.20", [layers[-1], layers[9]]))
     layers.append(y.c2f("/model.21", layers[-1], ch(1024), y.n(3), False))
-    out = y.detect("/model.22", [layers[15], layers[18], layers[21]], nc, [8, 16, 32])
+    out = y.detect("/model.22", [layers[15], layers[18], layers[21]], nc, [8, 16, 32], head)
     n_anchor = sum((imgsz // s) ** 2 for s in (8, 16, 32))
     b.output(out, "output0", [1, 4 + nc, n_anchor])
     model = b.build(
         doc=f"hxsched zoo: YOLOv8{scale} (ultralytics yolov8.yaml, nc={nc}, imgsz={imgsz}), "
-        f"seeded random weights (seed {seed}); synthetic, not for diagnostic use"
+        f"{head} Detect head, seeded random weights (seed {seed}); synthetic, not for diagnostic use"
     )
     if calibrate_weights:
         rng = np.random.default_rng(seed + 1)

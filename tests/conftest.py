@@ -1,0 +1,71 @@
+"""Shared fixtures: zoo models built once per session, small ONNX builders, capability skips."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from hxsched.capabilities import detect
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+DATA = Path(__file__).parent / "data"
+
+
+def pytest_collection_modifyitems(config, items):
+    caps = detect()
+    skip_gpu = pytest.mark.skip(reason="needs an NVIDIA GPU with CUDA (none detected)")
+    skip_jetson = pytest.mark.skip(reason="needs a Jetson with TensorRT and DLA (not one)")
+    for item in items:
+        if "gpu" in item.keywords and not caps.has_cuda_gpu:
+            item.add_marker(skip_gpu)
+        if "jetson" in item.keywords and not (caps.is_jetson and caps.trt_available):
+            item.add_marker(skip_jetson)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("zoo")
+
+
+def _zoo_file(zoo_dir: Path, name: str) -> Path:
+    import onnx
+
+    from hxsched.scheduler.zoo import build_zoo_model
+
+    path = zoo_dir / f"{name}.onnx"
+    if not path.exists():
+        onnx.save_model(build_zoo_model(name, seed=0), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pix2pix_path(zoo_dir) -> Path:
+    return _zoo_file(zoo_dir, "pix2pix_unet256")
+
+
+@pytest.fixture(scope="session")
+def yolov8n_path(zoo_dir) -> Path:
+    return _zoo_file(zoo_dir, "yolov8n")
+
+
+@pytest.fixture(scope="session")
+def pix2pix_graph(pix2pix_path):
+    """The zoo's Pix2Pix as a Graph (tests that mutate it must .copy() first)."""
+    from hxsched.scheduler.onnx_io import load_model
+
+    return load_model(pix2pix_path)
+
+
+@pytest.fixture(scope="session")
+def yolov8n_graph(yolov8n_path):
+    from hxsched.scheduler.onnx_io import load_model
+
+    return load_model(yolov8n_path)
