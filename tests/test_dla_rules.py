@@ -8,12 +8,11 @@ from onnx import helper
 from onnx_builders import graph, i64, one_op, w
 
 from hxsched.errors import HxschedError
+from hxsched.scheduler.dla_ops import OPS, op_support
 from hxsched.scheduler.dla_rules import (
-    OPS,
     RULES,
     CheckContext,
     node_verdict,
-    op_support,
     validate_options,
 )
 

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_rules(args: argparse.Namespace) -> int:
-    from hxsched.scheduler.dla_rules import OPS, RULES
+    from hxsched.scheduler.dla_ops import OPS
+    from hxsched.scheduler.dla_rules import RULES
 
     rules = [
         {"id": r.id, "ops": sorted(r.ops), "summary": r.summary, "source": r.source} for r in RULES

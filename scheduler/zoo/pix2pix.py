@@ -25,28 +25,19 @@ class _Unet:
         self.b = b
         self.targets: dict[str, Target] = {}
 
-    def conv(self, scope: str, x: str, cin: int, cout: int, *, bias: bool) -> str:
+    def conv(self, scope: str, op: str, x: str, cin: int, cout: int, *, bias: bool) -> str:
+        """Conv(k4, s2, p1) or ConvTranspose(k4, s2, p1), He-initialised."""
         b = self.b
         prefix = param_prefix(scope)
-        w = b.weight(f"{prefix}.weight", b.he((cout, cin, 4, 4), cin * 16))
-        inputs = [x, w]
+        if op == "Conv":
+            w = b.he((cout, cin, 4, 4), cin * 16)
+        else:  # ConvTranspose weights are [C_in, C_out, kH, kW]; each output sees C_in*4 taps
+            w = b.he((cin, cout, 4, 4), cin * 4)
+        inputs = [x, b.weight(f"{prefix}.weight", w)]
         if bias:
             inputs.append(b.weight(f"{prefix}.bias", np.zeros(cout, np.float32)))
         return b.op(
-            scope, "Conv", inputs, dilations=[1, 1], group=1, kernel_shape=[4, 4],
-            pads=[1, 1, 1, 1], strides=[2, 2],
-        )  # fmt: skip
-
-    def deconv(self, scope: str, x: str, cin: int, cout: int, *, bias: bool) -> str:
-        b = self.b
-        prefix = param_prefix(scope)
-        # ConvTranspose weights are [C_in, C_out, kH, kW]; fan-in seen by an output is C_in*4.
-        w = b.weight(f"{prefix}.weight", b.he((cin, cout, 4, 4), cin * 4))
-        inputs = [x, w]
-        if bias:
-            inputs.append(b.weight(f"{prefix}.bias", np.zeros(cout, np.float32)))
-        return b.op(
-            scope, "ConvTranspose", inputs, dilations=[1, 1], group=1, kernel_shape=[4, 4],
+            scope, op, inputs, dilations=[1, 1], group=1, kernel_shape=[4, 4],
             pads=[1, 1, 1, 1], strides=[2, 2],
         )  # fmt: skip
 
@@ -82,25 +73,25 @@ class _Unet:
         input_nc = outer_nc if input_nc is None else input_nc
         seq = f"{path}/model/model"  # the block's Sequential is its attribute ``model``
         if outermost:
-            h = self.conv(f"{seq}.0", x, input_nc, inner_nc, bias=False)
+            h = self.conv(f"{seq}.0", "Conv", x, input_nc, inner_nc, bias=False)
             assert submodule is not None
             h = submodule(f"{seq}.1", h)
             h = b.op(f"{seq}.2", "Relu", [h])
-            h = self.deconv(f"{seq}.3", h, inner_nc * 2, outer_nc, bias=True)
+            h = self.conv(f"{seq}.3", "ConvTranspose", h, inner_nc * 2, outer_nc, bias=True)
             self.targets[b.nodes[-1].name] = AffineOutput(std=0.6)
             return b.op(f"{seq}.4", "Tanh", [h])
         a = b.op(f"{seq}.0", "LeakyRelu", [x], alpha=0.2)
-        h = self.conv(f"{seq}.1", a, input_nc, inner_nc, bias=False)
+        h = self.conv(f"{seq}.1", "Conv", a, input_nc, inner_nc, bias=False)
         if innermost:
             h = b.op(f"{seq}.2", "Relu", [h])
-            h = self.deconv(f"{seq}.3", h, inner_nc, outer_nc, bias=False)
+            h = self.conv(f"{seq}.3", "ConvTranspose", h, inner_nc, outer_nc, bias=False)
             h = self.norm(f"{seq}.4", h, outer_nc)
         else:
             h = self.norm(f"{seq}.2", h, inner_nc)
             assert submodule is not None
             h = submodule(f"{seq}.3", h)
             h = b.op(f"{seq}.4", "Relu", [h])
-            h = self.deconv(f"{seq}.5", h, inner_nc * 2, outer_nc, bias=False)
+            h = self.conv(f"{seq}.5", "ConvTranspose", h, inner_nc * 2, outer_nc, bias=False)
             h = self.norm(f"{seq}.6", h, outer_nc)
         return b.op(path, "Concat", [a, h], axis=1)
 
