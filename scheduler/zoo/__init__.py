@@ -119,7 +119,11 @@ def zoo_entry(name: str) -> ZooEntry:
 
 
 def build_zoo_model(
-    name: str, *, seed: int = 0, progress: Callable[[str], None] | None = None
+    name: str,
+    *,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+    calibrate_weights: bool = True,
 ) -> onnx.ModelProto:
     """Build zoo model ``name`` with seeded weights."""
-    return zoo_entry(name).build(seed=seed, progress=progress)
+    return zoo_entry(name).build(seed=seed, progress=progress, calibrate_weights=calibrate_weights)
