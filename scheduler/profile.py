@@ -477,7 +477,9 @@ def load_profile(path: str | os.PathLike[str]) -> Profile:
 def save_profile(profile: Profile, path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(profile.to_dict(), sort_keys=False, width=100)
+    text = yaml.safe_dump(
+        profile.to_dict(), sort_keys=False, width=100, allow_unicode=True, default_flow_style=None
+    )
     header = (
         f"# hxsched profile: {profile.model.name} on {profile.device} ({profile.precision}).\n"
         f"# Numbers: {profile.provenance[profile.default_source].describe()} unless a group's\n"

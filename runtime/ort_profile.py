@@ -1,0 +1,228 @@
+"""Measured profiles on this CPU: ONNX Runtime's per-node profiler, aggregated to layer groups.
+
+The model runs with ONNX Runtime's basic graph optimisations (node names survive; BatchNorm may
+fold into the Conv before it, which is in the same group by construction). After warm-up runs,
+each profiled run's node times are summed per group; a group's time is the median over runs and
+its spread the inter-quartile range. The whole model is timed separately, without the profiler,
+so the two can be compared (group times should sum to within 10 % of it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hxsched.errors import HxschedError
+from hxsched.scheduler.costs import node_cost
+from hxsched.scheduler.graph import Graph
+from hxsched.scheduler.groups import LayerGroup, make_groups
+from hxsched.scheduler.onnx_io import to_model_proto
+from hxsched.scheduler.profile import GroupProfile, ModelInfo, Profile, Provenance
+from hxsched.scheduler.structure import structural_hash
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def node_name_from_event(event_name: str) -> str:
+    """``/model.0/conv/Conv_kernel_time`` -> ``/model.0/conv/Conv``; fused nodes keep the name
+    of their last node before the ``/...Fusion/`` suffix ONNX Runtime appends."""
+    name = event_name[: -len("_kernel_time")] if event_name.endswith("_kernel_time") else event_name
+    if "Fusion/" in name:
+        name = name[: name.rfind("/", 0, name.find("Fusion/"))]
+    return name
+
+
+@dataclass(frozen=True)
+class RunTimes:
+    """Per-run node durations (ms) from one ONNX Runtime profile file."""
+
+    runs: list[dict[str, float]]  # one dict node -> ms per model_run
+    run_ms: list[float]  # model_run durations (ms)
+
+
+def parse_ort_profile(events: Sequence[dict]) -> RunTimes:
+    """Split ONNX Runtime profiler events into runs and sum node kernel times per run."""
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e["ts"],
+    )
+    per_run: list[dict[str, float]] = [dict() for _ in runs]
+    starts = [r["ts"] for r in runs]
+    ends = [r["ts"] + r["dur"] for r in runs]
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        ts = e["ts"]
+        for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
+            if a <= ts <= b:
+                name = node_name_from_event(e["name"])
+                per_run[i][name] = per_run[i].get(name, 0.0) + e["dur"] / 1e3
+                break
+    return RunTimes(per_run, [r["dur"] / 1e3 for r in runs])
+
+
+def _iqr(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    q = np.percentile(values, [25, 75])
+    return float(q[1] - q[0])
+
+
+@dataclass(frozen=True)
+class OrtMeasurement:
+    profile: Profile
+    groups_sum_ms: float
+    whole_ms: float
+    unattributed_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.groups_sum_ms / self.whole_ms if self.whole_ms else float("nan")
+
+
+def _session(model_bytes: bytes, threads: int, profile_dir: str | None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    if profile_dir is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(profile_dir, "ort")
+    return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def measure_ort_profile(
+    graph: Graph,
+    *,
+    runs: int = 10,
+    warmup: int = 3,
+    threads: int = 0,
+    max_groups: int = 40,
+    model_name: str | None = None,
+    groups: Sequence[LayerGroup] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> OrtMeasurement:
+    """Profile ``graph`` on this CPU with ONNX Runtime (device ``cpu``, FP32)."""
+    import onnxruntime as ort
+
+    from hxsched.runtime.reference import random_inputs
+
+    if runs < 1 or warmup < 0:
+        raise HxschedError("--runs must be >= 1 and --warmup >= 0")
+    threads = threads or (os.cpu_count() or 1)
+    model_bytes = to_model_proto(graph).SerializeToString()
+    if len(model_bytes) > 2_000_000_000:
+        raise HxschedError("models over 2 GB cannot be profiled in memory yet", path=graph.path)
+    feeds = random_inputs(graph, seed=0)
+    groups = list(groups) if groups is not None else make_groups(
+        graph, {n.name: False for n in graph.nodes}, max_groups=max_groups
+    )  # fmt: skip
+    say = progress or (lambda _m: None)
+
+    say(f"timing the whole model: {warmup} warm-up + {runs} runs ({threads} threads)")
+    sess = _session(model_bytes, threads, None)
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    whole = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        whole.append((time.perf_counter() - t0) * 1e3)
+    del sess
+
+    say(f"profiling nodes: {warmup} warm-up + {runs} profiled runs")
+    with tempfile.TemporaryDirectory(prefix="hxsched-ortprof-") as tmp:
+        sess = _session(model_bytes, threads, tmp)
+        for _ in range(warmup + runs):
+            sess.run(None, feeds)
+        path = sess.end_profiling()
+        with open(path) as f:
+            events = json.load(f)
+    times = parse_ort_profile(events)
+    measured = times.runs[warmup:]
+    if len(measured) != runs:
+        raise HxschedError(f"ONNX Runtime's profile holds {len(times.runs)} runs, expected "
+                           f"{warmup + runs}")  # fmt: skip
+    owner = {name: g.id for g in groups for name in g.nodes}
+    per_group: list[list[float]] = [[] for _ in groups]
+    unattributed = []
+    for run in measured:
+        sums = [0.0] * len(groups)
+        lost = 0.0
+        for name, ms in run.items():
+            gid = owner.get(name)
+            if gid is None:
+                lost += ms
+            else:
+                sums[gid] += ms
+        for gid, v in enumerate(sums):
+            per_group[gid].append(v)
+        unattributed.append(lost)
+    costs = {n.name: node_cost(graph, n) for n in graph.nodes}
+    profiles = []
+    for g, samples in zip(groups, per_group, strict=True):
+        med = statistics.median(samples)
+        moved = sum(costs[n].bytes for n in g.nodes)
+        profiles.append(
+            GroupProfile(
+                id=g.id, name=g.name, first=g.first, last=g.last, nodes=len(g.nodes), dla=False,
+                flops=g.flops, bytes=g.bytes, weight_bytes=g.weight_bytes, out_bytes=g.out_bytes,
+                time_ms={"cpu": med}, spread_ms={"cpu": _iqr(samples)},
+                memory_bw={"cpu": moved / (med / 1e3) if med > 0 else 0.0},
+            )
+        )  # fmt: skip
+    whole_ms = statistics.median(whole)
+    provenance = Provenance(
+        kind="measured",
+        tool="onnxruntime profiler (CPUExecutionProvider, ORT_ENABLE_BASIC)",
+        versions={
+            "onnxruntime": ort.__version__,
+            "cpu": cpu_name(),
+            "threads": str(threads),
+            "runs": f"{warmup} warm-up + {runs} measured",
+        },
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        notes="group time = median over runs of the summed node kernel times; spread = IQR",
+    )
+    profile = Profile(
+        device="cpu",
+        precision="fp32",
+        model=ModelInfo(
+            name=model_name or graph.name,
+            structural_hash=structural_hash(graph),
+            source=graph.path,
+            nodes=len(graph.nodes),
+            inputs={n: list(graph.tensors[n].shape or ()) for n in graph.inputs},
+        ),
+        provenance={"ort": provenance},
+        default_source="ort",
+        groups=tuple(profiles),
+        whole_model_ms={"cpu": whole_ms},
+    )
+    return OrtMeasurement(
+        profile,
+        groups_sum_ms=sum(p.time_ms["cpu"] for p in profiles),
+        whole_ms=whole_ms,
+        unattributed_ms=statistics.median(unattributed) if unattributed else 0.0,
+    )
