@@ -198,7 +198,6 @@ class EngineRunner:
 
     def __init__(self, engine_bytes: bytes, dla_core: int | None, log: list[str]) -> None:
         import numpy as np
-
         import pycuda.autoinit  # noqa: F401 - creates the CUDA context
 
         self._runtime = trt.Runtime(_Logger(log))

@@ -165,11 +165,7 @@ def measure_trt_profile(
             model, rmse = fit_contention(samples, base.contention.get("peak_gbs", 204.8))
             contention = model.to_dict()
             say(f"contention model fitted: {contention} (rmse {rmse:.3f})")
-    versions = {"hxsched": __version__}
-    try:
-        versions["tensorrt"] = te.trt.__version__
-    except HxschedError:  # pragma: no cover - only reached without TensorRT
-        pass
+    versions = {"hxsched": __version__, "tensorrt": str(te.trt.__version__)}
     provenance = dict(base.provenance)
     provenance["trt"] = Provenance(
         "measured", "TensorRT engines timed with CUDA events around execute_async_v3", versions,

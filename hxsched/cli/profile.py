@@ -132,9 +132,7 @@ def run(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from hxsched.scheduler.profile_store import list_profiles
 
-    items = list_profiles(
-        None if args.device == "orin-agx" and not _device_given(args) else args.device
-    )
+    items = list_profiles(args.device)
     rows, data = [], []
     for it in items:
         p = it.profile
