@@ -1,7 +1,9 @@
 """Measured profiles on this CPU: ONNX Runtime's per-node profiler, aggregated to layer groups.
 
-The model runs with ONNX Runtime's basic graph optimisations (node names survive; BatchNorm may
-fold into the Conv before it, which is in the same group by construction). After warm-up runs,
+The model runs with ONNX Runtime's graph optimisations off (hxsched has folded the constants
+already): a fusion across a group boundary, e.g. a BatchNorm folded into the ConvTranspose of the
+group before it, would move one group's time into another, and segments never fuse across
+boundaries when they run on their own. After warm-up runs,
 each profiled run's node times are summed per group; a group's time is the median over runs and
 its spread the inter-quartile range. The whole model is timed separately, without the profiler,
 so the two can be compared (group times should sum to within 10 % of it).
@@ -103,7 +105,7 @@ def _session(model_bytes: bytes, threads: int, profile_dir: str | None):
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     if profile_dir is not None:
@@ -140,25 +142,23 @@ def measure_ort_profile(
     )  # fmt: skip
     say = progress or (lambda _m: None)
 
-    say(f"timing the whole model: {warmup} warm-up + {runs} runs ({threads} threads)")
-    sess = _session(model_bytes, threads, None)
-    for _ in range(warmup):
-        sess.run(None, feeds)
+    say(f"timing the whole model and profiling its nodes, interleaved: {warmup} warm-up + "
+        f"{runs} runs each ({threads} threads)")  # fmt: skip
     whole = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        whole.append((time.perf_counter() - t0) * 1e3)
-    del sess
-
-    say(f"profiling nodes: {warmup} warm-up + {runs} profiled runs")
     with tempfile.TemporaryDirectory(prefix="hxsched-ortprof-") as tmp:
-        sess = _session(model_bytes, threads, tmp)
-        for _ in range(warmup + runs):
-            sess.run(None, feeds)
-        path = sess.end_profiling()
+        plain = _session(model_bytes, threads, None)
+        profiled = _session(model_bytes, threads, tmp)
+        for i in range(warmup + runs):
+            # alternate the two so that both see the same machine load
+            t0 = time.perf_counter()
+            plain.run(None, feeds)
+            if i >= warmup:
+                whole.append((time.perf_counter() - t0) * 1e3)
+            profiled.run(None, feeds)
+        path = profiled.end_profiling()
         with open(path) as f:
             events = json.load(f)
+        del plain, profiled
     times = parse_ort_profile(events)
     measured = times.runs[warmup:]
     if len(measured) != runs:
@@ -195,7 +195,7 @@ def measure_ort_profile(
     whole_ms = statistics.median(whole)
     provenance = Provenance(
         kind="measured",
-        tool="onnxruntime profiler (CPUExecutionProvider, ORT_ENABLE_BASIC)",
+        tool="onnxruntime profiler (CPUExecutionProvider, graph optimisations off)",
         versions={
             "onnxruntime": ort.__version__,
             "cpu": cpu_name(),

@@ -59,10 +59,10 @@ class ContentionModel:
 # -> 113.1 qps (1.17x), NVIDIA forum thread 219770; Orin, NVIDIA/TensorRT#2745: GPU model
 # 45 -> 51..59 ms (1.13-1.31x), DLA model 17 -> 20.8..21.8 ms (1.22-1.28x).
 DEFAULT_CONTENTION = {
-    "orin-agx": ContentionModel(204.8, 0.45, 1.9),
-    "orin-nx": ContentionModel(102.4, 0.45, 1.9),
-    "orin-nano": ContentionModel(68.0, 0.45, 1.9),
-    "xavier-agx": ContentionModel(137.0, 0.45, 1.8),
+    "orin-agx": ContentionModel(204.8, 0.5, 1.8),
+    "orin-nx": ContentionModel(102.4, 0.5, 1.8),
+    "orin-nano": ContentionModel(68.0, 0.5, 1.8),
+    "xavier-agx": ContentionModel(137.0, 0.5, 1.7),
 }
 
 

@@ -57,11 +57,14 @@ PIPELINE_CHECK = Published(
 DLA_GPU_RATIO_RANGE = (2.0, 3.0)
 
 
-def fused_nodes(graph: Graph) -> set[str]:
-    """Nodes TensorRT fuses into the layer before them (activation/BN/residual epilogues)."""
+def fused_nodes(graph: Graph, members: set[str] | None = None) -> set[str]:
+    """Nodes TensorRT fuses into the layer before them (activation/BN/residual epilogues);
+    with ``members``, only fusions inside that set of nodes (one engine) count."""
     fused: set[str] = set()
     heavy_or_fused: set[str] = set()
     for node in graph.nodes:
+        if members is not None and node.name not in members:
+            continue
         if node.op_type in _HEAVY:
             heavy_or_fused.add(node.name)
             continue
@@ -103,10 +106,10 @@ def estimate_groups(
     costs = costs or {n.name: node_cost(graph, n) for n in graph.nodes}
     elem = PRECISION_BYTES[precision]
     model_elem = model_element_bytes(graph)
-    fused = fused_nodes(graph)
     by_name: dict[str, Node] = {n.name: n for n in graph.nodes}
     out: list[GroupEstimate] = []
     for g in groups:
+        fused = fused_nodes(graph, set(g.nodes))
         times: dict[str, float] = {}
         bws: dict[str, float] = {}
         kinds = [("gpu", device.gpu)]

@@ -197,12 +197,19 @@ def attribute(profile: ExportedProfile, graph: Graph) -> Attribution:
         if not members:
             pending += row.ms
             continue
+        if not is_dla:
+            # e.g. "loss3/classifier finish": a layer inside a DLA subgraph seen before
+            inside = next((b for b, _ in out.dla_blocks if set(members) <= set(b)), None)
+            if inside is not None:
+                members, is_dla = inside, True
         previous = (members, is_dla)
         ms = row.ms + pending
         pending = 0.0
         if is_dla:
-            if out.dla_blocks and out.dla_blocks[-1][0] == members:
-                out.dla_blocks[-1] = (members, out.dla_blocks[-1][1] + ms)
+            for k, (block, total) in enumerate(out.dla_blocks):
+                if block == members:
+                    out.dla_blocks[k] = (block, total + ms)
+                    break
             else:
                 out.dla_blocks.append((members, ms))
         else:

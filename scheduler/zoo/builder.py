@@ -87,6 +87,21 @@ class ModelBuilder:
         )
         return out
 
+    def unscoped_const(self, value: Any, consumer: str, dtype: Any = np.int64) -> str:
+        """A constant torch emits outside any module scope (e.g. Split sizes): ``Constant_<k>``
+        writing ``onnx::<Consumer>_<k>`` (torch's own numbering differs; only the form matters)."""
+        k = self._used.get("#unscoped", 0)
+        self._used["#unscoped"] = k + 1
+        name = f"Constant_{k}"
+        out = f"onnx::{consumer}_{k}"
+        arr = np.asarray(value, dtype=dtype)
+        self.nodes.append(
+            helper.make_node(
+                "Constant", [], [out], name=name, value=numpy_helper.from_array(arr, out)
+            )
+        )
+        return out
+
     def op(self, scope: str, op: str, inputs: Sequence[str], n_out: int = 1, **attrs: Any):
         name = self._node_name(scope, op)
         outs = [f"{name}_output_{i}" for i in range(n_out)]

@@ -80,7 +80,7 @@ class _Yolo:
     def c2f(self, scope: str, x: str, cout: int, n: int, shortcut: bool) -> str:
         c = int(cout * 0.5)
         y = self.conv(f"{scope}/cv1", x, 2 * c, 1, 1)
-        split = self.b.const(scope, [c, c])  # torch writes the split sizes as a constant
+        split = self.b.unscoped_const([c, c], "Split")  # torch writes split sizes unscoped
         parts = self.b.op(scope, "Split", [y, split], n_out=2, axis=1)
         for p in parts:
             self.shapes[p] = (c, *self.shapes[y][1:])
@@ -147,7 +147,7 @@ class _Yolo:
                 for lvl in levels
             ]
             x_cat = b.op(scope, "Concat", flat, axis=2)
-            split = b.const(scope, [4 * reg_max, nc])
+            split = b.unscoped_const([4 * reg_max, nc], "Split")
             box, cls = b.op(scope, "Split", [x_cat, split], n_out=2, axis=1)
         elif head == "separate":
             # Ultralytics 8.4+: box and class branches flattened and concatenated separately.
