@@ -72,7 +72,11 @@ class OrtModel:
         self.outputs = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        values = self.session.run(None, dict(feeds))
+        try:
+            values = self.session.run(None, dict(feeds))
+        except Exception as exc:  # ONNX Runtime's own errors: report, don't crash
+            detail = " ".join(str(exc).split())[:300]
+            raise HxschedError(f"ONNX Runtime failed to run the model: {detail}") from None
         return dict(zip(self.outputs, values, strict=True))
 
     def close(self) -> None:

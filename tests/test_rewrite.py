@@ -68,8 +68,8 @@ def test_names_stay_traceable(pix2pix_graph):
 def test_rewrite_equals_original_on_random_deconvolutions(k, s, size, pb, pe, op, dil):
     full = s * (size - 1) + (k - 1) * dil + 1
     out = full + op - 2 * 0 - pb - pe
-    # ONNX requires output_padding < stride (or < dilation) and a positive output size
-    if op >= max(s, dil) or out <= 0 or pb + pe >= full:
+    # ONNX Runtime requires output_padding < stride, and the output must not be empty
+    if op >= s or out <= 0 or pb + pe >= full:
         return
     g = deconv_graph(2, 3, size, k, s, pads=[pb, pb, pe, pe], out_pad=[op, op], dil=dil)
     rewritten = g.copy()
