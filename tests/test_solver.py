@@ -1,0 +1,113 @@
+"""The SAT scheduler against exhaustive search on random small instances, both objectives,
+with and without contention; proofs; time limits; infeasibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from planning_helpers import brute_force, random_profile
+
+from hxsched.errors import HxschedError
+from hxsched.scheduler.contention import ContentionModel
+from hxsched.scheduler.problem import Instance, build_problem
+from hxsched.scheduler.simulate import evaluate
+from hxsched.scheduler.solver import solve
+
+
+def make_problem(seed, objective, contention, n_inst, n_groups, k, accs, max_loadables=16):
+    rng = np.random.default_rng(seed)
+    insts = [
+        Instance(f"m{i}#0", f"m{i}", random_profile(rng, n_groups, f"m{i}")) for i in range(n_inst)
+    ]
+    cm = ContentionModel(204.8, 0.3, 1.8) if contention else None
+    return build_problem(insts, accs, objective=objective, max_switches=k, contention=cm,
+                         levels=2, max_loadables=max_loadables)  # fmt: skip
+
+
+SETTINGS = settings(max_examples=200, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 10**6),
+    contention=st.booleans(),
+    n_inst=st.integers(1, 3),
+    n_groups=st.integers(1, 4),
+    k=st.integers(0, 2),
+    accs=st.sampled_from([("gpu", "dla0"), ("gpu", "dla0", "dla1"), ("gpu",)]),
+    loadables=st.sampled_from([16, 1]),
+)
+def test_throughput_optimum_equals_exhaustive_search(
+    seed, contention, n_inst, n_groups, k, accs, loadables
+):
+    p = make_problem(seed, "throughput", contention, n_inst, n_groups, k, accs, loadables)
+    r = solve(p, time_limit_s=None)
+    assert r.optimal and r.proof in ("unsat", "lp-bound")
+    assert r.value == brute_force(p)
+    # the solver's prediction is the simulator's number for the same plan
+    assert evaluate(p, r.selection).period == r.value
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 10**6),
+    contention=st.booleans(),
+    n_inst=st.integers(1, 2),
+    n_groups=st.integers(1, 3),
+    k=st.integers(0, 1),
+    accs=st.sampled_from([("gpu", "dla0"), ("gpu", "dla0", "dla1")]),
+)
+def test_latency_optimum_equals_exhaustive_search(seed, contention, n_inst, n_groups, k, accs):
+    p = make_problem(seed, "latency", contention, n_inst, n_groups, k, accs)
+    r = solve(p, time_limit_s=None)
+    assert r.optimal
+    assert r.value == brute_force(p)
+    assert r.evaluation.period == r.value
+    assert evaluate(p, r.selection, r.evaluation.edges).period == r.value
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency"])
+def test_contention_without_slowdown_reduces_to_the_plain_model(objective):
+    for seed in range(5):
+        rng_args = (seed, objective)
+        plain = make_problem(*rng_args, False, 2, 3, 1, ("gpu", "dla0", "dla1"))
+        flat = make_problem(*rng_args, False, 2, 3, 1, ("gpu", "dla0", "dla1"))
+        flat.contention = ContentionModel(204.8, 0.3, 1.0)  # slowdown 1: contention has no effect
+        from hxsched.scheduler.problem import build_problem as rebuild
+
+        flat = rebuild(flat.instances, flat.accelerators, objective=objective, max_switches=1,
+                       contention=ContentionModel(204.8, 0.3, 1.0), levels=2)  # fmt: skip
+        assert solve(plain, time_limit_s=None).value == solve(flat, time_limit_s=None).value
+
+
+def test_infeasible_pins_are_reported():
+    rng = np.random.default_rng(1)
+    prof = random_profile(rng, 3, "m")
+    insts = [Instance(f"m#{i}", "m", prof, "dla0") for i in range(3)]
+    # whole instances on dla0 only where every group can run there; force the loadable limit
+    if not all("dla" in g.time_ms for g in prof.groups):
+        with pytest.raises(HxschedError, match="no way to place"):
+            build_problem(insts, ("gpu", "dla0"))
+        return
+    p = build_problem(insts, ("gpu", "dla0"), max_loadables=2)
+    with pytest.raises(HxschedError, match="no plan satisfies"):
+        solve(p, time_limit_s=5)
+
+
+def test_loadable_limit_binds():
+    p = make_problem(3, "throughput", False, 3, 4, 2, ("gpu", "dla0"), max_loadables=1)
+    r = solve(p, time_limit_s=None)
+    assert sum(c.loadables("dla0") for c in r.selection) <= 1
+
+
+def test_problem_options_are_validated():
+    rng = np.random.default_rng(0)
+    inst = [Instance("m#0", "m", random_profile(rng, 2, "m"))]
+    for kwargs in ({"objective": "energy"}, {"max_switches": 4}, {"resolution_ms": 0}):
+        with pytest.raises(HxschedError):
+            build_problem(inst, ("gpu",), **kwargs)
+    with pytest.raises(HxschedError):
+        build_problem([], ("gpu",))
