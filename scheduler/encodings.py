@@ -75,6 +75,36 @@ class Cnf:
             self.add([-v, lit])
         return v
 
+    def choice_sum_at_most(self, choices: Sequence[Sequence[int]], weights: Sequence[Sequence[int]],
+                           bound: int) -> None:  # fmt: skip
+        """sum over groups of the chosen item's weight <= bound, where each group of ``choices``
+        has exactly one true literal. Partial sums are order-encoded, so unit propagation keeps
+        them bounds-consistent (the strength of a decision diagram, size ~ groups x bound x
+        distinct weights)."""
+        prev: list[int] | None = None  # prev[t-1] <-> partial sum >= t
+        for lits, ws in zip(choices, weights, strict=True):
+            for lit, w in zip(lits, ws, strict=True):
+                if w > bound:
+                    self.add([-lit])
+            levels = sorted({w for w in ws if 0 < w <= bound})
+            at_least = {v: self.or_of([lit for lit, w in zip(lits, ws, strict=True) if w >= v])
+                        for v in levels}  # fmt: skip
+            cur = [self.var() for _ in range(bound)]
+            for t in range(1, bound):
+                self.add([-cur[t], cur[t - 1]])
+            if prev is not None:
+                for u in range(1, bound + 1):
+                    self.add([-prev[u - 1], cur[u - 1]])
+            for v, lit in at_least.items():
+                self.add([-lit, cur[v - 1]])
+                if prev is not None:
+                    for u in range(1, bound + 1):
+                        if u + v > bound:
+                            self.add([-prev[u - 1], -lit])
+                        else:
+                            self.add([-prev[u - 1], -lit, cur[u + v - 1]])
+            prev = cur
+
     # -- binary numbers -------------------------------------------------------------------------
     def one_hot_number(self, choice: Sequence[int], values: Sequence[int]) -> list[int]:
         """Bits (LSB first) of the value selected by a one-hot ``choice``."""
@@ -144,6 +174,8 @@ class Cnf:
             self.add([-r])
             return r
         width = len(bits)
+        if bound >> width:
+            return r  # the number has fewer bits than the bound: always below it
         for i in range(width - 1, -1, -1):
             if (bound >> i) & 1:
                 continue

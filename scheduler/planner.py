@@ -158,6 +158,8 @@ def make_plan(
         instances, accelerators, objective=objective, max_switches=max_switches,
         resolution_ms=resolution_ms, contention=cmodel, max_loadables=max_loadables,
     )  # fmt: skip
+    import scipy.optimize  # noqa: F401 - module start-up is not solving time
+
     result = solve(problem, time_limit_s=time_limit_s, solver_name=sat_solver, progress=progress)
     ev = result.evaluation
     assert ev is not None and result.selection is not None

@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from hxsched.errors import HxschedError
 from hxsched.scheduler.contention import ContentionModel
 from hxsched.scheduler.profile import Profile
@@ -107,7 +109,12 @@ class Problem:
     contention: ContentionModel | None = None
     levels: int = DEFAULT_LEVELS
     max_loadables: int = MAX_LOADABLES
-    configs: list[list[Config]] = field(default_factory=list)
+    configs: list[list[Config]] = field(default_factory=list)  # per query (see solver)
+    chains: list[Chain] = field(default_factory=list)
+    # per query: each configuration's reduced cost and the budget a plan of value <= the
+    # bound leaves for them (sum of reduced costs <= bound - LP optimum)
+    reduced_costs: list[list[float]] | None = None
+    rc_budget: float | None = None
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -202,27 +209,94 @@ def _dominates(a: tuple, b: tuple) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True))
 
 
-def _insert(front: list, key: tuple, item) -> None:
-    """Keep ``front`` (list of (key, item)) free of dominated entries."""
-    for k, _ in front:
-        if _dominates(k, key):
-            return
-    front[:] = [(k, it) for k, it in front if not _dominates(key, k)]
-    front.append((key, item))
+def pareto(problem: Problem, configs: Sequence[Config]) -> list[Config]:
+    """Drop configurations another one dominates on every figure the objective sees:
+    throughput: per accelerator, the load at every contention level, the bytes moved (when
+    contention is modelled) and the DLA loadables; latency: the same per segment slot, among
+    configurations with the same accelerator sequence."""
+    groups: dict[object, list[Config]] = {}
+    for cfg in configs:
+        groups.setdefault(cfg.pattern if problem.objective == "latency" else None, []).append(cfg)
+    out: list[Config] = []
+    for members in groups.values():
+        keys = np.array([config_key(problem, c) for c in members], dtype=float)
+        order = np.lexsort(
+            keys.T[::-1]
+        )  # lexicographic: a dominator sorts before what it dominates
+        kept: list[int] = []
+        for idx in order:
+            k = keys[idx]
+            if kept and np.any(np.all(keys[kept] <= k, axis=1)):
+                continue
+            kept.append(int(idx))
+        out.extend(members[i] for i in kept)
+    out.sort(key=lambda c: (c.switches, c.pattern, [s.first for s in c.segments]))
+    return out
 
 
-class _Builder:
+def config_key(problem: Problem, cfg: Config) -> tuple:
+    key: list[float] = []
+    if problem.objective == "throughput":
+        for acc in problem.accelerators:
+            key += [cfg.load(acc, lv) for lv in range(problem.n_levels)]
+            if problem.contention is not None:
+                key.append(problem.kib(cfg.bytes_on(acc)))
+            if acc.startswith("dla"):
+                key.append(cfg.loadables(acc))
+        return tuple(key)
+    for seg in cfg.segments:
+        key += [seg.busy_at(lv) for lv in range(problem.n_levels)]
+        if problem.contention is not None:
+            key.append(problem.level_of(seg.bw))
+    key += [cfg.loadables(c) for c in problem.dla_cores]
+    return tuple(key)
+
+
+INF = float("inf")
+
+
+class Chain:
+    """One instance's chain of groups: segment costs, pricing and enumeration of its
+    configurations (at most k+1 segments on alternating accelerators)."""
+
     def __init__(self, problem: Problem, inst: Instance) -> None:
         self.p = problem
         self.inst = inst
+        self.n = inst.n_groups
         self.arrays = _group_arrays(inst, problem.accelerators, problem)
-        self.accels = [inst.pin] if inst.pin else list(problem.accelerators)
         if inst.pin and inst.pin not in problem.accelerators:
             raise HxschedError(
                 f"--pin {inst.name}={inst.pin}: the device has no {inst.pin} "
                 f"(it has {', '.join(problem.accelerators)})"
             )
+        self.accels = [inst.pin] if inst.pin else list(problem.accelerators)
+        n, res = self.n, problem.resolution_ms
+        # busy ticks of segment [a, b] on acc (level 0, no hand-over); inf where it cannot run
+        self.ticks: dict[str, np.ndarray] = {}
+        for acc in self.accels:
+            ms, _lv, _by, ok = self.arrays[kind_of(acc)]
+            prefix = np.asarray(ms)
+            bad = np.concatenate([[0], np.cumsum([0 if o else 1 for o in ok])])
+            mat = np.full((n, n), INF)
+            for a in range(n):
+                seg_ms = prefix[a + 1 :] - prefix[a]
+                seg_bad = bad[a + 1 :] - bad[a]
+                vals = np.ceil(seg_ms / res - 1e-9)
+                vals[seg_bad > 0] = INF
+                mat[a, a:] = np.maximum(vals, 0)
+            self.ticks[acc] = mat
+        # hand-over ticks into a segment starting at group a (a >= 1) from src to dst
+        self.trans: dict[tuple[str, str], np.ndarray] = {}
+        for src in self.accels:
+            for dst in self.accels:
+                if src == dst:
+                    continue
+                t = np.zeros(n)
+                for a in range(1, n):
+                    t[a] = to_ticks(_transition_ms(inst, a - 1, src, dst), res)
+                self.trans[(src, dst)] = t
 
+    # -- single segments --------------------------------------------------------------------
     def can_run(self, acc: str, a: int, b: int) -> bool:
         ok = self.arrays[kind_of(acc)][3]
         return all(ok[a : b + 1])
@@ -236,75 +310,127 @@ class _Builder:
         trans = 0 if prev is None else to_ticks(_transition_ms(self.inst, a - 1, prev, acc), res)
         return Segment(a, b, acc, ticks, trans, by[b + 1] - by[a], ms[b + 1] - ms[a])
 
-    def key(self, segs: Sequence[Segment]) -> tuple:
-        """What the objective and constraints see of a (partial) configuration."""
-        if self.p.objective == "throughput":
-            key: list[float] = []
-            for acc in self.p.accelerators:
-                on = [s for s in segs if s.accelerator == acc]
-                key += [sum(s.busy_at(lv) for s in on) for lv in range(self.p.n_levels)]
-                if self.p.contention is not None:
-                    key.append(sum(s.bytes for s in on))
-                if acc.startswith("dla"):
-                    key.append(len(on))
-            return tuple(key)
-        key = []
-        for s in segs:
-            key += [s.busy_at(lv) for lv in range(self.p.n_levels)]
-            if self.p.contention is not None:
-                key.append(s.bytes)
-        key += [sum(1 for s in segs if s.accelerator == c) for c in self.p.dla_cores]
-        return tuple(key)
+    def config(self, spans: Sequence[tuple[int, int, str]]) -> Config:
+        segs, prev = [], None
+        for a, b, acc in spans:
+            segs.append(self.segment(acc, a, b, prev))
+            prev = acc
+        return Config(tuple(segs))
 
-    def build(self) -> list[Config]:
-        n = self.inst.n_groups
-        k = self.p.max_switches
-        # fronts[(end, acc, switches, pattern-or-None)] -> [(key, segments)]
-        fronts: dict[tuple, list] = {}
-        latency = self.p.objective == "latency"
-        for acc in self.accels:
-            for b in range(n):
-                if not self.can_run(acc, 0, b):
-                    break
-                seg = self.segment(acc, 0, b, None)
-                state = (b, acc, 0, (acc,) if latency else None)
-                _insert(fronts.setdefault(state, []), self.key([seg]), (seg,))
-        for end in range(n - 1):
-            for state in [s for s in list(fronts) if s[0] == end]:
-                _, acc, sw, pattern = state
-                if sw >= k:
-                    continue
-                for nxt in self.accels:
-                    if nxt == acc:
-                        continue
-                    for b in range(end + 1, n):
-                        if not self.can_run(nxt, end + 1, b):
-                            break
-                        new_pattern = (*pattern, nxt) if latency else None
-                        nstate = (b, nxt, sw + 1, new_pattern)
-                        seg = self.segment(nxt, end + 1, b, acc)
-                        for _key, segs in fronts[state]:
-                            full = (*segs, seg)
-                            _insert(fronts.setdefault(nstate, []), self.key(full), full)
-        final: dict = {}
-        for state, items in fronts.items():
-            if state[0] != n - 1:
-                continue
-            group_key = state[3] if latency else None
-            for key, segs in items:
-                _insert(final.setdefault(group_key, []), key, segs)
-        configs = [Config(segs) for items in final.values() for _, segs in items]
-        configs.sort(key=lambda c: (c.switches, c.pattern, [s.first for s in c.segments]))
-        if not configs:
-            raise HxschedError(
-                f"{self.inst.name}: no way to place it"
-                + (
-                    f" with --pin {self.inst.pin} (some groups cannot run there)"
-                    if self.inst.pin
-                    else ""
-                )
+    # -- costs under dual prices ----------------------------------------------------------
+    def _costs(self, w: dict[str, float], u: dict[str, float]):
+        """cost[acc][a, b] of a first segment and hand-over vectors, under prices w, u."""
+        seg = {
+            acc: np.where(
+                np.isinf(self.ticks[acc]),
+                INF,
+                w.get(acc, 0.0) * np.nan_to_num(self.ticks[acc], posinf=0.0),
             )
-        return configs
+            + u.get(acc, 0.0)
+            for acc in self.accels
+        }
+        hand = {key: w.get(key[1], 0.0) * t for key, t in self.trans.items()}
+        return seg, hand
+
+    def completion(self, w: dict[str, float], u: dict[str, float]) -> np.ndarray:
+        """R[a, j, used]: least cost to cover groups a..n-1 after a segment on accels[j]
+        (j = len(accels): nothing before) having used ``used`` segments."""
+        n, A, K = self.n, len(self.accels), self.p.max_switches + 1
+        seg, hand = self._costs(w, u)
+        R = np.full((n + 1, A + 1, K + 1), INF)
+        R[n, :, :] = 0.0
+        for a in range(n - 1, -1, -1):
+            for used in range(K - 1, -1, -1):
+                for j in range(A + 1):
+                    prev = self.accels[j] if j < A else None
+                    best = INF
+                    for jj, acc in enumerate(self.accels):
+                        if acc == prev:
+                            continue
+                        row = seg[acc][a, a:]  # ends b = a..n-1
+                        if prev is not None:
+                            row = row + hand[(prev, acc)][a]
+                        rest = R[a + 1 : n + 1, jj, used + 1]
+                        total = row + rest
+                        m = float(np.min(total)) if total.size else INF
+                        best = min(best, m)
+                    R[a, j, used] = best
+        return R
+
+    def price(self, w: dict[str, float], u: dict[str, float]) -> tuple[float, Config | None]:
+        """The configuration of least cost sum(w * load) + sum(u * loadables)."""
+        R = self.completion(w, u)
+        A = len(self.accels)
+        best = R[0, A, 0]
+        if best == INF:
+            return INF, None
+        spans = self._trace(w, u, R)
+        return float(best), self.config(spans)
+
+    def _trace(self, w, u, R) -> list[tuple[int, int, str]]:
+        seg, hand = self._costs(w, u)
+        A, n = len(self.accels), self.n
+        a, j, used, spans = 0, A, 0, []
+        while a < n:
+            prev = self.accels[j] if j < A else None
+            target = R[a, j, used]
+            found = False
+            for jj, acc in enumerate(self.accels):
+                if acc == prev:
+                    continue
+                for b in range(a, n):
+                    c = seg[acc][a, b] + (hand[(prev, acc)][a] if prev is not None else 0.0)
+                    if c + R[b + 1, jj, used + 1] <= target + 1e-9 * max(1.0, abs(target)):
+                        spans.append((a, b, acc))
+                        a, j, used, found = b + 1, jj, used + 1, True
+                        break
+                if found:
+                    break
+            if not found:  # pragma: no cover - R was computed from the same costs
+                raise HxschedError(f"{self.inst.name}: internal error tracing a configuration")
+        return spans
+
+    def enumerate(self, w: dict[str, float], u: dict[str, float], budget: float, load_cap: int,
+                  limit: int = 200_000) -> list[Config]:  # fmt: skip
+        """Every configuration with cost <= budget whose load on each accelerator and whose
+        chain stay within ``load_cap`` ticks."""
+        R = self.completion(w, u)
+        seg, hand = self._costs(w, u)
+        A, n = len(self.accels), self.n
+        eps = 1e-7 * max(1.0, abs(budget))
+        out: list[Config] = []
+
+        def walk(a: int, j: int, used: int, cost: float, loads: dict, spans: list) -> None:
+            prev = self.accels[j] if j < A else None
+            for jj, acc in enumerate(self.accels):
+                if acc == prev:
+                    continue
+                h = hand[(prev, acc)][a] if prev is not None else 0.0
+                ht = self.trans[(prev, acc)][a] if prev is not None else 0.0
+                for b in range(a, n):
+                    t = self.ticks[acc][a, b]
+                    if t == INF:
+                        break
+                    c = cost + seg[acc][a, b] + h
+                    if c + R[b + 1, jj, used + 1] > budget + eps:
+                        continue
+                    load = loads.get(acc, 0) + t + ht
+                    if load > load_cap:
+                        break  # longer segments only add load
+                    new_loads = {**loads, acc: load}
+                    if b == n - 1:
+                        out.append(self.config([*spans, (a, b, acc)]))
+                        if len(out) > limit:
+                            raise _TooMany
+                    elif used + 1 <= self.p.max_switches:
+                        walk(b + 1, jj, used + 1, c, new_loads, [*spans, (a, b, acc)])
+
+        walk(0, A, 0, 0.0, {}, [])
+        return out
+
+
+class _TooMany(Exception):
+    pass
 
 
 def build_problem(
@@ -333,12 +459,19 @@ def build_problem(
         list(instances), tuple(accelerators), objective, max_switches, resolution_ms,
         contention, levels, max_loadables,
     )  # fmt: skip
-    cache: dict[tuple, list[Config]] = {}
+    cache: dict[tuple, Chain] = {}
     for inst in instances:
         key = (id(inst.profile), inst.pin)
         if key not in cache:
-            cache[key] = _Builder(problem, inst).build()
-        problem.configs.append(cache[key])
+            chain = Chain(problem, inst)
+            cost, _ = chain.price({a: 1.0 for a in accelerators}, {})
+            if cost == INF:
+                raise HxschedError(
+                    f"{inst.name}: no way to place it"
+                    + (f" with --pin {inst.pin} (some groups cannot run there)" if inst.pin else "")
+                )
+            cache[key] = chain
+        problem.chains.append(cache[key])
     return problem
 
 
@@ -348,15 +481,11 @@ def config_from_spans(
     """A configuration of instance ``index`` from (first group, last group, accelerator) spans,
     outside the switch limit (for baselines); raises if a span cannot run where asked."""
     inst = problem.instances[index]
-    builder = _Builder(problem, Instance(inst.name, inst.model, inst.profile))
-    segs: list[Segment] = []
-    prev = None
+    chain = problem.chains[index]
     for a, b, acc in spans:
-        if not builder.can_run(acc, a, b):
+        if acc not in problem.accelerators or not chain.can_run(acc, a, b):
             raise HxschedError(f"{inst.name}: groups {a}..{b} cannot run on {acc}")
-        segs.append(builder.segment(acc, a, b, prev))
-        prev = acc
-    return Config(tuple(segs))
+    return chain.config(spans)
 
 
 def merge_spans(assign: Sequence[str]) -> list[tuple[int, int, str]]:

@@ -21,6 +21,7 @@ bound) or at the time limit, reporting the proven gap.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,10 +30,10 @@ from dataclasses import dataclass, field
 from pysat.solvers import Solver
 
 from hxsched.errors import HxschedError
-from hxsched.scheduler.bounds import lower_bound_ticks
+from hxsched.scheduler.bounds import lower_bound_ticks, relax
 from hxsched.scheduler.encodings import Cnf, OrderInt
-from hxsched.scheduler.problem import Config, Problem
-from hxsched.scheduler.simulate import Evaluation, evaluate, list_schedule, throughput_period
+from hxsched.scheduler.problem import Config, Problem, _TooMany
+from hxsched.scheduler.simulate import Evaluation, evaluate
 
 DEFAULT_SAT_SOLVER = "glucose4"  # interruptible, so --time-limit is honoured inside a call
 INTERRUPTIBLE = {"glucose3", "glucose4", "minisat22", "maplechrono", "maplecm", "mergesat3"}
@@ -98,7 +99,33 @@ def _choices(cnf: Cnf, problem: Problem) -> list[list[int]]:
         cnf.exactly_one(row)
     _loadables(cnf, problem, y)
     _symmetry_breaking(cnf, problem, y)
+    _reduced_cost_cut(cnf, problem, y)
     return y
+
+
+CUT_RESOLUTION = 160  # steps the reduced-cost budget is divided into
+COARSE_STEPS = 128
+HEURISTIC_POOL = 400  # near-optimal configurations per instance the heuristic may draw on  # steps an accelerator's capacity is divided into for the implied cuts
+
+
+def _reduced_cost_cut(cnf: Cnf, problem: Problem, y: list[list[int]]) -> None:
+    """LP duality: a plan of value <= T satisfies sum of its configurations' reduced costs
+    <= T - LP. Rounded down onto a grid, which keeps the cut valid."""
+    if problem.reduced_costs is None or problem.rc_budget is None:
+        return
+    budget = max(problem.rc_budget, 0.0)
+    scale = CUT_RESOLUTION / budget if budget > 1e-9 else 1e6
+    bound = int(math.floor(budget * scale + 1e-9))
+    weights = [
+        [max(0, int(math.floor(rc * scale - 1e-9))) for rc in row] for row in problem.reduced_costs
+    ]
+    if bound == 0:
+        for row, ws in zip(y, weights, strict=True):
+            for lit, w in zip(row, ws, strict=True):
+                if w > 0:
+                    cnf.add([-lit])
+        return
+    cnf.choice_sum_at_most(y, weights, bound)
 
 
 def _selection(problem: Problem, y: list[list[int]], model: set[int]) -> list[Config]:
@@ -182,6 +209,16 @@ class ThroughputEncoding:
             self.solver.add_clause(clause)
         self._added = len(self.cnf.clauses)
 
+    def add_coarse_load_cuts(self, ticks: int) -> None:
+        """Implied constraints for the bound: sum of floor(load / g) <= floor(ticks / g) on every
+        accelerator, order-encoded so that propagation sees each accelerator's capacity (the
+        exact binary sums alone propagate weakly). Only for a fixed bound (fresh encodings)."""
+        g = max(1, math.ceil(ticks / COARSE_STEPS))
+        for acc in self.p.accelerators:
+            weights = [[c.load(acc) // g for c in cfgs] for cfgs in self.p.configs]
+            self.cnf.choice_sum_at_most(self.y, weights, ticks // g)
+        self._flush()
+
     def decide(self, ticks: int, deadline: float | None):
         cnf, p = self.cnf, self.p
         guard = cnf.var()
@@ -203,30 +240,40 @@ class ThroughputEncoding:
         return self.cnf.pool.top, len(self.cnf.clauses)
 
 
-def _heuristic_throughput(problem: Problem) -> list[Config]:
-    """Coordinate descent from the GPU-only plan: re-pick each instance's configuration."""
-    sel = []
-    for cfgs in problem.configs:
-        gpu = [c for c in cfgs if c.pattern == ("gpu",)]
-        sel.append(gpu[0] if gpu else min(cfgs, key=lambda c: c.chain_ticks))
+def _loadables_ok(problem: Problem, sel: Sequence[Config]) -> bool:
+    return all(
+        sum(c.loadables(core) for c in sel) <= problem.max_loadables for core in problem.dla_cores
+    )
 
-    def score(s: list[Config]) -> tuple[int, int]:
-        for core in problem.dla_cores:
-            if sum(c.loadables(core) for c in s) > problem.max_loadables:
-                return (10**12, 0)
-        return throughput_period(problem, s), sum(c.chain_ticks for c in s)
 
-    best = score(sel)
+def _heuristic(
+    problem: Problem, pools: list[list[Config]], weights: list[dict[int, float]]
+) -> tuple[list[Config], Evaluation] | None:
+    """Coordinate descent over each instance's candidate configurations (the LP's columns),
+    starting from the column the LP weighs most; evaluated by the simulator."""
+    sel = [pool[max(w, key=w.get) if w else 0] for pool, w in zip(pools, weights, strict=True)]
+    if not _loadables_ok(problem, sel):
+        sel = [
+            min(pool, key=lambda c: sum(c.loadables(x) for x in problem.dla_cores))
+            for pool in pools
+        ]
+        if not _loadables_ok(problem, sel):
+            return None
+    best = evaluate(problem, sel)
     improved = True
     while improved:
         improved = False
-        for i, cfgs in enumerate(problem.configs):
-            for cfg in cfgs:
+        for i, pool in enumerate(pools):
+            for cfg in pool:
+                if cfg is sel[i]:
+                    continue
                 trial = sel[:i] + [cfg] + sel[i + 1 :]
-                sc = score(trial)
-                if sc < best:
-                    best, sel, improved = sc, trial, True
-    return sel
+                if not _loadables_ok(problem, trial):
+                    continue
+                ev = evaluate(problem, trial)
+                if ev.period < best.period:
+                    best, sel, improved = ev, trial, True
+    return sel, best
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,34 +372,6 @@ class LatencyEncoding:
         self.solver.delete()
 
 
-def _heuristic_latency(problem: Problem) -> Evaluation:
-    sel = [min(cfgs, key=lambda c: c.chain_ticks) for cfgs in problem.configs]
-
-    def ok(s):
-        return all(
-            sum(c.loadables(core) for c in s) <= problem.max_loadables for core in problem.dla_cores
-        )
-
-    if not ok(sel):
-        sel = [
-            next((c for c in cfgs if c.pattern == ("gpu",)), cfgs[0]) for cfgs in problem.configs
-        ]
-    best = list_schedule(problem, sel)
-    improved = True
-    while improved:
-        improved = False
-        for i, cfgs in enumerate(problem.configs):
-            for cfg in cfgs:
-                trial = sel[:i] + [cfg] + sel[i + 1 :]
-                if not ok(trial):
-                    continue
-                ev = list_schedule(problem, trial)
-                if ev.period < best.period:
-                    best, sel, improved = ev, trial, True
-    best.selection = sel  # type: ignore[attr-defined]
-    return best
-
-
 # ---------------------------------------------------------------------------------------------
 # Search
 # ---------------------------------------------------------------------------------------------
@@ -367,97 +386,124 @@ def solve(
     say = progress or (lambda _m: None)
     t0 = time.monotonic()
     deadline = t0 + time_limit_s if time_limit_s else None
-    lp = lower_bound_ticks(problem)
-    sizes = [len(c) for c in problem.configs]
+    rel = relax(problem)
+    lp = lower_bound_ticks(problem, rel)
     if lp < 0:
         raise HxschedError(_infeasible_message(problem))
     calls: list[dict] = []
-    if problem.objective == "throughput":
-        sel = _heuristic_throughput(problem)
-        if any(
-            sum(c.loadables(core) for c in sel) > problem.max_loadables
-            for core in problem.dla_cores
-        ):
-            sel = None
-        best_value = throughput_period(problem, sel) if sel else None
-        enc = ThroughputEncoding(problem, solver_name)
-        best_sel = sel
-    else:
-        heur = _heuristic_latency(problem)
-        best_sel = heur.selection  # type: ignore[attr-defined]
-        best_value = heur.period
-        best_edges = heur.edges
-        enc = None
-    lb, proof = lp, ""
-    if best_value is not None and best_value == lb:
-        proof = "lp-bound"
-    upper = best_value if best_value is not None else None
-    say(f"{sum(sizes)} configurations for {len(sizes)} instances; LP bound {lp} ticks, "
-        f"heuristic {best_value} ticks")  # fmt: skip
+    pools = [list(cols) for cols in rel.columns]
+    for i, chain in enumerate(problem.chains):
+        extra = []
+        _, c = chain.price({a: 1.0 for a in problem.accelerators}, {})  # the shortest chain
+        if c is not None:
+            extra.append(c)
+        try:  # near-LP-optimal configurations give the heuristic good material
+            near = chain.enumerate(rel.w, rel.u, 0.05 * rel.value + rel.mu[i], 2 * lp + 1,
+                                   limit=HEURISTIC_POOL)  # fmt: skip
+        except _TooMany:
+            near = []
+        extra += sorted(near, key=lambda cf: rel.reduced_cost(i, cf, problem))[
+            : HEURISTIC_POOL // 10
+        ]
+        for c in extra:
+            if all(c.segments != o.segments for o in pools[i]):
+                pools[i].append(c)
+    heur = _heuristic(problem, pools, rel.fractional)
+    best_sel, best_value, best_edges = None, None, None
+    if heur is not None:
+        best_sel, ev = heur
+        best_value, best_edges = ev.period, ev.edges
+    say(f"LP bound {lp} ticks ({rel.value:.2f}), heuristic {best_value} ticks; "
+        f"{sum(len(c) for c in rel.columns)} LP columns")  # fmt: skip
+    lb = lp
+    upper = best_value
+    largest: list[int] = [0] * len(problem.instances)
     variables = clauses = 0
-    # No plan can be slower than every instance run alone, one after the other, on its
-    # slowest configuration: beyond that, an UNSAT answer means no plan exists at all.
-    cap = sum(max(c.chain_ticks for c in cfgs) for cfgs in problem.configs) * max(
-        1, problem.n_levels
-    )
+    step = 1
+    last_unsat: int | None = None
+    found_sat = False
+    cap = _cap(problem)
     while True:
-        if upper is None and lb > cap:
-            raise HxschedError(_infeasible_message(problem))
         if upper is not None and lb >= upper:
             break
-        hi = upper - 1 if upper is not None else None
-        if hi is None:
-            probe = lb * 2
+        if upper is None:
+            probe = lb + step - 1
+            if probe > cap:
+                raise HxschedError(_infeasible_message(problem))
+        elif not found_sat:
+            # gallop up from the LP bound: the optimum is usually close, and small bounds
+            # leave few configurations to consider
+            probe = min(lb + step - 1, upper - 1)
         else:
-            probe = lb + (hi - lb) // 2
+            probe = lb + (upper - 1 - lb) // 2
+        step *= 2
         start = time.monotonic()
-        if problem.objective == "throughput":
+        try:
+            view = _candidates(problem, rel, probe, deadline)
+        except _Timeout:
+            calls.append({"bound": probe, "result": "timeout", "seconds": 0.0})
+            break
+        sizes = [len(c) for c in view.configs]
+        largest = [max(x, y) for x, y in zip(largest, sizes, strict=True)]
+        if any(n == 0 for n in sizes):
+            result, sel, edges = False, None, None
+        elif problem.objective == "throughput":
+            enc = ThroughputEncoding(view, solver_name)
+            enc.add_coarse_load_cuts(probe)
             result, sel = enc.decide(probe, deadline)
+            variables, clauses = max(variables, enc.size[0]), max(clauses, enc.size[1])
+            enc.solver.delete()
             edges = None
         else:
-            lenc = LatencyEncoding(problem, probe, solver_name)
-            variables, clauses = lenc.size
+            lenc = LatencyEncoding(view, probe, solver_name)
+            variables, clauses = max(variables, lenc.size[0]), max(clauses, lenc.size[1])
             result, sel, edges = lenc.decide(deadline)
             lenc.delete()
-        calls.append({"bound": probe, "result": {True: "sat", False: "unsat", None: "timeout"}[result],
+        calls.append({"bound": probe, "configurations": sizes,
+                      "result": {True: "sat", False: "unsat", None: "timeout"}[result],
                       "seconds": round(time.monotonic() - start, 4)})  # fmt: skip
-        say(f"  T = {probe} ticks: {calls[-1]['result']} ({calls[-1]['seconds']:.3f} s)")
+        say(f"  T = {probe} ticks: {calls[-1]['result']} ({calls[-1]['seconds']:.3f} s, "
+            f"{sum(sizes)} configurations)")  # fmt: skip
         if result is None:
             break
         if result:
             ev = evaluate(problem, sel, edges)
             if ev.period > probe:  # pragma: no cover - would be a bug in the encoding
                 raise HxschedError(f"internal: plan at bound {probe} evaluates to {ev.period}")
-            best_sel, best_value, upper = sel, ev.period, ev.period
-            if problem.objective == "latency":
-                best_edges = edges
+            best_sel, best_value, upper, best_edges = sel, ev.period, ev.period, ev.edges
+            found_sat = True
         else:
             lb = probe + 1
-            if upper is not None and lb >= upper:
-                proof = "unsat"
+            last_unsat = probe
     if best_sel is None:
         raise HxschedError(_infeasible_message(problem))
     optimal = upper is not None and lb >= upper
-    if optimal and not proof:
-        proof = "unsat" if lb > lp else "lp-bound"
-    # When the LP bound already proves optimality, still ask for the UNSAT one tick below.
+    proof = ""
+    if optimal:
+        proof = "unsat" if last_unsat == best_value - 1 else "lp-bound"
     if optimal and proof == "lp-bound" and best_value > 1:
+        # The LP bound already proves it; still ask the SAT solver for UNSAT one tick below.
         start = time.monotonic()
-        if problem.objective == "throughput":
-            result, _ = enc.decide(best_value - 1, deadline)
-        else:
-            lenc = LatencyEncoding(problem, best_value - 1, solver_name)
-            result = lenc.decide(deadline)[0]
-            lenc.delete()
+        try:
+            view = _candidates(problem, rel, best_value - 1, deadline)
+            if any(len(c) == 0 for c in view.configs):
+                result = False
+            elif problem.objective == "throughput":
+                enc = ThroughputEncoding(view, solver_name)
+                result = enc.decide(best_value - 1, deadline)[0]
+                enc.solver.delete()
+            else:
+                lenc = LatencyEncoding(view, best_value - 1, solver_name)
+                result = lenc.decide(deadline)[0]
+                lenc.delete()
+        except _Timeout:
+            result = None
         calls.append({"bound": best_value - 1, "result": {True: "sat", False: "unsat", None: "timeout"}[result],
                       "seconds": round(time.monotonic() - start, 4)})  # fmt: skip
         if result is False:
             proof = "unsat"
         elif result:  # pragma: no cover - would contradict the LP bound
             raise HxschedError("internal: SAT below the LP bound")
-    if enc is not None:
-        variables, clauses = enc.size
-        enc.solver.delete()
     evaluation = evaluate(problem, best_sel, best_edges if problem.objective == "latency" else None)
     return SolveResult(
         objective=problem.objective,
@@ -467,13 +513,54 @@ def solve(
         lower_bound=min(lb, best_value),
         lp_bound=lp,
         optimal=optimal,
-        proof=proof if optimal else "",
+        proof=proof,
         solve_time_s=time.monotonic() - t0,
         calls=calls,
         variables=variables,
         clauses=clauses,
-        configs=sizes,
+        configs=largest,
     )
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _cap(problem: Problem) -> int:
+    """No plan is slower than every instance alone on its slowest single accelerator, one
+    after the other, at the highest contention level: past that, UNSAT means infeasible."""
+    total = 0
+    for chain in problem.chains:
+        worst = 0
+        for acc in chain.accels:
+            if chain.can_run(acc, 0, chain.n - 1):
+                worst = max(
+                    worst, chain.segment(acc, 0, chain.n - 1, None).busy_at(problem.n_levels - 1)
+                )
+        total += worst or 10**6
+    return total + 1
+
+
+def _candidates(problem: Problem, rel, bound: int, deadline: float | None) -> Problem:
+    """The problem restricted to configurations that can appear in a plan of value <= bound:
+    LP + reduced cost <= bound, every load <= bound (and the chain, for latency); then
+    the dominated ones are dropped."""
+    from dataclasses import replace
+
+    from hxsched.scheduler.problem import pareto
+
+    configs, costs = [], []
+    for i, chain in enumerate(problem.chains):
+        if deadline is not None and time.monotonic() > deadline:
+            raise _Timeout
+        budget = bound - rel.value + rel.mu[i]
+        found = chain.enumerate(rel.w, rel.u, budget, bound)
+        if problem.objective == "latency":
+            found = [c for c in found if c.chain_ticks <= bound]
+        kept = pareto(problem, found)
+        configs.append(kept)
+        costs.append([max(0.0, rel.reduced_cost(i, c, problem)) for c in kept])
+    return replace(problem, configs=configs, reduced_costs=costs, rc_budget=bound - rel.value)
 
 
 def _infeasible_message(problem: Problem) -> str:

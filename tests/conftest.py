@@ -69,3 +69,18 @@ def yolov8n_graph(yolov8n_path):
     from hxsched.scheduler.onnx_io import load_model
 
     return load_model(yolov8n_path)
+
+
+@pytest.fixture(scope="session")
+def small_plan():
+    """A plan for the shipped Pix2Pix (rewritten) + YOLOv8n profiles."""
+    from hxsched.scheduler.planner import ModelInput, make_plan
+    from hxsched.scheduler.profile import load_profile
+    from hxsched.scheduler.profile_store import shipped_dir
+
+    models = [
+        ModelInput(n, load_profile(shipped_dir() / "orin-agx" / f"{n}.yaml"), "shipped")
+        for n in ("pix2pix_unet256_dla", "yolov8n")
+    ]
+    plan, _ = make_plan(models, "orin-agx")
+    return plan
