@@ -5,26 +5,8 @@ from __future__ import annotations
 import itertools
 
 from hxsched.scheduler.problem import Config, Problem, config_from_spans
-from hxsched.scheduler.profile import GroupProfile, ModelInfo, Profile, Provenance, Transition
 from hxsched.scheduler.simulate import evaluate_throughput, schedule_with_edges
-
-
-def random_profile(rng, n_groups: int, name: str, device: str = "orin-agx") -> Profile:
-    groups = []
-    for g in range(n_groups):
-        dla = bool(rng.random() < 0.75)
-        gpu = int(rng.integers(2, 30)) * 0.01
-        times = {"gpu": gpu}
-        if dla:
-            times["dla"] = int(rng.integers(2, 60)) * 0.01
-        bw = {k: float(rng.integers(1, 150)) * 1e9 for k in times}
-        groups.append(GroupProfile(id=g, time_ms=times, dla=dla, memory_bw=bw))
-    trans = tuple(
-        Transition(g, int(rng.integers(0, 5)) * 0.01, int(rng.integers(0, 5)) * 0.01)
-        for g in range(n_groups - 1)
-    )
-    prov = {"t": Provenance("published", "test generator")}
-    return Profile(device, "fp16", ModelInfo(name), prov, "t", tuple(groups), trans)
+from hxsched.scheduler.synthetic import benchmark_profile, random_profile  # noqa: F401
 
 
 def all_configs(problem: Problem, index: int) -> list[Config]:
@@ -96,26 +78,3 @@ def best_schedule(problem: Problem, sel) -> int:
         if best is None or value < best:
             best = value
     return best
-
-
-def benchmark_profile(rng, n_groups: int, name: str, device: str = "orin-agx") -> Profile:
-    """A model-like chain: every group DLA-capable except a short GPU-only tail (a detection
-    head), DLA 1.5-3x slower than the GPU, hand-overs 0.02-0.08 ms."""
-    groups = []
-    tail = max(1, n_groups // 10)
-    for g in range(n_groups):
-        gpu = float(rng.uniform(0.02, 0.3))
-        dla = g < n_groups - tail
-        times = {"gpu": round(gpu, 4)}
-        if dla:
-            times["dla"] = round(gpu * float(rng.uniform(1.5, 3.0)), 4)
-        bw = {k: float(rng.uniform(5, 120)) * 1e9 for k in times}
-        groups.append(GroupProfile(id=g, time_ms=times, dla=dla, memory_bw=bw))
-    trans = tuple(
-        Transition(
-            g, round(float(rng.uniform(0.02, 0.08)), 4), round(float(rng.uniform(0.01, 0.05)), 4)
-        )
-        for g in range(n_groups - 1)
-    )
-    prov = {"b": Provenance("published", "benchmark generator (random, seeded)")}
-    return Profile(device, "fp16", ModelInfo(name), prov, "b", tuple(groups), trans)

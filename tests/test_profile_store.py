@@ -15,7 +15,11 @@ def test_shipped_profiles_load_and_cover_the_zoo():
     for dev in ("orin-agx", "xavier-agx"):
         for model in ("pix2pix_unet256", "pix2pix_unet256_dla", "yolov8n", "yolov8s"):
             assert (dev, model) in got
-    assert all(i.profile.provenance[i.profile.default_source].kind == "estimated" for i in items)
+    kinds = {
+        i.profile.model.name: i.profile.provenance[i.profile.default_source].kind for i in items
+    }
+    assert kinds["yolov8n"] == kinds["pix2pix_unet256"] == "estimated"
+    assert kinds["googlenet-haxconn"] == "published"
 
 
 def test_a_users_model_with_other_weights_finds_the_shipped_profile():

@@ -1,0 +1,266 @@
+"""Solver scaling: hxsched's SAT scheduler beside Z3's Optimize (the HaX-CoNN/trtutils
+approach) on the same seeded random chains, measured side by side in one run.
+
+    python benchmarks/bench_solver.py                 # the standard grid (tens of minutes)
+    python benchmarks/bench_solver.py --quick         # a few minutes
+    python benchmarks/bench_solver.py --out results.json --plot scaling.svg
+
+Needs z3-solver (pip install 'hxsched[bench]'). Every row: instances x groups x k x objective,
+hxsched's solve time, whether it proved optimality, its gap at the time limit, Z3's time and
+status, and whether both found the same value (throughput models are identical; Z3's latency
+model is HaX-CoNN's per-group formulation, which may interleave groups of different instances,
+so its optimum can be lower than ours: we report both values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hxsched.scheduler.problem import Instance, build_problem, kind_of, to_ticks
+from hxsched.scheduler.solver import solve
+from hxsched.scheduler.synthetic import benchmark_profile
+
+ACCELERATORS = ("gpu", "dla0", "dla1")
+RES = 0.01
+
+
+def make_instances(n_inst: int, n_groups: int, seed: int) -> list[Instance]:
+    rng = np.random.default_rng(seed)
+    return [
+        Instance(f"m{i}#0", f"m{i}", benchmark_profile(rng, n_groups, f"m{i}"))
+        for i in range(n_inst)
+    ]
+
+
+def z3_solve(instances: list[Instance], objective: str, k: int, time_limit_s: float) -> dict:
+    """The same model in Z3: an accelerator per group, at most k switches per instance."""
+    import z3
+
+    opt = z3.Optimize()
+    opt.set("timeout", int(time_limit_s * 1000))
+    A = len(ACCELERATORS)
+    acc_vars, loads = [], {a: [] for a in range(A)}
+    makespan = z3.Int("makespan")
+    group_info = []
+    for i, inst in enumerate(instances):
+        prof = inst.profile
+        n = len(prof.groups)
+        acc = [z3.Int(f"a_{i}_{g}") for g in range(n)]
+        acc_vars.append(acc)
+        for g, grp in enumerate(prof.groups):
+            opt.add(acc[g] >= 0, acc[g] < A)
+            if "dla" not in grp.time_ms:
+                opt.add(acc[g] == 0)
+        switches = [z3.If(acc[g] != acc[g - 1], 1, 0) for g in range(1, n)]
+        if switches:
+            opt.add(z3.Sum(switches) <= k)
+        tick = {
+            (g, a): to_ticks(grp.time_ms.get(kind_of(ACCELERATORS[a]), 0.0), RES)
+            for g, grp in enumerate(prof.groups)
+            for a in range(A)
+        }
+        trans = {}
+        for t in prof.transitions:
+            for src in range(A):
+                for dst in range(A):
+                    s, d = kind_of(ACCELERATORS[src]), kind_of(ACCELERATORS[dst])
+                    ms = {("gpu", "dla"): t.gpu_to_dla_ms, ("dla", "gpu"): t.dla_to_gpu_ms,
+                          ("dla", "dla"): t.gpu_to_dla_ms + t.dla_to_gpu_ms}.get((s, d), 0.0)  # fmt: skip
+                    trans[(t.after, src, dst)] = to_ticks(ms, RES) if src != dst else 0
+        group_info.append((acc, tick, trans, n))
+        for a in range(A):
+            loads[a].append(z3.Sum([z3.If(acc[g] == a, tick[(g, a)], 0) for g in range(n)]))
+            hand = [
+                z3.If(z3.And(acc[g] == a, acc[g - 1] == src), trans.get((g - 1, src, a), 0), 0)
+                for g in range(1, n) for src in range(A) if src != a
+            ]  # fmt: skip
+            if hand:
+                loads[a].append(z3.Sum(hand))
+        for a in (1, 2):  # at most 16 DLA loadables per core
+            starts = [z3.If(acc[0] == a, 1, 0)] + [
+                z3.If(z3.And(acc[g] == a, acc[g - 1] != a), 1, 0) for g in range(1, n)
+            ]
+            loads.setdefault(f"seg{a}", []).append(z3.Sum(starts))
+    for a in (1, 2):
+        opt.add(z3.Sum(loads.pop(f"seg{a}")) <= 16)
+    if objective == "throughput":
+        for a in range(A):
+            opt.add(z3.Sum(loads[a]) <= makespan)
+    else:
+        starts = []
+        for i, (acc, tick, trans, n) in enumerate(group_info):
+            st = [z3.Int(f"s_{i}_{g}") for g in range(n)]
+            dur = [
+                z3.Sum([z3.If(acc[g] == a, tick[(g, a)], 0) for a in range(A)]) for g in range(n)
+            ]
+            opt.add(st[0] >= 0)
+            for g in range(1, n):
+                hand = z3.Sum([z3.If(z3.And(acc[g - 1] == s, acc[g] == d), trans.get((g - 1, s, d), 0), 0)
+                               for s in range(A) for d in range(A) if s != d])  # fmt: skip
+                opt.add(st[g] >= st[g - 1] + dur[g - 1] + hand)
+            opt.add(st[-1] + dur[-1] <= makespan)
+            starts.append((st, dur, acc))
+        for i in range(len(starts)):
+            for j in range(i + 1, len(starts)):
+                si, di, ai = starts[i]
+                sj, dj, aj = starts[j]
+                for g in range(len(si)):
+                    for h in range(len(sj)):
+                        opt.add(
+                            z3.Or(ai[g] != aj[h], si[g] + di[g] <= sj[h], sj[h] + dj[h] <= si[g])
+                        )
+    opt.minimize(makespan)
+    t0 = time.monotonic()
+    status = opt.check()
+    elapsed = time.monotonic() - t0
+    out = {"seconds": round(elapsed, 3), "status": str(status)}
+    if status == z3.sat:
+        out["value"] = opt.model()[makespan].as_long()
+        out["optimal"] = elapsed < time_limit_s * 0.98
+    else:
+        out["value"] = None
+        out["optimal"] = False
+    return out
+
+
+def run_case(n_inst, n_groups, k, objective, seed, time_limit, use_z3):
+    instances = make_instances(n_inst, n_groups, seed)
+    t0 = time.monotonic()
+    problem = build_problem(instances, ACCELERATORS, objective=objective, max_switches=k)
+    result = solve(problem, time_limit_s=time_limit)
+    ours = {
+        "seconds": round(time.monotonic() - t0, 3),
+        "value": result.value,
+        "optimal": result.optimal,
+        "gap": round(result.gap, 5),
+        "lower_bound": result.lower_bound,
+        "lp_bound": result.lp_bound,
+        "proof": result.proof,
+        "variables": result.variables,
+        "clauses": result.clauses,
+        "configurations": result.configs,
+        "sat_calls": len(result.calls),
+    }
+    row = {"instances": n_inst, "groups": n_groups, "k": k, "objective": objective, "seed": seed,
+           "hxsched": ours}  # fmt: skip
+    if use_z3:
+        row["z3"] = z3_solve(instances, objective, k, time_limit)
+        zv = row["z3"]["value"]
+        row["same_value"] = (
+            zv == result.value
+            if zv is not None and result.optimal and row["z3"]["optimal"]
+            else None
+        )
+    return row
+
+
+def svg_plot(rows: list[dict], path: Path) -> None:
+    """Solve time per case, hxsched vs Z3, log scale (timeouts drawn at the limit)."""
+    W, H, L, B = 900, 420, 60, 60
+    cases = [f"{r['instances']}x{r['groups']} k{r['k']} {r['objective'][0]}" for r in rows]
+    times = [(r["hxsched"]["seconds"], r.get("z3", {}).get("seconds")) for r in rows]
+    vals = [t for pair in times for t in pair if t]
+    lo, hi = math.log10(max(min(vals), 1e-3)), math.log10(max(vals) * 1.5)
+
+    def y(t):
+        return H - B - (math.log10(max(t, 1e-3)) - lo) / (hi - lo) * (H - B - 20)
+
+    step = (W - L - 20) / max(len(rows), 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="10">',
+             '<rect width="100%" height="100%" fill="white"/>',
+             f'<text x="{L}" y="14" font-size="12">solve time (s, log) per case: hxsched (blue) vs Z3 Optimize (orange); hollow = not proven optimal</text>']  # fmt: skip
+    for e in range(math.floor(lo), math.ceil(hi) + 1):
+        yy = y(10**e)
+        parts.append(f'<line x1="{L}" x2="{W - 20}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>'
+                     f'<text x="5" y="{yy + 3:.1f}">1e{e}</text>')  # fmt: skip
+    for n, (r, (ours, z3t), label) in enumerate(zip(rows, times, cases, strict=True)):
+        x = L + step * (n + 0.5)
+        fill = "#4e79a7" if r["hxsched"]["optimal"] else "none"
+        parts.append(
+            f'<circle cx="{x - 4:.1f}" cy="{y(ours):.1f}" r="4" fill="{fill}" stroke="#4e79a7"/>'
+        )
+        if z3t is not None:
+            fill = "#f28e2b" if r["z3"]["optimal"] else "none"
+            parts.append(
+                f'<circle cx="{x + 4:.1f}" cy="{y(z3t):.1f}" r="4" fill="{fill}" stroke="#f28e2b"/>'
+            )
+        parts.append(
+            f'<text transform="translate({x + 3:.1f},{H - B + 8}) rotate(60)">{label}</text>'
+        )
+    parts.append("</svg>")
+    path.write_text("\n".join(parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="a small grid (minutes)")
+    ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per solver per case")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--no-z3", action="store_true", help="skip the Z3 peer")
+    ap.add_argument("--out", default="bench_solver.json")
+    ap.add_argument("--plot", default="bench_solver.svg")
+    args = ap.parse_args(argv)
+    use_z3 = not args.no_z3
+    if use_z3:
+        try:
+            import z3  # noqa: F401
+        except ImportError:
+            print(
+                "z3-solver is not installed (pip install 'hxsched[bench]'); use --no-z3",
+                file=sys.stderr,
+            )
+            return 2
+    if args.quick:
+        grid = [(n, g, k) for n in (2, 4, 8) for g in (10, 40) for k in (1, 2)]
+    else:
+        grid = [(n, g, k) for n in (2, 4, 8) for g in (10, 40, 100) for k in (1, 2, 3)]
+    rows = []
+    for objective in ("throughput", "latency"):
+        for n, g, k in grid:
+            row = run_case(n, g, k, objective, args.seed, args.time_limit, use_z3)
+            rows.append(row)
+            ours, peer = row["hxsched"], row.get("z3", {})
+            print(f"{n}x{g} k={k} {objective:10s} hxsched {ours['seconds']:8.2f}s "
+                  f"{'optimal' if ours['optimal'] else 'gap ' + format(ours['gap'], '.2%'):>12s}"
+                  + (f" | z3 {peer['seconds']:8.2f}s {peer['status']:7s} "
+                     f"{'optimal' if peer['optimal'] else 'no proof'} value {peer['value']} vs {ours['value']}"
+                     if peer else ""), flush=True)  # fmt: skip
+    summary = {}
+    for objective in ("throughput", "latency"):
+        sub = [r for r in rows if r["objective"] == objective]
+        both = [r for r in sub if "z3" in r and r["z3"]["optimal"] and r["hxsched"]["optimal"]]
+        summary[objective] = {
+            "cases": len(sub),
+            "hxsched_optimal": sum(r["hxsched"]["optimal"] for r in sub),
+            "z3_optimal": sum(r.get("z3", {}).get("optimal", False) for r in sub),
+            "hxsched_faster": sum(r["hxsched"]["seconds"] < r["z3"]["seconds"] for r in sub if "z3" in r),
+            "median_speedup_vs_z3_where_both_optimal": round(statistics.median(
+                [r["z3"]["seconds"] / max(r["hxsched"]["seconds"], 1e-3) for r in both]), 2) if both else None,
+        }  # fmt: skip
+    report = {
+        "machine": f"{platform.machine()} {platform.processor()} ({platform.python_version()})",
+        "time_limit_s": args.time_limit,
+        "resolution_ms": RES,
+        "summary": summary,
+        "rows": rows,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    svg_plot(rows, Path(args.plot))
+    print(json.dumps(summary, indent=1))
+    print(f"wrote {args.out} and {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
