@@ -1,0 +1,1 @@
+"""Execution backends, peers picked by name: ``ort`` (CPU), ``sim`` (profile times), ``trt``."""

@@ -1,0 +1,375 @@
+"""The pipelined executor: one stream per accelerator, frames issued in the plan's steady-state
+order (software pipelining), a segment waiting for its input by event, N frames in flight with
+back-pressure, outputs in frame order, per-segment drift watched against the expected times."""
+
+from __future__ import annotations
+
+import heapq
+import statistics
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hxsched.errors import HxschedError
+from hxsched.runtime import nvtx
+from hxsched.runtime.backends.base import Backend, Event, FrameState, SegmentFailed
+from hxsched.runtime.build import InstanceSpec
+from hxsched.runtime.fallback import DriftDetector, FallbackEvent
+from hxsched.scheduler.plan import Plan
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one segment sits in the steady-state period: its offset, and how many periods
+    after its frame's admission it runs (``lag``)."""
+
+    instance: int
+    segment: int
+    accelerator: str
+    offset_ms: float
+    lag: int
+
+
+def issue_schedule(plan: Plan, specs: Sequence[InstanceSpec]) -> list[Slot]:
+    """The plan's timeline as issue slots: segment (i, s) of frame f is issued in period
+    f + lag, at its offset. Throughput plans give the cyclic schedule; latency plans the one-frame
+    schedule (all lags 0, so consecutive frames still overlap where streams allow)."""
+    res = plan.resolution_ms or 0.01
+    period = round(float(plan.predicted.get("period_ms") or 0.0) / res)
+    starts = {(t["instance"], int(t["segment"])): t for t in plan.timeline}
+    slots = []
+    for i, inst in enumerate(specs):
+        t = 0
+        for s, seg in enumerate(inst.segments):
+            rec = starts.get((inst.name, s))
+            if rec is None or period <= 0:  # no timeline: chain order, one period per frame
+                slots.append(Slot(i, s, seg.accelerator, float(t), 0))
+                t += max(1, round(seg.expected_ms / res))
+                continue
+            off = round(float(rec["start_ms"]) / res)
+            dur = round((float(rec["end_ms"]) - float(rec["start_ms"])) / res)
+            start = t + (off - t) % period
+            slots.append(Slot(i, s, seg.accelerator, off * res, start // period))
+            t = start + dur
+    return sorted(slots, key=lambda x: (x.lag, x.offset_ms, x.instance, x.segment))
+
+
+@dataclass
+class FrameResult:
+    index: int
+    tag: Any
+    outputs: dict[str, dict[str, Any]]  # instance -> output name -> array (empty on sim)
+    inputs: dict[str, dict[str, Any]]
+    admitted_ms: float
+    done_ms: float
+    segment_ms: dict[str, float]  # segment name -> run time
+
+    @property
+    def latency_ms(self) -> float:
+        return self.done_ms - self.admitted_ms
+
+
+@dataclass
+class SegmentStats:
+    name: str
+    accelerator: str
+    expected_ms: float
+    samples: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        med = statistics.median(self.samples) if self.samples else None
+        return {
+            "accelerator": self.accelerator,
+            "runs": len(self.samples),
+            "median_ms": round(med, 4) if med is not None else None,
+            "expected_ms": round(self.expected_ms, 4),
+            "ratio": round(med / self.expected_ms, 3) if med and self.expected_ms > 0 else None,
+        }
+
+
+@dataclass
+class RunStats:
+    backend: str
+    source: str
+    frames: int
+    wall_ms: float
+    fps: float
+    steady_fps: float
+    latency_ms: dict[str, float]
+    busy: dict[str, float]  # fraction of the run each accelerator was busy
+    segments: dict[str, SegmentStats]
+    fallback_events: list[FallbackEvent]
+    inflight: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "source": self.source,
+            "frames": self.frames,
+            "wall_ms": round(self.wall_ms, 3),
+            "fps": round(self.fps, 2),
+            "steady_fps": round(self.steady_fps, 2),
+            "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
+            "busy": {k: round(v, 3) for k, v in self.busy.items()},
+            "segments": {k: v.to_dict() for k, v in self.segments.items()},
+            "fallback_events": [asdict(e) for e in self.fallback_events],
+            "inflight": self.inflight,
+        }
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0
+    k = (len(ordered) - 1) * q / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@dataclass
+class _InFlight:
+    state: FrameState
+    events: dict[tuple[int, int], Event] = field(default_factory=dict)
+
+
+class Executor:
+    """Runs frames through every instance of a plan on one backend.
+
+    ``expected``: per segment name the time drift is judged against (default: the plan's times
+    when the backend measures the plan's device, else the median of each segment's first runs).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        specs: Sequence[InstanceSpec],
+        backend: Backend,
+        *,
+        inflight: int | None = None,
+        drift: bool = True,
+        drift_threshold: float = 1.3,
+        drift_sustain: int = 20,
+        expected_from_plan: bool = True,
+        on_event: Callable[[FallbackEvent], None] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.specs = list(specs)
+        self.backend = backend
+        self.slots = issue_schedule(plan, self.specs)
+        self.max_lag = max((s.lag for s in self.slots), default=0)
+        need = self.max_lag + 2
+        if inflight is not None and inflight < 1:
+            raise HxschedError("--inflight must be at least 1")
+        self.inflight = max(inflight or need, need)
+        self.inflight_note = (
+            f"raised --inflight {inflight} to {need}: the plan's schedule keeps {need} frames "
+            "in flight" if inflight is not None and inflight < need else ""
+        )  # fmt: skip
+        self.on_event = on_event
+        self.progress = progress
+        self._drift_on = drift
+        self._drift_threshold = drift_threshold
+        self._drift_sustain = drift_sustain
+        self._expected_from_plan = expected_from_plan
+        self.detectors: dict[str, DriftDetector | None] = {}
+        self._warm: dict[str, list[float]] = {}
+        self.stats = {
+            s.name: SegmentStats(s.name, s.accelerator, s.expected_ms)
+            for inst in self.specs
+            for s in inst.segments
+        }
+        self.events: list[FallbackEvent] = []
+        self._heap: list[tuple[int, float, int, int, int]] = []
+        self._frames: deque[_InFlight] = deque()
+        self._by_index: dict[int, _InFlight] = {}
+        self._next = 0
+        self._latencies: list[float] = []
+        self._done_times: list[float] = []
+        self._first_admit: float | None = None
+        self._first_start: float | None = None
+        self._busy: dict[str, float] = {}
+        self._prepared = False
+
+    # -- set-up ---------------------------------------------------------------------------
+    def prepare(self) -> None:
+        if not self._prepared:
+            self.backend.prepare(self.specs, inflight=self.inflight, progress=self.progress)
+            self._prepared = True
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(
+        self,
+        frames: Iterable[dict[str, dict[str, Any]] | tuple[Any, dict] | None],
+        on_output: Callable[[FrameResult], None] | None = None,
+    ) -> RunStats:
+        """Feed ``frames`` (per instance its input arrays; ``(tag, inputs)`` to carry a handle;
+        ``None`` = nothing to do now: finish what is in flight). Returns the run's statistics."""
+        self.prepare()
+        it: Iterator = iter(frames)
+        try:
+            while True:
+                if len(self._frames) >= self.inflight:
+                    self._collect_oldest(on_output)
+                item = next(it, StopIteration)
+                if item is StopIteration:
+                    break
+                if item is None:
+                    self._drain(on_output)
+                    continue
+                tag, inputs = item if isinstance(item, tuple) else (None, item)
+                self._admit(inputs, tag)
+                self._issue_through(self._next - 1)
+                self._collect_ready(on_output)
+            self._drain(on_output)
+        except SegmentFailed as exc:
+            raise HxschedError(f"a segment failed on {self.backend.name}: {exc}") from None
+        return self.summary()
+
+    def _admit(self, inputs: dict[str, dict[str, Any]], tag: Any) -> None:
+        f = self._next
+        self._next += 1
+        now = self.backend.now_ms()
+        if self._first_admit is None:
+            self._first_admit = now
+        state = FrameState(f, inputs, now, tag=tag)
+        item = _InFlight(state)
+        self._frames.append(item)
+        self._by_index[f] = item
+        for sl in self.slots:
+            heapq.heappush(self._heap, (f + sl.lag, sl.offset_ms, sl.instance, sl.segment, f))
+
+    def _issue_through(self, period: int | None) -> None:
+        """Enqueue every pending segment run whose period is <= ``period`` (None: all)."""
+        while self._heap and (period is None or self._heap[0][0] <= period):
+            _, _, i, s, f = heapq.heappop(self._heap)
+            item = self._by_index[f]
+            seg = self.specs[i].segments[s]
+            waits = [item.events[(i, s - 1)]] if s > 0 else []
+            ev = self.backend.stream(seg.accelerator).enqueue(seg, item.state, waits)
+            item.events[(i, s)] = ev
+
+    def _frame_events(self, item: _InFlight) -> list[tuple[str, str, Event]]:
+        out = []
+        for i, inst in enumerate(self.specs):
+            for s, seg in enumerate(inst.segments):
+                out.append((seg.name, seg.accelerator, item.events[(i, s)]))
+        return out
+
+    def _collect_ready(self, on_output) -> None:
+        while self._frames and self._complete(self._frames[0]):
+            self._finish(self._frames.popleft(), on_output)
+
+    def _complete(self, item: _InFlight) -> bool:
+        n = sum(len(inst.segments) for inst in self.specs)
+        return len(item.events) == n and all(e.done() for e in item.events.values())
+
+    def _collect_oldest(self, on_output) -> None:
+        item = self._frames[0]
+        self._issue_through(item.state.index + self.max_lag)
+        if len(item.events) < sum(len(inst.segments) for inst in self.specs):
+            self._issue_through(None)
+        for ev in item.events.values():
+            ev.wait()
+        self._finish(self._frames.popleft(), on_output)
+
+    def _drain(self, on_output) -> None:
+        self._issue_through(None)
+        while self._frames:
+            self._collect_oldest(on_output)
+
+    def _finish(self, item: _InFlight, on_output) -> None:
+        evs = self._frame_events(item)
+        for _, _, ev in evs:
+            ev.wait()
+        done = max(ev.end_ms for _, _, ev in evs)
+        first = min(ev.start_ms for _, _, ev in evs)
+        if self._first_start is None or first < self._first_start:
+            self._first_start = first
+        seg_ms = {}
+        for name, acc, ev in evs:
+            d = max(0.0, ev.end_ms - ev.start_ms)
+            seg_ms[name] = d
+            self.stats[name].samples.append(d)
+            self._busy[acc] = self._busy.get(acc, 0.0) + d
+            self._watch(name, d, item.state.index)
+        del self._by_index[item.state.index]
+        self._latencies.append(done - item.state.admitted_ms)
+        self._done_times.append(done)
+        if on_output is not None:
+            outputs = {}
+            if self.backend.computes:
+                for inst in self.specs:
+                    tensors = item.state.tensors.get(inst.name, {})
+                    outputs[inst.name] = {o: tensors[o] for o in inst.outputs if o in tensors}
+            with nvtx.annotate(f"frame {item.state.index} out"):
+                on_output(FrameResult(item.state.index, item.state.tag, outputs,
+                                      item.state.inputs, item.state.admitted_ms, done, seg_ms))  # fmt: skip
+
+    # -- drift ----------------------------------------------------------------------------
+    def _watch(self, name: str, ms: float, frame: int) -> None:
+        if not self._drift_on:
+            return
+        if name in self.detectors and self.detectors[name] is None:
+            return
+        det = self.detectors.get(name)
+        if det is None:
+            if self._expected_from_plan:
+                expected = self.stats[name].expected_ms
+            else:  # the plan's device is not this one: judge drift against the warm-up
+                warm = self._warm.setdefault(name, [])
+                warm.append(ms)
+                if len(warm) < 10:
+                    return
+                expected = statistics.median(warm[2:])
+            if expected <= 0:  # nothing to judge against (e.g. a zero-time segment)
+                self.detectors[name] = None
+                return
+            det = DriftDetector(expected, threshold=self._drift_threshold,
+                                sustain=self._drift_sustain, segment=name)  # fmt: skip
+            self.detectors[name] = det
+        event = det.update(ms)
+        if event is not None:
+            self.events.append(event)
+            if self.on_event is not None:
+                self.on_event(event)
+
+    # -- results --------------------------------------------------------------------------
+    def summary(self) -> RunStats:
+        n = len(self._done_times)
+        if n == 0:
+            return RunStats(self.backend.name, self.backend.source(), 0, 0.0, 0.0, 0.0,
+                            {"p50": 0.0, "p99": 0.0, "mean": 0.0}, {}, self.stats, self.events,
+                            self.inflight)  # fmt: skip
+        start = self._first_admit or 0.0
+        wall = max(self._done_times[-1] - start, 1e-9)
+        warm = min(max(1, n // 5), 20) if n > 5 else 0
+        if warm and n - warm >= 2:
+            span = self._done_times[-1] - self._done_times[warm - 1]
+            steady = (n - warm) / span * 1000.0 if span > 0 else 0.0
+        else:
+            steady = n / wall * 1000.0
+        busy_span = max(self._done_times[-1] - (self._first_start or start), 1e-9)
+        return RunStats(
+            backend=self.backend.name,
+            source=self.backend.source(),
+            frames=n,
+            wall_ms=wall,
+            fps=n / wall * 1000.0,
+            steady_fps=steady,
+            latency_ms={
+                "p50": percentile(self._latencies, 50),
+                "p99": percentile(self._latencies, 99),
+                "mean": statistics.fmean(self._latencies),
+            },
+            busy={a: min(1.0, b / busy_span) for a, b in sorted(self._busy.items())},
+            segments=self.stats,
+            fallback_events=list(self.events),
+            inflight=self.inflight,
+        )

@@ -1,0 +1,1 @@
+"""The bedside streaming service: pipelines, sources, sinks, journal, HTTP."""

@@ -1,0 +1,226 @@
+"""A run of a plan, as ``hxsched run`` and the service start it: load the plan, cut the
+segments, pick the backend, feed frames, compare with the prediction, verify, re-plan."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hxsched.errors import HxschedError
+from hxsched.runtime.build import InstanceSpec, plan_instance_specs
+from hxsched.runtime.executor import Executor, FrameResult, RunStats
+from hxsched.runtime.fallback import FallbackEvent
+from hxsched.scheduler.plan import Plan
+
+BACKENDS = ("ort", "sim", "trt")
+
+
+def make_backend(name: str, **opts: Any):
+    """A backend by name; options a backend does not take are ignored."""
+    if name == "sim":
+        from hxsched.runtime.backends.sim import SimBackend
+
+        return SimBackend(real_time=opts.get("real_time", False),
+                          time_scale=opts.get("time_scale", 1.0), jitter=opts.get("jitter", 0.0),
+                          seed=opts.get("seed", 0), slowdowns=opts.get("slowdowns", ()))  # fmt: skip
+    if name == "ort":
+        from hxsched.runtime.backends.ort import OrtBackend
+
+        return OrtBackend(threads=opts.get("threads"))
+    if name == "trt":
+        from hxsched.runtime.backends.trt import TrtBackend
+
+        return TrtBackend(precision=opts.get("precision", "fp16"),
+                          allow_gpu_fallback=opts.get("allow_gpu_fallback", False),
+                          calibration_cache=opts.get("calibration_cache"),
+                          cache_dir=opts.get("engine_cache"))  # fmt: skip
+    raise HxschedError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+
+
+def specs_for(plan: Plan, backend: str) -> list[InstanceSpec]:
+    return plan_instance_specs(plan, with_models=backend != "sim")
+
+
+def input_pool(specs: Sequence[InstanceSpec], size: int = 3, seed: int = 0) -> list[dict]:
+    """A few seeded input sets (one per frame, cycled): random normal floats per model input."""
+    from hxsched.runtime.reference import random_inputs
+
+    if not specs or specs[0].graph is None:
+        return [{} for _ in range(size)]
+    return [{i.name: random_inputs(i.graph, seed + k) for i in specs} for k in range(size)]
+
+
+def predicted_from_measured(stats: RunStats) -> float | None:
+    """The period the plan's assignment gives with this run's measured segment times: the
+    busiest accelerator's sum of median segment times (ms)."""
+    per: dict[str, float] = {}
+    for seg in stats.segments.values():
+        if seg.samples:
+            per[seg.accelerator] = per.get(seg.accelerator, 0.0) + statistics.median(seg.samples)
+    return max(per.values()) if per else None
+
+
+def comparison(plan: Plan, stats: RunStats, backend: str) -> dict[str, Any]:
+    """Achieved vs predicted; the plan's prediction only applies on its own device (sim or trt
+    there); elsewhere the prediction from this run's own segment times is the yardstick."""
+    out: dict[str, Any] = {
+        "plan_device": plan.device,
+        "plan_fps": plan.predicted.get("fps"),
+        "plan_period_ms": plan.predicted.get("period_ms"),
+        "plan_source": plan.predicted.get("source"),
+    }
+    if backend == "sim" and plan.predicted.get("fps"):
+        out["achieved_over_plan"] = round(stats.steady_fps / plan.predicted["fps"], 4)
+    period = predicted_from_measured(stats)
+    if period:
+        out["measured_segments_period_ms"] = round(period, 4)
+        out["measured_segments_fps"] = round(1000.0 / period, 3)
+        out["achieved_over_measured_segments"] = round(stats.steady_fps * period / 1000.0, 4)
+    return out
+
+
+def verify_outputs(specs: Sequence[InstanceSpec], results: Sequence[FrameResult]) -> dict:
+    """Each whole model on ONNX Runtime for the same inputs: max |difference| per output."""
+    from hxsched.runtime.reference import OrtModel
+
+    report: dict[str, dict[str, float]] = {}
+    for inst in specs:
+        if inst.graph is None:
+            raise HxschedError("--verify needs the models (not available on sim)")
+        model = OrtModel(inst.graph)
+        try:
+            for r in results:
+                ref = model.run(r.inputs[inst.name])
+                got = r.outputs.get(inst.name, {})
+                for name, value in ref.items():
+                    if name not in got:
+                        raise HxschedError(f"{inst.name}: the pipeline lost output {name!r}")
+                    diff = float(np.max(np.abs(value.astype(np.float64) - got[name])))
+                    key = report.setdefault(inst.name, {})
+                    key[name] = max(key.get(name, 0.0), diff)
+        finally:
+            model.close()
+    return report
+
+
+def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[Plan, dict]:
+    """Re-plan with the measured times: each drifted segment's groups scaled on its
+    accelerator kind by measured/expected (from the run), everything else as planned."""
+    from hxsched.scheduler.planner import ModelInput, make_plan
+    from hxsched.scheduler.problem import kind_of
+    from hxsched.scheduler.profile import load_profile
+
+    drifted = {e.segment for e in stats.fallback_events if e.source == "runtime-drift"}
+    if not drifted:
+        raise HxschedError("nothing to re-plan: no segment drifted")
+    models: dict[str, dict] = {}
+    scale: dict[str, dict[tuple[int, str], float]] = {}
+    for inst in plan.instances:
+        path = inst.profile.get("path")
+        if not path:
+            raise HxschedError(f"cannot re-plan: instance {inst.name} names no profile file")
+        entry = models.setdefault(inst.model, {"profile": path, "count": 0,
+                                               "model_path": inst.model_path})  # fmt: skip
+        entry["count"] += 1
+        for k, seg in enumerate(inst.segments):
+            name = f"{inst.name}/s{k}"
+            st = stats.segments.get(name)
+            if name in drifted and st and st.samples and st.expected_ms > 0:
+                tail = st.samples[-max(10, len(st.samples) // 4) :]
+                ratio = statistics.median(tail) / st.expected_ms
+                for g in range(seg.first_group, seg.last_group + 1):
+                    key = (g, kind_of(seg.accelerator))
+                    per = scale.setdefault(inst.model, {})
+                    per[key] = max(per.get(key, 1.0), ratio)
+    inputs = []
+    for model, entry in models.items():
+        prof = load_profile(entry["profile"])
+        factors = scale.get(model, {})
+        groups = tuple(
+            dataclasses.replace(
+                g, time_ms={k: v * factors.get((g.id, k), 1.0) for k, v in g.time_ms.items()}
+            )  # fmt: skip
+            if any(gid == g.id for gid, _ in factors)
+            else g
+            for g in prof.groups
+        )
+        prof = dataclasses.replace(prof, groups=groups)
+        inputs.append(ModelInput(model, prof, "re-planned from measured drift", None,
+                                 entry["model_path"], entry["count"]))  # fmt: skip
+    new, _ = make_plan(
+        inputs, plan.device, objective=plan.objective, max_switches=plan.max_switches,
+        resolution_ms=plan.resolution_ms, contention=plan.contention is not None,
+        time_limit_s=time_limit_s, accelerators=plan.accelerators,
+    )  # fmt: skip
+    for old_i, new_i in zip(plan.instances, new.instances, strict=True):
+        new_i.profile.update({"path": old_i.profile.get("path"),
+                              "how": "re-planned: drifted groups scaled by measured/expected"})  # fmt: skip
+    changed = [
+        o.describe() != n.describe() for o, n in zip(plan.instances, new.instances, strict=True)
+    ]
+    return new, {"drifted": sorted(drifted), "scaled_groups": {m: len(v) for m, v in scale.items()},
+                 "assignment_changed": any(changed),
+                 "achieved_period_ms_before": round(1000.0 / stats.steady_fps, 4)
+                 if stats.steady_fps else None}  # fmt: skip
+
+
+def run_plan(
+    plan: Plan,
+    backend_name: str,
+    *,
+    frames: int,
+    inflight: int | None = None,
+    verify: int = 0,
+    backend_opts: dict[str, Any] | None = None,
+    drift_threshold: float = 1.3,
+    drift_sustain: int = 20,
+    progress: Callable[[str], None] | None = None,
+    on_event: Callable[[FallbackEvent], None] | None = None,
+) -> tuple[RunStats, dict[str, Any]]:
+    """Run ``frames`` frames of seeded inputs through ``plan``; the stats and a report."""
+    if frames < 1:
+        raise HxschedError("--frames must be at least 1")
+    backend = make_backend(backend_name, **(backend_opts or {}))
+    specs = specs_for(plan, backend_name)
+    own_device = backend_name == "sim" or (backend_name == "trt" and plan.device != "cpu")
+    ex = Executor(plan, specs, backend, inflight=inflight, drift_threshold=drift_threshold,
+                  drift_sustain=drift_sustain, expected_from_plan=own_device,
+                  on_event=on_event, progress=progress)  # fmt: skip
+    kept: list[FrameResult] = []
+
+    def keep(r: FrameResult) -> None:
+        if len(kept) < verify:
+            kept.append(r)
+
+    try:
+        ex.prepare()
+        pool = input_pool(specs)
+        if progress:
+            progress(f"running {frames} frames on {backend_name} ({ex.inflight} in flight)")
+        stats = ex.run((pool[k % len(pool)] for k in range(frames)), on_output=keep)
+    finally:
+        ex.close()
+    report: dict[str, Any] = {"comparison": comparison(plan, stats, backend_name)}
+    if ex.inflight_note:
+        report["notes"] = [ex.inflight_note]
+    if getattr(backend, "fallbacks", None):
+        report["build_fallbacks"] = [dataclasses.asdict(e) for e in backend.fallbacks]
+    if verify:
+        report["verify"] = {
+            "frames": len(kept),
+            "max_abs_diff": verify_outputs(specs, kept),
+            "reference": "each whole model on ONNX Runtime CPU, FP32, same inputs",
+        }
+    return stats, report
+
+
+def write_plan_beside(plan: Plan, original: str | None, suffix: str) -> Path:
+    from hxsched.scheduler.plan import save_plan
+
+    base = Path(original or "plan.yaml")
+    return save_plan(plan, base.with_name(base.stem + suffix + base.suffix))

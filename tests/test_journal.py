@@ -1,0 +1,265 @@
+"""The intake journal: durable accept, dedupe, quarantine, crash recovery, concurrency."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hxsched.errors import HxschedError
+from hxsched.runtime.service.journal import (
+    ACCEPTED,
+    DONE,
+    PROCESSING,
+    QUARANTINED,
+    Journal,
+    SpoolError,
+    content_id,
+)
+
+
+def _slice(i: int) -> bytes:
+    return f"DICM slice {i:04d} ".encode() * 64
+
+
+@pytest.fixture
+def journal(tmp_path):
+    with Journal(tmp_path / "j") as j:
+        yield j
+
+
+def test_layout_and_pragmas(tmp_path):
+    root = tmp_path / "j"
+    with Journal(root):
+        pass
+    assert (root / "spool").is_dir() and (root / "quarantine").is_dir()
+    db = sqlite3.connect(root / "journal.sqlite3")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_accept_spools_before_journaling(journal, tmp_path):
+    src = tmp_path / "IM0001.dcm"
+    src.write_bytes(_slice(1))
+    item = journal.accept(src, "IM0001.dcm", "scp:CT1")
+    assert item.id == content_id(_slice(1)) and len(item.id) == 24
+    assert item.state == ACCEPTED and not item.duplicate
+    assert item.path == journal.spool_dir / f"{item.id}.dcm"
+    assert item.path.read_bytes() == _slice(1)
+    assert not [p for p in journal.spool_dir.iterdir() if p.name.startswith(".tmp")]
+    assert journal.pending() == 1
+
+
+def test_duplicates_are_accepted_once(journal):
+    first = journal.accept(_slice(1), "a.dcm", "folder")
+    again = journal.accept(_slice(1), "renamed.dcm", "scp:CT1")
+    assert again.duplicate and again.id == first.id and again.name == "a.dcm"
+    journal.complete(first.id, {"mri": "/out/a.png"})
+    after_done = journal.accept(_slice(1), "a.dcm", "folder")
+    assert after_done.duplicate and after_done.state == DONE
+    c = journal.counts()
+    assert (c[DONE], c[ACCEPTED], c["duplicates"]) == (1, 0, 2)
+    assert list(journal.spool_dir.iterdir()) == []
+
+
+def test_claim_oldest_first_and_complete(journal):
+    ids = [journal.accept(_slice(i), f"{i}.dcm", "s").id for i in range(5)]
+    claimed = journal.claim(3)
+    assert [it.id for it in claimed] == ids[:3]
+    assert all(it.state == PROCESSING and it.attempts == 1 for it in claimed)
+    assert journal.claim(0) == []
+    done = journal.complete(ids[0], {"mri": Path("/out/0.png")})
+    assert done.state == DONE and done.outputs == {"mri": "/out/0.png"}
+    assert not done.path.exists()
+    assert journal.complete(ids[0], {"mri": "/elsewhere"}).outputs == {"mri": "/out/0.png"}
+    c = journal.counts()
+    assert (c[ACCEPTED], c[PROCESSING], c[DONE]) == (2, 2, 1)
+    assert journal.pending() == 4
+    with pytest.raises(HxschedError, match="no journaled item"):
+        journal.complete("nope")
+
+
+def test_quarantine_moves_file_with_reason(journal):
+    item = journal.accept(_slice(1), "Doe^John_IM7.dcm", "folder")
+    journal.claim(1)
+    q = journal.quarantine(item.id, "bad_pixels", "PixelData shape (3, 4)\nnot 2-D")
+    assert q.state == QUARANTINED and q.path == journal.quarantine_dir / f"{item.id}.dcm"
+    assert q.path.read_bytes() == _slice(1) and not item.path.exists()
+    reason = (journal.quarantine_dir / f"{item.id}.reason.txt").read_text()
+    assert "reason: bad_pixels" in reason
+    assert "message: PixelData shape (3, 4) not 2-D" in reason
+    assert "file: Doe^John_IM7.dcm" in reason and "time: " in reason
+    assert journal.counts()[QUARANTINED] == 1 and journal.pending() == 0
+    with pytest.raises(HxschedError):
+        journal.complete(item.id)
+
+
+def test_quarantine_file_before_acceptance(journal, tmp_path):
+    big = tmp_path / "huge.dcm"
+    big.write_bytes(b"x" * 5000)
+    q = journal.quarantine_file(big, "huge.dcm", "oversize", "5000 > 4096 bytes", max_bytes=1024)
+    assert q.state == QUARANTINED and q.id.startswith("q") and q.size == 1024
+    assert q.path.read_bytes() == b"x" * 1024 and big.exists()
+    none = journal.quarantine_file(None, "junk.txt", "not_dicom", "no DICM preamble")
+    assert not none.path.exists()
+    assert "reason: not_dicom" in (journal.quarantine_dir / f"{none.id}.reason.txt").read_text()
+    assert journal.counts()[QUARANTINED] == 2
+    assert list(journal.spool_dir.iterdir()) == []
+
+
+def test_drops_are_counted(journal):
+    journal.record_drop("queue_full")
+    journal.record_drop("queue_full")
+    journal.record_drop("stale")
+    assert journal.counts()["dropped"] == 3
+    assert journal.drops() == {"queue_full": 2, "stale": 1}
+
+
+def test_spool_failure_raises_spool_error(journal, tmp_path):
+    with pytest.raises(SpoolError, match="cannot spool"):
+        journal.accept(tmp_path / "missing.dcm", "missing.dcm", "folder")
+    assert isinstance(SpoolError("x"), HxschedError)
+    assert journal.counts()[ACCEPTED] == 0
+    assert list(journal.spool_dir.iterdir()) == []
+
+
+def test_recover_requeues_and_cleans_orphans(tmp_path):
+    root = tmp_path / "j"
+    with Journal(root) as j:
+        a, b, c, d = (j.accept(_slice(i), f"{i}.dcm", "s") for i in range(4))
+        j.claim(2)  # a, b processing
+        j.complete(c.id)
+    # Simulated crashes: a spooled file without a row, a temp file, a done item's leftover.
+    (root / "spool" / "0123456789abcdef01234567.dcm").write_bytes(b"never acknowledged")
+    (root / "spool" / ".tmp-half").write_bytes(b"partial")
+    (root / "spool" / f"{c.id}.dcm").write_bytes(_slice(2))
+    with Journal(root) as j:
+        assert j.recover() == 2
+        counts = j.counts()
+        assert (counts[ACCEPTED], counts[PROCESSING], counts[DONE]) == (3, 0, 1)
+        assert sorted(p.name for p in j.spool_dir.iterdir()) == sorted(
+            f"{x.id}.dcm" for x in (a, b, d)
+        )
+        assert [it.id for it in j.claim(10)] == [a.id, b.id, d.id]
+        assert j.get(a.id).attempts == 2
+
+
+def test_recover_finishes_interrupted_quarantine_and_missing_spool(tmp_path):
+    root = tmp_path / "j"
+    with Journal(root) as j:
+        a = j.accept(_slice(1), "a.dcm", "s")
+        b = j.accept(_slice(2), "b.dcm", "s")
+        # Crash after the quarantine commit but before the file move.
+        j._db.execute(
+            "UPDATE items SET state = ?, reason_code = 'x', reason = 'y' WHERE id = ?",
+            (QUARANTINED, a.id),
+        )
+    b.path.unlink()
+    with Journal(root) as j:
+        assert j.recover() == 0
+        assert (j.quarantine_dir / f"{a.id}.dcm").read_bytes() == _slice(1)
+        assert (j.quarantine_dir / f"{a.id}.reason.txt").exists()
+        assert j.get(b.id).reason_code == "spool_missing"
+        assert list(j.spool_dir.iterdir()) == []
+        assert j.pending() == 0
+
+
+def test_concurrent_accept_from_four_threads(journal):
+    errors: list[BaseException] = []
+
+    def push(t: int) -> None:
+        try:
+            for i in range(25):
+                journal.accept(_slice(t * 25 + i), f"{t}-{i}.dcm", f"t{t}")
+                journal.accept(_slice(i), f"shared-{i}.dcm", f"t{t}")  # same content in all
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=push, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    c = journal.counts()
+    assert c[ACCEPTED] == 100  # 100 distinct; the 25 "shared" slices equal those of thread 0
+    assert c["duplicates"] == 100
+    assert len(list(journal.spool_dir.iterdir())) == 100
+
+
+_WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from hxsched.runtime.service.journal import Journal
+
+    root, out = Path(sys.argv[1]), Path(sys.argv[2])
+    j = Journal(root)
+    for i in range(50):
+        j.accept(f"DICM slice {i:04d} ".encode() * 64, f"IM{i:04d}.dcm", "scp:CT1")
+    print("accepted", flush=True)
+    while items := j.claim(1):
+        item = items[0]
+        time.sleep(0.01)
+        dest = out / f"{item.id}.mri"
+        tmp = dest.with_suffix(".tmp")
+        tmp.write_bytes(item.path.read_bytes()[::-1])
+        tmp.replace(dest)
+        time.sleep(0.01)
+        j.complete(item.id, {"mri": str(dest)})
+        print("done", item.id, flush=True)
+    """
+)
+
+
+def test_sigkill_mid_stream_loses_nothing(tmp_path):
+    root, out = tmp_path / "j", tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, str(root), str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    done_before = []
+    deadline = time.monotonic() + 20
+    try:
+        for line in proc.stdout:
+            if line.startswith("done"):
+                done_before.append(line.split()[1])
+            if len(done_before) >= 15 or time.monotonic() > deadline:
+                break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert 15 <= len(done_before) < 50
+
+    with Journal(root) as j:
+        j.recover()
+        assert j.counts()[PROCESSING] == 0
+        finished_now = []
+        while items := j.claim(4):
+            for item in items:
+                dest = out / f"{item.id}.mri"
+                dest.write_bytes(item.path.read_bytes()[::-1])
+                j.complete(item.id, {"mri": str(dest)})
+                finished_now.append(item.id)
+        c = j.counts()
+        assert (c[DONE], c[ACCEPTED], c[PROCESSING], c[QUARANTINED]) == (50, 0, 0, 0)
+        assert not set(finished_now) & set(done_before)
+        assert len(finished_now) + len(done_before) == 50
+        rows = j._db.execute("SELECT id, COUNT(*) FROM items GROUP BY id").fetchall()
+        assert len(rows) == 50 and all(n == 1 for _, n in rows)
+        expected = {content_id(_slice(i)): _slice(i)[::-1] for i in range(50)}
+        assert {p.stem: p.read_bytes() for p in out.glob("*.mri")} == expected
+        for item_id in expected:
+            assert j.get(item_id).outputs == {"mri": str(out / f"{item_id}.mri")}
+        assert list(j.spool_dir.iterdir()) == []
