@@ -322,6 +322,13 @@ def parse_builder_log(lines: Iterable[str]) -> BuilderLogReport:
         if m:
             section, old_list = m.group(1).upper(), not text.rstrip().endswith("-")
             continue
+        listed = _LISTED.match(text) if section else None
+        if listed:  # the old header may precede new-style entries, each with a trailing comma
+            entry = listed.group(2).strip().rstrip(",").strip()
+            if listed.group(1) == "Gpu":
+                entry = _GPU_TYPE.sub("", entry, count=1)
+            (dla if listed.group(1) == "Dla" else gpu).append(entry)
+            continue
         if section and old_list:
             target = dla if section == "DLA" else gpu
             if section == "DLA":
@@ -330,13 +337,6 @@ def parse_builder_log(lines: Iterable[str]) -> BuilderLogReport:
                 names = (n.rstrip(",").strip() for n in _split_top(text, (", ",)))
                 target.extend(n for n in names if n)
             section = None
-            continue
-        listed = _LISTED.match(text) if section else None
-        if listed:
-            entry = listed.group(2).strip()
-            if listed.group(1) == "Gpu":
-                entry = _GPU_TYPE.sub("", entry, count=1)
-            (dla if listed.group(1) == "Dla" else gpu).append(entry)
             continue
         section = None
         for pattern, inline in _SWITCHES:

@@ -84,3 +84,48 @@ def small_plan():
     ]
     plan, _ = make_plan(models, "orin-agx")
     return plan
+
+
+@pytest.fixture(scope="session")
+def pix2pix_dla_path(zoo_dir, pix2pix_graph) -> Path:
+    """The zoo's Pix2Pix after the exact DLA rewrite, saved."""
+    from hxsched.scheduler.onnx_io import save_model
+    from hxsched.scheduler.rewrite import rewrite_for_dla
+
+    path = zoo_dir / "pix2pix_unet256_dla.onnx"
+    if not path.exists():
+        g = pix2pix_graph.copy()
+        rewrite_for_dla(g)
+        save_model(g, path)
+    return path
+
+
+def _plan_files(out: Path, paths, count: int = 1):
+    from hxsched.scheduler.onnx_io import load_model
+    from hxsched.scheduler.plan import save_plan
+    from hxsched.scheduler.planner import ModelInput, make_plan
+    from hxsched.scheduler.profile_store import find_profile
+    from hxsched.scheduler.structure import structural_hash
+
+    inputs = []
+    for p in paths:
+        g = load_model(p)
+        inputs.append(ModelInput(p.stem, find_profile("orin-agx", structural_hash(g)), "shipped",
+                                 g, str(p), count))  # fmt: skip
+    plan, _ = make_plan(inputs, "orin-agx")
+    save_plan(plan, out)
+    plan.path = str(out)
+    return plan
+
+
+@pytest.fixture(scope="session")
+def gan_yolo_plan(tmp_path_factory, pix2pix_dla_path, yolov8n_path):
+    """A plan (with model paths) for the rewritten Pix2Pix + YOLOv8n on orin-agx."""
+    return _plan_files(tmp_path_factory.mktemp("plans") / "gan_yolo.yaml",
+                       [pix2pix_dla_path, yolov8n_path])  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def dual_gan_plan(tmp_path_factory, pix2pix_path):
+    """Two instances of the original Pix2Pix."""
+    return _plan_files(tmp_path_factory.mktemp("plans") / "dual.yaml", [pix2pix_path], count=2)

@@ -248,6 +248,13 @@ def test_log_sections_trt7_one_line_each():
     assert len(log.gpu_layers) == 22
 
 
+def test_log_old_header_with_new_entries():
+    log = _log("sample_cudla_readme.log")
+    assert log.dla_layers == ("{ForeignNode[(Unnamed Layer* 0) [ElementWise]]}",)
+    assert log.gpu_layers == ()
+    assert layer_onnx_nodes(log.dla_layers[0]) == ("(Unnamed Layer* 0) [ElementWise]",)
+
+
 # --- fallbacks -----------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from hxsched import __version__
 from hxsched.errors import HxschedError
 
 # Subcommand modules, in the order ``hxsched --help`` lists them.
-SUBCOMMANDS = ("demo", "zoo", "check", "rewrite", "profile", "plan", "build", "run")
+SUBCOMMANDS = ("demo", "zoo", "check", "rewrite", "profile", "plan", "build", "run", "serve")
 
 DESCRIPTION = """\
 hxsched plans and runs several neural networks across an NVIDIA Jetson's GPU and DLA cores.

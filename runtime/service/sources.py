@@ -1,0 +1,182 @@
+"""Where slices come from: a watched folder, a DICOM C-STORE SCP, a synthetic phantom. Each
+hands a slice to the journal and lets go of it only once it is durably spooled; when the
+journal is full they hold back (the folder leaves files in place, the SCP delays its answer)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hxsched.runtime.service.journal import Journal, SpoolError
+
+log = logging.getLogger("hxsched.service")
+
+STATUS_SUCCESS = 0x0000
+STATUS_OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources" (PS3.4 C-STORE)
+SUFFIXES = {".dcm", ".dicom", ".png", ".tif", ".tiff", ""}
+
+
+class Gate:
+    """Back-pressure: sources wait while the journal holds ``limit`` unfinished slices."""
+
+    def __init__(self, journal: Journal, limit: int, stop: threading.Event) -> None:
+        self.journal, self.limit, self.stop = journal, limit, stop
+        self.held = 0  # how often a source had to wait
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        """True once there is room; False on stop or timeout."""
+        t0 = time.monotonic()
+        waited = False
+        while self.journal.pending() >= self.limit:
+            if self.stop.is_set() or (timeout_s is not None and time.monotonic() - t0 > timeout_s):
+                return False
+            if not waited:
+                self.held += 1
+                waited = True
+            time.sleep(0.02)
+        return not self.stop.is_set()
+
+
+class FolderSource(threading.Thread):
+    """Polls a folder; a file is taken once its size is stable across two polls. Accepted
+    files are removed from the folder; oversize files are quarantined without reading them."""
+
+    def __init__(self, folder: Path, journal: Journal, gate: Gate, *, max_bytes: int,
+                 on_accept: Callable[[str], None], poll_s: float = 0.1) -> None:  # fmt: skip
+        super().__init__(name="hxsched-folder", daemon=True)
+        self.folder, self.journal, self.gate = folder, journal, gate
+        self.max_bytes, self.on_accept, self.poll_s = max_bytes, on_accept, poll_s
+        self._sizes: dict[str, int] = {}
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def candidates(self) -> list[Path]:
+        out = []
+        try:
+            entries = sorted(os.scandir(self.folder), key=lambda e: (e.stat().st_mtime, e.name))
+        except OSError:
+            return []
+        for e in entries:
+            if not e.is_file() or e.name.startswith(".") or e.name.endswith((".tmp", ".part")):
+                continue
+            size = e.stat().st_size
+            if self._sizes.get(e.name) == size:
+                out.append(Path(e.path))
+            self._sizes[e.name] = size
+        return out
+
+    def take(self, path: Path) -> None:
+        name = path.name
+        size = path.stat().st_size
+        if size > self.max_bytes:
+            self.journal.quarantine_file(path, name, "oversize",
+                                         f"{size} bytes is over the limit of {self.max_bytes}",
+                                         source="folder", max_bytes=4096)  # fmt: skip
+            path.unlink(missing_ok=True)
+            self.on_accept("quarantined")
+            return
+        item = self.journal.accept(path, name, "folder")
+        path.unlink(missing_ok=True)  # durably spooled: the folder's copy can go
+        self._sizes.pop(name, None)
+        self.on_accept("duplicate" if item.duplicate else "accepted")
+
+    def run(self) -> None:
+        while not self.gate.stop.is_set():
+            for path in self.candidates():
+                if not self.gate.wait():
+                    return
+                try:
+                    self.take(path)
+                except SpoolError as exc:
+                    log.error("folder source: cannot spool a file: %s", exc)
+                    time.sleep(1.0)
+                except FileNotFoundError:
+                    self._sizes.pop(path.name, None)
+            self.gate.stop.wait(self.poll_s)
+
+
+class PhantomSource(threading.Thread):
+    """Synthetic CT head phantoms as DICOM, for demos and soak runs."""
+
+    def __init__(self, journal: Journal, gate: Gate, *, count: int, interval_ms: float,
+                 on_accept: Callable[[str], None], start: int = 0) -> None:  # fmt: skip
+        super().__init__(name="hxsched-phantom", daemon=True)
+        self.journal, self.gate, self.count = journal, gate, count
+        self.interval_ms, self.on_accept, self.first = interval_ms, on_accept, start
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        from hxsched.runtime.service.dicom_io import encode_ct_dicom, synthetic_phantom
+
+        try:
+            for k in range(self.first, self.first + self.count):
+                if not self.gate.wait():
+                    return
+                data = encode_ct_dicom(synthetic_phantom(k))
+                item = self.journal.accept(data, f"phantom_{k:06d}.dcm", "phantom")
+                self.on_accept("duplicate" if item.duplicate else "accepted")
+                if self.interval_ms:
+                    self.gate.stop.wait(self.interval_ms / 1000.0)
+        finally:
+            self.done.set()
+
+
+class ScpSource:
+    """A DICOM C-STORE SCP (pynetdicom): a scanner or PACS pushes slices; each is answered
+    Success once spooled, or 0xA700 (out of resources) only when it cannot be spooled."""
+
+    def __init__(self, journal: Journal, gate: Gate, *, host: str, port: int, ae_title: str,
+                 on_accept: Callable[[str], None], wait_s: float = 30.0) -> None:  # fmt: skip
+        self.journal, self.gate, self.on_accept = journal, gate, on_accept
+        self.host, self.port, self.ae_title, self.wait_s = host, port, ae_title, wait_s
+        self._server = None
+
+    def handle_store(self, event) -> int:
+        if not self.gate.wait(self.wait_s):
+            log.warning("scp: journal full for %.0f s; answering out of resources", self.wait_s)
+            return STATUS_OUT_OF_RESOURCES
+        try:
+            data = _encoded(event)
+            item = self.journal.accept(data, "scp.dcm", "scp")
+        except SpoolError as exc:
+            log.error("scp: cannot spool: %s", exc)
+            return STATUS_OUT_OF_RESOURCES
+        except Exception as exc:  # noqa: BLE001 - a malformed push must not stop the SCP
+            log.warning(
+                "scp: cannot encode a pushed dataset (%s); spooling refused", type(exc).__name__
+            )
+            return 0xC000  # "Error: Cannot understand"
+        self.on_accept("duplicate" if item.duplicate else "accepted")
+        return STATUS_SUCCESS
+
+    def start(self) -> None:
+        from pynetdicom import AE, evt
+        from pynetdicom.presentation import AllStoragePresentationContexts
+
+        ae = AE(ae_title=self.ae_title)
+        ae.supported_contexts = AllStoragePresentationContexts
+        ae.add_supported_context("1.2.840.10008.1.1")  # Verification (C-ECHO)
+        self._server = ae.start_server((self.host, self.port), block=False,
+                                       evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])  # fmt: skip
+        self.port = self._server.server_address[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+
+def _encoded(event) -> bytes:
+    """The pushed dataset as a DICOM file (preamble, file meta, dataset as received)."""
+    try:
+        return bytes(event.encoded_dataset())
+    except AttributeError:  # pynetdicom < 2
+        ds = event.dataset
+        ds.file_meta = event.file_meta
+        buf = io.BytesIO()
+        ds.save_as(buf, write_like_original=False)
+        return buf.getvalue()
