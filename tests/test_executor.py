@@ -14,7 +14,7 @@ def test_issue_schedule_lags_follow_the_cyclic_timeline(small_plan):
     specs = plan_instance_specs(small_plan, with_models=False)
     slots = issue_schedule(small_plan, specs)
     assert len(slots) == sum(len(i.segments) for i in specs)
-    for i, inst in enumerate(specs):
+    for i in range(len(specs)):
         lags = [
             s.lag for s in sorted((s for s in slots if s.instance == i), key=lambda s: s.segment)
         ]
