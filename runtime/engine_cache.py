@@ -68,6 +68,13 @@ class EngineCache:
             return None
         return load_engine_file(path, expect=key)
 
+    def meta(self, key: EngineKey) -> dict[str, Any]:
+        """The sidecar of a cached engine ({} when absent or unreadable)."""
+        try:
+            return json.loads(_meta_path(self.path_for(key)).read_text())
+        except (OSError, ValueError):
+            return {}
+
     def put(self, key: EngineKey, engine: bytes, extra: dict[str, Any] | None = None) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.path_for(key)
@@ -116,10 +123,13 @@ def load_engine_file(
     except FileNotFoundError:
         raise HxschedError(f"no sidecar {meta_file.name}: not an engine hxsched built; "
                            "rebuild with hxsched build", path=path) from None  # fmt: skip
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OSError) as exc:
         raise HxschedError(f"engine sidecar {meta_file.name} is unreadable ({exc}); rebuild",
                            path=path) from None  # fmt: skip
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HxschedError(f"cannot read the engine: {exc.strerror}", path=path) from None
     if hashlib.sha256(data).hexdigest() != want_sha:
         raise HxschedError("engine file is corrupt (checksum differs from when it was built); "
                            "delete it and rebuild", path=path)  # fmt: skip

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from hxsched.cli._common import add_quiet, progress
+from hxsched.cli._common import add_json, add_quiet, progress
 
 HELP = "serve a pipeline: DICOM/PNG/TIFF slices in (folder, C-STORE SCP), synthetic MRI out"
 
@@ -39,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="INFO", help="INFO (default), WARNING, DEBUG")
     p.add_argument("--summary", type=Path, help="write a JSON summary here on exit")
     add_quiet(p)
+    add_json(p)
     p.set_defaults(func=run)
 
 
@@ -68,5 +69,8 @@ def run(args: argparse.Namespace) -> int:
                "error": svc.error}  # fmt: skip
     if args.summary:
         args.summary.write_text(json.dumps(summary, indent=1) + "\n")
-    print(json.dumps(summary), file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(json.dumps(summary), file=sys.stderr)
     return 1 if svc.error else 0

@@ -68,7 +68,14 @@ def unpack_vectorized(buf: np.ndarray, shape: Sequence[int], vec: int) -> np.nda
 
 def segment_config(seg: SegmentSpec, precision: str, *, allow_gpu_fallback: bool,
                    calibration_cache: str | None, trt_version: str) -> BuildConfig:  # fmt: skip
-    """The build decisions for one planned segment (pure)."""
+    """The build decisions for one planned segment (pure); refuses what cannot run before any
+    build starts (INT8 DLA tensors handed to or from the host)."""
+    if precision == "int8" and seg.accelerator.startswith("dla"):
+        edge = [t for t, src in seg.inputs_from.items() if src is None]
+        edge += [t for t, dst in seg.outputs_to.items() if dst is None]
+        if edge:
+            raise HxschedError(f"{seg.name}: INT8 DLA tensors cannot cross to the host "
+                               f"({', '.join(edge)}); plan a GPU segment at the model's edges")  # fmt: skip
     return build_config_for(
         seg.accelerator,
         precision,
@@ -234,6 +241,8 @@ class TrtBackend:
         key = engine_key(seg, cfg, trt_version=version, device_name=device, compute_capability=cc)
         cached = self.cache.get(key)
         if cached is not None:
+            for d in self.cache.meta(key).get("fallbacks", []):
+                self.fallbacks.append(FallbackEvent(**d))
             if progress:
                 progress(f"{seg.name}: engine from cache ({self.cache.path_for(key).name})")
             return cached

@@ -108,6 +108,9 @@ def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
         zoo, mpath = m.get("zoo"), m.get("path")
         if (zoo is None) == (mpath is None):
             raise HxschedError(f"{where}: give exactly one of 'zoo' or 'path'", path=path)
+        if not isinstance(zoo if zoo is not None else mpath, str):
+            key = "zoo" if zoo is not None else "path"
+            raise HxschedError(f"{where}.{key}: expected str, got {(zoo or mpath)!r}", path=path)
         role = _choice(_need(m, "role", str, where, path), ROLES, f"{where}.role", path)
         window = _choice(m.get("window", "brain" if role == "synth" else "stroke"), WINDOWS,
                          f"{where}.window", path)  # fmt: skip
@@ -154,8 +157,10 @@ def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
             )
         )
     sinks = _need(data, "sinks", dict, "pipeline", path, {})
-    for key in sinks:
+    for key, value in sinks.items():
         _choice(key, ("dicom", "detections", "previews"), f"sinks.{key}", path)
+        if not isinstance(value, bool):
+            raise HxschedError(f"sinks.{key}: expected true or false, got {value!r}", path=path)
     plan = data.get("plan")
     if plan is not None and not isinstance(plan, str):
         raise HxschedError(f"plan: expected a file name or null, got {plan!r}", path=path)

@@ -20,7 +20,7 @@ import numpy as np
 from hxsched.errors import HxschedError
 from hxsched.runtime.service.journal import Journal
 from hxsched.runtime.service.metrics import Registry
-from hxsched.runtime.service.pipeline import Pipeline, PipelineModel, model_files
+from hxsched.runtime.service.pipeline import Pipeline, PipelineModel
 from hxsched.runtime.service.sources import FolderSource, Gate, PhantomSource, ScpSource
 
 log = logging.getLogger("hxsched.service")
@@ -155,9 +155,7 @@ class Service:
         self.m_queue.labels(queue="journal").set_function(self.journal.pending)
         if self.opts.http_port is not None:
             self._start_http()
-        work = self.out / "work"
-        self.files = model_files(self.pipe, work / "models", self.say)
-        self.plan = plan_for_pipeline(self.pipe, work, self.say)
+        self.plan = plan_for_pipeline(self.pipe, self.out / "work", self.say)
         self.specs = plan_instance_specs(self.plan, with_models=self.backend_name != "sim")
         self.models = {m.name: m for m in self.pipe.models}
         for inst in self.plan.instances:

@@ -1,0 +1,354 @@
+"""Slices in and synthetic MRI out: DICOM CT (Hounsfield units), PNG/TIFF, Secondary Capture
+writing with deterministic UIDs, a synthetic head phantom, and a reason for every bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hxsched.errors import HxschedError
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+LABEL = "SYNTHETIC - NOT FOR DIAGNOSTIC USE"
+REASONS = (
+    "unreadable",
+    "truncated",
+    "not-an-image",
+    "wrong-size",
+    "nan",
+    "oversize",
+    "unsupported",
+)
+PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName")  # fmt: skip
+REF_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
+            "FrameOfReferenceUID", "InstanceNumber", "Modality")  # fmt: skip
+
+
+class BadInput(HxschedError):
+    """A slice the service cannot use; ``reason`` is one of REASONS (the quarantine code)."""
+
+    def __init__(self, reason: str, message: str, *, path: str | os.PathLike[str] | None = None):
+        super().__init__(message, path=Path(path).name if path is not None else None)
+        self.reason = reason
+
+
+@dataclass
+class Slice:
+    pixels: np.ndarray  # float32, 2-D
+    kind: str  # "dicom" or "image"
+    is_hu: bool
+    source_name: str
+    meta: dict[str, Any] = field(default_factory=dict)  # UIDs and geometry (no patient data)
+    patient: dict[str, Any] = field(default_factory=dict, repr=False)  # copied into outputs only
+    content_sha: str = ""
+
+    @property
+    def log_id(self) -> str:
+        """A short id that is safe to log (a hash, never a name or an id from the file)."""
+        base = self.meta.get("SOPInstanceUID") or self.content_sha
+        return hashlib.sha256(str(base).encode()).hexdigest()[:12]
+
+    def __repr__(self) -> str:
+        return (f"Slice({self.kind}, {self.pixels.shape[1]}x{self.pixels.shape[0]}, "
+                f"hu={self.is_hu}, id={self.log_id})")  # fmt: skip
+
+
+def read_slice(path: str | os.PathLike[str], *, max_bytes: int = 64 << 20, min_side: int = 32,
+               max_side: int = 4096) -> Slice:  # fmt: skip
+    """One slice from a DICOM file or a PNG/TIFF image; BadInput with its reason otherwise."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BadInput("unreadable", f"cannot read: {exc.strerror}", path=path) from None
+    if size > max_bytes:
+        raise BadInput("oversize", f"{size} bytes is over the limit of {max_bytes}", path=path)
+    data = path.read_bytes()
+    if size == 0:
+        raise BadInput("unreadable", "empty file", path=path)
+    sha = hashlib.sha256(data).hexdigest()
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        sl = _read_dicom(data, path)
+    elif data[:8] == b"\x89PNG\r\n\x1a\n" or data[:4] in (b"II*\x00", b"MM\x00*"):
+        sl = _read_image(data, path)
+    else:
+        try:  # DICOM without a preamble still reads
+            sl = _read_dicom(data, path)
+        except BadInput:
+            raise BadInput("unreadable", "neither DICOM nor a PNG/TIFF image", path=path) from None
+    sl.content_sha = sha
+    px = sl.pixels
+    if px.ndim != 2:
+        raise BadInput("wrong-size", f"expected one 2-D slice, got shape {px.shape}", path=path)
+    h, w = px.shape
+    if min(h, w) < min_side:
+        raise BadInput("wrong-size", f"{w}x{h} is smaller than {min_side} pixels", path=path)
+    if max(h, w) > max_side:
+        raise BadInput("oversize", f"{w}x{h} is larger than {max_side} pixels", path=path)
+    if not np.all(np.isfinite(px)):
+        raise BadInput("nan", "pixel values include NaN or infinity", path=path)
+    return sl
+
+
+def _read_dicom(data: bytes, path: Path) -> Slice:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, AttributeError) as exc:  # fmt: skip
+        raise BadInput(
+            "unreadable", f"not readable DICOM ({type(exc).__name__})", path=path
+        ) from None
+    if "PixelData" not in ds:
+        if not ds or "SOPClassUID" not in ds and "Rows" not in ds:
+            raise BadInput("unreadable", "not readable DICOM", path=path)
+        raise BadInput("not-an-image", "DICOM object without pixel data", path=path)
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    except (AttributeError, ValueError, TypeError):
+        raise BadInput("not-an-image", "image attributes (Rows, Columns, Bits) missing",
+                       path=path) from None  # fmt: skip
+    if frames > 1:
+        raise BadInput("wrong-size", f"a {frames}-frame volume, not one slice", path=path)
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is not None and ts.is_compressed:
+        try:
+            arr = ds.pixel_array
+        except Exception:  # noqa: BLE001 - no decoder for this compression
+            raise BadInput("unsupported", f"compressed pixel data ({ts.name}) has no decoder "
+                           "here", path=path) from None  # fmt: skip
+    else:
+        need = rows * cols * spp * bits // 8
+        if len(ds.PixelData) < need:
+            raise BadInput("truncated", f"pixel data has {len(ds.PixelData)} of {need} bytes",
+                           path=path)  # fmt: skip
+        try:
+            arr = ds.pixel_array
+        except Exception as exc:  # noqa: BLE001
+            raise BadInput("unreadable", f"pixel data cannot be decoded ({type(exc).__name__})",
+                           path=path) from None  # fmt: skip
+    px = np.asarray(arr, dtype=np.float32)
+    if px.ndim == 3 and spp > 1:
+        px = px.mean(axis=-1)
+    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    px = px * slope + intercept
+    if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
+        px = px.max() + px.min() - px
+    modality = str(getattr(ds, "Modality", ""))
+    meta = {k: str(ds.get(k)) for k in REF_KEYS if ds.get(k) not in (None, "")}
+    if "PixelSpacing" in ds:
+        meta["PixelSpacing"] = [float(v) for v in ds.PixelSpacing]
+    meta["Rows"], meta["Columns"] = rows, cols
+    patient = {k: ds.get(k) for k in PATIENT_KEYS if k in ds}
+    return Slice(
+        px, "dicom", modality == "CT" or "RescaleIntercept" in ds, path.name, meta, patient
+    )
+
+
+def _read_image(data: bytes, path: Path) -> Slice:
+    import cv2
+
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
+    if arr is None:
+        raise BadInput(
+            "truncated", "image data cannot be decoded (truncated or corrupt)", path=path
+        )
+    px = np.asarray(arr, dtype=np.float32)
+    if px.ndim == 3:
+        px = px[..., :3].mean(axis=-1)
+    return Slice(px, "image", False, path.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+def _uid(*parts: str) -> str:
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=["hxsched", *map(str, parts)]))
+
+
+def default_series_uid(source: Slice, instance: str = "") -> str:
+    """The synthetic series of a source series (deterministic)."""
+    base = source.meta.get("SeriesInstanceUID") or source.content_sha
+    return _uid("series", base, instance)
+
+
+def write_secondary_capture(
+    image_uint8: np.ndarray,
+    source: Slice,
+    out_path: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    series_number: int = 1001,
+    series_description: str = "hxsched synthetic MRI (Pix2Pix) - NOT FOR DIAGNOSTIC USE",
+) -> Path:
+    """The synthetic image as DICOM Secondary Capture in a new series of the source's study,
+    DERIVED, referencing the source, labelled as not for diagnosis; written atomically with
+    UIDs derived from the source, so writing the same slice again gives the same file."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    img = np.ascontiguousarray(np.asarray(image_uint8, dtype=np.uint8))
+    if img.ndim != 2:
+        raise HxschedError(f"expected a 2-D image, got shape {img.shape}")
+    src_sop = source.meta.get("SOPInstanceUID") or source.content_sha
+    sop_uid = _uid("sop", src_sop, series_uid or "", series_number)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = _uid("implementation")
+    ds = Dataset()
+    ds.file_meta = meta
+    for k, v in source.patient.items():
+        setattr(ds, k, v)
+    if "PatientName" not in ds:
+        ds.PatientName = "ANONYMOUS"
+        ds.PatientID = "hxsched-" + source.content_sha[:12]
+    ds.StudyInstanceUID = source.meta.get("StudyInstanceUID") or _uid("study", source.content_sha)
+    ds.SeriesInstanceUID = series_uid or default_series_uid(source)
+    ds.SOPInstanceUID = sop_uid
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.Modality = "OT"
+    ds.ConversionType = "WSD"
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = int(source.meta.get("InstanceNumber") or 1)
+    ds.SeriesDescription = series_description[:64]
+    ds.DerivationDescription = ("Synthetic MRI generated from CT by a neural network (hxsched). "
+                                + LABEL)  # fmt: skip
+    ds.ImageComments = LABEL
+    ds.BurnedInAnnotation = "NO"
+    ds.Manufacturer = "hxsched"
+    date = str(source.patient.get("StudyDate") or "19700101")
+    ds.ContentDate, ds.ContentTime = date, str(source.patient.get("StudyTime") or "000000")
+    if source.meta.get("SOPInstanceUID"):
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = source.meta.get("SOPClassUID", CT_IMAGE)
+        ref.ReferencedSOPInstanceUID = source.meta["SOPInstanceUID"]
+        ds.SourceImageSequence = Sequence([ref])
+        ref2 = Dataset()
+        ref2.ReferencedSOPClassUID = ref.ReferencedSOPClassUID
+        ref2.ReferencedSOPInstanceUID = ref.ReferencedSOPInstanceUID
+        ds.ReferencedImageSequence = Sequence([ref2])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = img.shape
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    if "PixelSpacing" in source.meta:
+        ds.PixelSpacing = source.meta["PixelSpacing"]
+    ds.PixelData = img.tobytes()
+    return _save(ds, Path(out_path))
+
+
+def _save(ds, path: Path) -> Path:
+    buf = io.BytesIO()
+    ds.preamble = b"\0" * 128
+    try:
+        ds.save_as(buf, enforce_file_format=True)
+    except TypeError:  # pydicom < 3
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(buf, write_like_original=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# A synthetic head phantom (demos, soak runs)
+# ---------------------------------------------------------------------------------------------
+def synthetic_phantom(index: int, size: int = 512, seed: int = 0) -> Slice:
+    """A CT-like axial head slice in HU: air, skull, brain, ventricles, and on every third slice
+    a small hyperdense "bleed"; deterministic per index. Fake patient, synthetic UIDs."""
+    rng = np.random.default_rng(seed * 100003 + index)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size - 0.5
+    z = (index % 40) / 40.0 - 0.5
+    a, b = 0.36 - 0.05 * z * z, 0.44 - 0.06 * z * z
+    hu = np.full((size, size), -1000.0, np.float32)
+    head = (x / a) ** 2 + (y / b) ** 2
+    hu[head <= 1.0] = 1000.0  # skull
+    hu[head <= 0.85] = 35.0  # brain
+    vent = ((x - 0.06) / 0.05) ** 2 + (y / 0.12) ** 2 <= 1.0
+    vent |= ((x + 0.06) / 0.05) ** 2 + (y / 0.12) ** 2 <= 1.0
+    hu[vent & (head <= 0.85)] = 5.0
+    if index % 3 == 0:
+        cx, cy = rng.uniform(-0.2, 0.2), rng.uniform(-0.25, 0.25)
+        bleed = ((x - cx) / 0.04) ** 2 + ((y - cy) / 0.03) ** 2 <= 1.0
+        hu[bleed & (head <= 0.8)] = 70.0
+    hu += rng.normal(0.0, 4.0, hu.shape).astype(np.float32) * (head <= 1.0)
+    study = _uid("phantom-study", seed)
+    meta = {"StudyInstanceUID": study, "SeriesInstanceUID": _uid("phantom-series", seed),
+            "SOPInstanceUID": _uid("phantom-sop", seed, index), "SOPClassUID": CT_IMAGE,
+            "FrameOfReferenceUID": _uid("phantom-for", seed), "InstanceNumber": str(index + 1),
+            "Modality": "CT", "PixelSpacing": [0.5, 0.5], "Rows": size, "Columns": size}  # fmt: skip
+    patient = {"PatientName": "PHANTOM^HXSCHED", "PatientID": "PHANTOM-0001",
+               "StudyDate": "20260101", "StudyTime": "120000"}  # fmt: skip
+    return Slice(hu, "dicom", True, f"phantom_{index:06d}.dcm", meta, patient)
+
+
+def encode_ct_dicom(sl: Slice) -> bytes:
+    """A slice in HU as a CT Image Storage file (int16 with rescale), e.g. a phantom."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CT_IMAGE
+    meta.MediaStorageSOPInstanceUID = sl.meta["SOPInstanceUID"]
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = _uid("implementation")
+    ds = Dataset()
+    ds.file_meta = meta
+    for k, v in sl.patient.items():
+        setattr(ds, k, v)
+    for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
+        setattr(ds, k, sl.meta[k])
+    ds.SOPClassUID = CT_IMAGE
+    ds.Modality = "CT"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.InstanceNumber = int(sl.meta.get("InstanceNumber", 1))
+    ds.SeriesDescription = "hxsched synthetic phantom"
+    ds.Manufacturer = "hxsched"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = sl.pixels.shape
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+    ds.PixelSpacing = sl.meta.get("PixelSpacing", [1.0, 1.0])
+    ds.PixelData = np.clip(np.rint(sl.pixels), -32768, 32767).astype("<i2").tobytes()
+    buf = io.BytesIO()
+    ds.preamble = b"\0" * 128
+    try:
+        ds.save_as(buf, enforce_file_format=True)
+    except TypeError:  # pydicom < 3
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(buf, write_like_original=False)
+    return buf.getvalue()

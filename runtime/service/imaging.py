@@ -1,0 +1,170 @@
+"""Pre- and post-processing with numpy and OpenCV: CT windows, letterbox, model inputs,
+Pix2Pix de-normalisation, YOLOv8 decode + NMS in source pixels, previews."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+WINDOWS = {"brain": (40.0, 80.0), "stroke": (40.0, 40.0), "bone": (600.0, 2800.0),
+           "soft": (50.0, 400.0)}  # fmt: skip
+
+
+def window_hu(hu: np.ndarray, center: float | None = None, width: float | None = None, *,
+              preset: str = "brain") -> np.ndarray:  # fmt: skip
+    """Hounsfield units to [0, 1] through a CT window (a preset or center/width)."""
+    c, w = WINDOWS[preset]
+    c = c if center is None else center
+    w = w if width is None else width
+    lo = c - w / 2.0
+    return np.clip((np.asarray(hu, np.float32) - lo) / max(w, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LetterboxInfo:
+    scale: float
+    pad_x: float
+    pad_y: float
+    src_w: int
+    src_h: int
+
+
+def letterbox(img: np.ndarray, size: int = 640, pad_value: float = 114 / 255):
+    """Resize keeping the aspect ratio and pad to ``size`` x ``size`` (Ultralytics' way)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    scale = min(size / h, size / w)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = cv2.resize(np.asarray(img, np.float32), (nw, nh), interpolation=cv2.INTER_LINEAR)
+    px, py = (size - nw) / 2.0, (size - nh) / 2.0
+    left, top = int(round(px - 0.1)), int(round(py - 0.1))
+    out = np.full((size, size) + resized.shape[2:], pad_value, np.float32)
+    out[top : top + nh, left : left + nw] = resized
+    return out, LetterboxInfo(scale, float(left), float(top), w, h)
+
+
+def to_yolo_input(window01: np.ndarray, size: int = 640) -> tuple[np.ndarray, LetterboxInfo]:
+    boxed, info = letterbox(window01, size)
+    return np.ascontiguousarray(np.repeat(boxed[None, None], 3, axis=1)), info
+
+
+def to_pix2pix_input(window01: np.ndarray, channels: int = 3, size: int = 256) -> np.ndarray:
+    """[1, C, size, size] in [-1, 1]."""
+    import cv2
+
+    small = cv2.resize(np.asarray(window01, np.float32), (size, size), interpolation=cv2.INTER_AREA)
+    x = small * 2.0 - 1.0
+    return np.ascontiguousarray(np.repeat(x[None, None], channels, axis=1).astype(np.float32))
+
+
+def pix2pix_output_to_uint8(out: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+    """tanh output [1, C, H, W] in [-1, 1] to a uint8 image (channel mean), resized to
+    ``size`` = (height, width) of the source if given."""
+    import cv2
+
+    a = np.asarray(out, np.float32)
+    while a.ndim > 3:
+        a = a[0]
+    if a.ndim == 3:
+        a = a.mean(axis=0)
+    img = np.clip((a + 1.0) * 127.5, 0, 255).astype(np.uint8)
+    if size is not None and img.shape != tuple(size):
+        img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return img
+
+
+@dataclass(frozen=True)
+class Detection:
+    box_xyxy: tuple[float, float, float, float]  # source pixels
+    score: float
+    class_id: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"box_xyxy": [round(v, 2) for v in self.box_xyxy], "score": round(self.score, 4),
+                "class_id": self.class_id}  # fmt: skip
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Greedy non-maximum suppression on xyxy boxes; indices kept, best first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    area = (boxes[:, 2] - boxes[:, 0]).clip(0) * (boxes[:, 3] - boxes[:, 1]).clip(0)
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = (xx2 - xx1).clip(0) * (yy2 - yy1).clip(0)
+        overlap = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
+        order = rest[overlap <= iou]
+    return keep
+
+
+def decode_yolov8(out: np.ndarray, info: LetterboxInfo, conf: float = 0.25, iou: float = 0.45,
+                  max_det: int = 100, classes: list[int] | None = None) -> list[Detection]:  # fmt: skip
+    """YOLOv8's [1, 4 + nc, N] output (cx, cy, w, h in input pixels, class scores) to boxes in
+    source pixels, per-class NMS."""
+    a = np.asarray(out, np.float32)
+    if a.ndim == 3:
+        a = a[0]
+    if a.ndim != 2 or a.shape[0] < 5:
+        raise ValueError(f"expected a [4 + classes, N] detection output, got {a.shape}")
+    boxes, cls_scores = a[:4].T, a[4:].T
+    cls = cls_scores.argmax(axis=1)
+    score = cls_scores[np.arange(len(cls)), cls]
+    mask = score >= conf
+    if classes is not None:
+        mask &= np.isin(cls, classes)
+    boxes, score, cls = boxes[mask], score[mask], cls[mask]
+    if not len(score):
+        return []
+    xyxy = np.stack([boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 1] - boxes[:, 3] / 2,
+                     boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2], axis=1)  # fmt: skip
+    found = []
+    for c in np.unique(cls):
+        idx = np.flatnonzero(cls == c)
+        for k in nms(xyxy[idx], score[idx], iou):
+            found.append(int(idx[k]))
+    found.sort(key=lambda i: -score[i])
+    out_list = []
+    for i in found[:max_det]:
+        x1, y1, x2, y2 = xyxy[i]
+        x1, x2 = [float(np.clip((v - info.pad_x) / info.scale, 0, info.src_w)) for v in (x1, x2)]
+        y1, y2 = [float(np.clip((v - info.pad_y) / info.scale, 0, info.src_h)) for v in (y1, y2)]
+        out_list.append(Detection((x1, y1, x2, y2), float(score[i]), int(cls[i])))
+    return out_list
+
+
+def detections_to_json(found: list[Detection], info: LetterboxInfo) -> dict[str, Any]:
+    return {"image_size": [info.src_w, info.src_h], "coordinates": "source pixels, xyxy",
+            "detections": [d.to_dict() for d in found]}  # fmt: skip
+
+
+def preview_png(ct01: np.ndarray, mri_uint8: np.ndarray, detections: list[Detection]) -> bytes:
+    """CT | synthetic MRI side by side, boxes on the CT, the label on the MRI half."""
+    import cv2
+
+    ct = (np.clip(np.asarray(ct01, np.float32), 0, 1) * 255).astype(np.uint8)
+    mri = np.asarray(mri_uint8, np.uint8)
+    if mri.shape != ct.shape:
+        mri = cv2.resize(mri, (ct.shape[1], ct.shape[0]))
+    left = cv2.cvtColor(ct, cv2.COLOR_GRAY2BGR)
+    right = cv2.cvtColor(mri, cv2.COLOR_GRAY2BGR)
+    for d in detections:
+        x1, y1, x2, y2 = (int(round(v)) for v in d.box_xyxy)
+        cv2.rectangle(left, (x1, y1), (x2, y2), (0, 0, 255), 2)
+        cv2.putText(left, f"{d.class_id}:{d.score:.2f}", (x1, max(10, y1 - 3)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 255), 1)  # fmt: skip
+    scale = max(0.35, ct.shape[1] / 900)
+    cv2.putText(right, "SYNTHETIC - NOT FOR DIAGNOSIS", (6, int(20 * scale / 0.5)),
+                cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255), 1)  # fmt: skip
+    ok, png = cv2.imencode(".png", np.concatenate([left, right], axis=1))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return png.tobytes()

@@ -1,0 +1,237 @@
+"""dicom_io: real DICOM from pydicom's test data, Secondary Capture output, and a reason for
+every malformed input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from hxsched.runtime.service.dicom_io import (
+    LABEL,
+    SECONDARY_CAPTURE,
+    BadInput,
+    encode_ct_dicom,
+    read_slice,
+    synthetic_phantom,
+    write_secondary_capture,
+)
+
+CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
+
+
+@pytest.fixture(scope="module")
+def ct():
+    return read_slice(CT_SMALL)
+
+
+def _bad(path: Path, reason: str, **kw) -> BadInput:
+    with pytest.raises(BadInput) as info:
+        read_slice(path, **kw)
+    exc = info.value
+    assert exc.reason == reason, str(exc)
+    assert path.name in str(exc)
+    assert "\n" not in str(exc)
+    return exc
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading real files
+# ---------------------------------------------------------------------------------------------
+def test_ct_small_reads_in_hu(ct):
+    assert ct.kind == "dicom"
+    assert ct.is_hu
+    assert ct.pixels.dtype == np.float32
+    assert ct.pixels.ndim == 2
+    assert ct.pixels.shape == (128, 128)
+    assert -1100.0 <= float(ct.pixels.min()) < 0.0
+    assert 0.0 < float(ct.pixels.max()) <= 4000.0
+    assert ct.meta["Modality"] == "CT"
+    assert ct.meta["Rows"] == 128 and ct.meta["Columns"] == 128
+    assert len(ct.content_sha) == 64
+    assert ct.source_name == "CT_small.dcm"
+
+
+def test_mr_small_reads_but_is_not_hu():
+    sl = read_slice(get_testdata_file("MR_small.dcm"))
+    assert sl.kind == "dicom"
+    assert not sl.is_hu
+    assert sl.pixels.shape == (64, 64)
+
+
+def test_repr_and_log_id_hold_no_patient_data(ct):
+    ds = pydicom.dcmread(CT_SMALL)
+    name, pid = str(ds.PatientName), str(ds.PatientID)
+    assert ct.patient["PatientID"] == pid  # kept for the output, ...
+    for text in (repr(ct), ct.log_id, str(ct.meta)):  # ... but never shown
+        assert name not in text
+        assert pid not in text
+    assert "CompressedSamples" not in repr(ct)
+    assert len(ct.log_id) == 12
+    ph = synthetic_phantom(0, size=64)
+    assert "PHANTOM" not in repr(ph) and "PHANTOM" not in ph.log_id
+
+
+def test_png_reads_as_image(tmp_path):
+    img = (np.arange(64 * 48).reshape(48, 64) % 256).astype(np.uint8)
+    p = tmp_path / "slice.png"
+    assert cv2.imwrite(str(p), img)
+    sl = read_slice(p)
+    assert sl.kind == "image"
+    assert not sl.is_hu
+    assert sl.pixels.dtype == np.float32
+    assert sl.pixels.shape == (48, 64)
+    np.testing.assert_array_equal(sl.pixels, img.astype(np.float32))
+
+
+def test_compressed_dicom_is_unsupported_or_decodes():
+    path = Path(get_testdata_file("JPEG2000.dcm"))
+    try:
+        sl = read_slice(path)
+    except BadInput as exc:
+        assert exc.reason == "unsupported"
+        assert path.name in str(exc)
+    else:
+        assert sl.pixels.ndim == 2 and np.isfinite(sl.pixels).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Malformed inputs
+# ---------------------------------------------------------------------------------------------
+def test_truncated_ct(tmp_path):
+    data = CT_SMALL.read_bytes()
+    p = tmp_path / "cut.dcm"
+    p.write_bytes(data[: len(data) - 10000])  # header intact, pixel data cut short
+    _bad(p, "truncated")
+
+
+def test_pydicoms_truncated_mr():
+    _bad(Path(get_testdata_file("MR_truncated.dcm")), "truncated")
+
+
+def test_garbage_bytes(tmp_path):
+    p = tmp_path / "garbage.dcm"
+    p.write_bytes(bytes(range(256)) * 20)
+    _bad(p, "unreadable")
+
+
+def test_empty_file(tmp_path):
+    p = tmp_path / "empty.dcm"
+    p.write_bytes(b"")
+    _bad(p, "unreadable")
+
+
+def test_missing_file(tmp_path):
+    _bad(tmp_path / "nope.dcm", "unreadable")
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    ds = pydicom.dcmread(CT_SMALL)
+    del ds.PixelData
+    p = tmp_path / "nopixels.dcm"
+    ds.save_as(p)
+    _bad(p, "not-an-image")
+    _bad(Path(get_testdata_file("rtplan.dcm")), "not-an-image")
+
+
+def test_tiny_png(tmp_path):
+    p = tmp_path / "tiny.png"
+    assert cv2.imwrite(str(p), np.zeros((8, 8), np.uint8))
+    _bad(p, "wrong-size")
+
+
+def test_nan_tiff(tmp_path):
+    img = np.zeros((64, 64), np.float32)
+    img[10, 10] = np.nan
+    p = tmp_path / "nan.tiff"
+    assert cv2.imwrite(str(p), img)
+    _bad(p, "nan")
+
+
+def test_oversize_file(tmp_path):
+    p = tmp_path / "big.dcm"
+    shutil.copy(CT_SMALL, p)
+    _bad(p, "oversize", max_bytes=1000)
+
+
+def test_oversize_dimensions(tmp_path):
+    _bad(CT_SMALL, "oversize", max_side=100)
+
+
+def test_multi_frame(tmp_path):
+    _bad(Path(get_testdata_file("rtdose.dcm")), "wrong-size")
+
+
+# ---------------------------------------------------------------------------------------------
+# Secondary Capture
+# ---------------------------------------------------------------------------------------------
+def test_secondary_capture(ct, tmp_path):
+    img = (np.arange(128 * 128).reshape(128, 128) % 251).astype(np.uint8)
+    out = write_secondary_capture(img, ct, tmp_path / "sub" / "sc.dcm")
+    assert out == tmp_path / "sub" / "sc.dcm"
+    ds = pydicom.dcmread(out)
+    src = pydicom.dcmread(CT_SMALL)
+    assert ds.SOPClassUID == SECONDARY_CAPTURE
+    assert ds.file_meta.MediaStorageSOPClassUID == SECONDARY_CAPTURE
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert ds.StudyInstanceUID == src.StudyInstanceUID
+    assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+    assert ds.SOPInstanceUID != src.SOPInstanceUID
+    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    assert ds.SourceImageSequence[0].ReferencedSOPClassUID == src.SOPClassUID
+    assert "NOT FOR DIAGNOSTIC USE" in ds.ImageComments
+    assert ds.ImageComments == LABEL
+    assert ds.PatientID == src.PatientID  # copied into the output (not into logs)
+    assert (ds.Rows, ds.Columns) == (128, 128)
+    np.testing.assert_array_equal(ds.pixel_array, img)
+    assert not list(tmp_path.glob("sub/*.tmp"))
+
+
+def test_secondary_capture_is_idempotent(ct, tmp_path):
+    img = np.full((128, 128), 77, np.uint8)
+    a = write_secondary_capture(img, ct, tmp_path / "a.dcm")
+    b = write_secondary_capture(img, ct, tmp_path / "b.dcm")
+    assert a.read_bytes() == b.read_bytes()
+    write_secondary_capture(img, ct, a)  # overwrite in place
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_secondary_capture_rejects_3d(ct, tmp_path):
+    from hxsched.errors import HxschedError
+
+    with pytest.raises(HxschedError):
+        write_secondary_capture(np.zeros((2, 8, 8), np.uint8), ct, tmp_path / "x.dcm")
+
+
+def test_secondary_capture_with_empty_instance_number(tmp_path):
+    ds = pydicom.dcmread(CT_SMALL)
+    ds.InstanceNumber = None
+    p = tmp_path / "noinst.dcm"
+    ds.save_as(p)
+    sl = read_slice(p)
+    out = write_secondary_capture(np.zeros((128, 128), np.uint8), sl, tmp_path / "sc.dcm")
+    assert pydicom.dcmread(out).InstanceNumber == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Phantom
+# ---------------------------------------------------------------------------------------------
+def test_phantom_round_trip(tmp_path):
+    ph = synthetic_phantom(3, size=128)
+    assert ph.is_hu and ph.pixels.shape == (128, 128)
+    assert float(ph.pixels.min()) < -900 and float(ph.pixels.max()) > 900
+    np.testing.assert_array_equal(ph.pixels, synthetic_phantom(3, size=128).pixels)
+    p = tmp_path / ph.source_name
+    p.write_bytes(encode_ct_dicom(ph))
+    back = read_slice(p)
+    assert back.kind == "dicom" and back.is_hu
+    assert back.pixels.shape == ph.pixels.shape
+    assert float(np.abs(back.pixels - ph.pixels).max()) <= 1.0
+    assert back.meta["SOPInstanceUID"] == ph.meta["SOPInstanceUID"]
+    assert back.meta["StudyInstanceUID"] == ph.meta["StudyInstanceUID"]

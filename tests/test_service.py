@@ -1,0 +1,197 @@
+"""The streaming service end to end: real DICOM through the folder and the C-STORE SCP,
+quarantine, crash recovery with SIGKILL, SIGTERM drain, bounded queues under overload."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import yaml
+from pydicom.data import get_testdata_file
+
+from hxsched.runtime.service.dicom_io import encode_ct_dicom, synthetic_phantom
+from hxsched.runtime.service.pipeline import pipeline_from_dict
+from hxsched.runtime.service.service import Service, ServiceOptions
+
+
+def pipeline_dict(plan, sources, queue=16):
+    models = []
+    for inst in plan.instances:
+        role = "detect" if "yolo" in inst.model else "synth"
+        models.append({"name": inst.model, "role": role, "path": inst.model_path})
+    return {"schema": "hxsched.pipeline/1", "name": "test", "backend": "sim", "plan": plan.path,
+            "queue": queue, "models": models, "sources": sources}  # fmt: skip
+
+
+def wait_for(pred, timeout=60.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_folder_and_scp_with_real_dicom_and_bad_inputs(gan_yolo_plan, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    pipe = pipeline_from_dict(pipeline_dict(gan_yolo_plan, [{"kind": "folder", "path": str(inbox)},
+                                                            {"kind": "scp", "port": 0}]))  # fmt: skip
+    svc = Service(pipe, ServiceOptions(output=out, http_port=0, scp_port=0))
+    svc.start()
+    try:
+        ct = Path(get_testdata_file("CT_small.dcm"))
+        (inbox / "ct.dcm").write_bytes(ct.read_bytes())
+        (inbox / "garbage.dcm").write_bytes(b"not a dicom file at all" * 10)
+        (inbox / "cut.dcm").write_bytes(ct.read_bytes()[:-3000])
+        cv2.imwrite(str(inbox / "tiny.png"), np.zeros((8, 8), np.uint8))
+        nan = np.full((64, 64), np.nan, np.float32)
+        cv2.imwrite(str(inbox / "nan.tiff"), nan)
+        cv2.imwrite(
+            str(inbox / "ok.png"),
+            (np.random.default_rng(0).random((96, 128)) * 255).astype(np.uint8),
+        )
+        # a real DICOM client pushes a slice (another SOP instance of the same study)
+        from pynetdicom import AE
+
+        ds = pydicom.dcmread(ct)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        assoc = ae.associate("127.0.0.1", svc.scp_port, ae_title="HXSCHED")
+        assert assoc.is_established
+        status = assoc.send_c_store(ds)
+        assoc.release()
+        assert status.Status == 0x0000
+        assert wait_for(
+            lambda: svc.counts().get("done", 0) + svc.counts().get("quarantined", 0) >= 7
+        )
+        c = svc.counts()
+        assert c["done"] == 3 and c["quarantined"] == 4, c
+        text = "".join(p.read_text() for p in (out / "journal" / "quarantine").glob("*.reason.txt"))
+        for code in ("unreadable", "truncated", "wrong-size", "nan"):
+            assert code in text, (code, text)
+        written = sorted((out / "dicom").rglob("*.dcm"))
+        assert len(written) == 3
+        for path in written:
+            back = pydicom.dcmread(path)
+            assert back.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+            assert list(back.ImageType) == ["DERIVED", "SECONDARY"]
+            assert "NOT FOR DIAGNOSTIC USE" in back.SeriesDescription
+            assert back.pixel_array.ndim == 2
+        src = pydicom.dcmread(ct)
+        from_ct = [
+            pydicom.dcmread(p)
+            for p in written
+            if pydicom.dcmread(p).StudyInstanceUID == src.StudyInstanceUID
+        ]
+        assert len(from_ct) == 2 and all(
+            d.SeriesInstanceUID != src.SeriesInstanceUID for d in from_ct
+        )
+        assert len(list((out / "detections").glob("*.json"))) == 3
+        assert len(list((out / "previews").glob("*.png"))) == 3
+        url = svc.http.url
+        assert urllib.request.urlopen(url + "/health/ready").status == 200
+        metrics = urllib.request.urlopen(url + "/metrics").read().decode()
+        assert "hxsched_frames_out_total 3" in metrics and 'reason="nan"' in metrics
+        status = json.loads(urllib.request.urlopen(url + "/status.json").read())
+        assert status["frames_out"] == 3 and status["quarantined"] == 4
+        logs_have_no_patient = str(src.PatientName) not in json.dumps(status)
+        assert logs_have_no_patient
+    finally:
+        svc.stop()
+
+
+def _journal_counts(out: Path) -> dict:
+    db = out / "journal" / "journal.sqlite3"
+    if not db.exists():
+        return {}
+    con = sqlite3.connect(db, timeout=5)
+    try:
+        return dict(con.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
+    except sqlite3.Error:
+        return {}
+    finally:
+        con.close()
+
+
+def test_sigkill_midstream_then_restart_processes_every_slice_once(gan_yolo_plan, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    n = 24
+    for k in range(n):
+        (inbox / f"s{k:03d}.dcm").write_bytes(encode_ct_dicom(synthetic_phantom(k, size=128)))
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text(
+        yaml.safe_dump(
+            pipeline_dict(gan_yolo_plan, [{"kind": "folder", "path": str(inbox)}], queue=6)
+        )
+    )
+    cmd = [sys.executable, "-m", "hxsched", "serve", str(pfile), "--output", str(out),
+           "--no-http", "--real-time", "--time-scale", "40", "-q"]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: _journal_counts(out).get("done", 0) >= 4, 60)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    mid = _journal_counts(out)
+    assert mid.get("done", 0) < n  # killed mid-stream
+    second = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(
+            lambda: _journal_counts(out).get("done", 0) == n and not any(inbox.iterdir()), 90
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=30)
+    assert second.returncode == 0, err.decode()[-500:]
+    assert _journal_counts(out) == {"done": n}
+    assert len(list((out / "dicom").rglob("*.dcm"))) == n  # exactly once: idempotent names
+    assert not any((out / "journal" / "spool").iterdir())
+    lines = [json.loads(x) for x in err.decode().splitlines() if x.startswith("{")]
+    assert any("draining" in x["msg"] for x in lines)
+    assert "PHANTOM" not in err.decode()  # no patient names in the logs
+
+
+def test_overload_keeps_the_queue_bounded_and_counts_consistent(gan_yolo_plan, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    rng = np.random.default_rng(1)
+    n = 120
+    for k in range(n):
+        cv2.imwrite(str(inbox / f"i{k:03d}.png"), (rng.random((64, 64)) * 255).astype(np.uint8))
+    (inbox / "dup.png").write_bytes((inbox / "i000.png").read_bytes())
+    pipe = pipeline_from_dict(
+        pipeline_dict(gan_yolo_plan, [{"kind": "folder", "path": str(inbox)}], queue=5)
+    )
+    svc = Service(pipe, ServiceOptions(output=out, http_port=None,
+                                       backend_opts={"real_time": True, "time_scale": 3.0}))  # fmt: skip
+    svc.start()
+    peak = 0
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 90:
+            c = svc.counts()
+            peak = max(peak, svc.journal.pending())
+            if c.get("done", 0) + c.get("quarantined", 0) >= n:
+                break
+            time.sleep(0.01)
+    finally:
+        svc.stop()
+    c = svc.counts()
+    assert peak <= 5 + 1  # the gate admits at most one over while a claim is in progress
+    files_in = n + 1
+    assert files_in == c["done"] + c["quarantined"] + c["dropped"] + c["duplicates"]
+    assert c["duplicates"] == 1 and c["dropped"] == 0
