@@ -72,7 +72,9 @@ def main(argv=None) -> int:
         svc.stop()
     counts = svc.counts()
     warm = [s for s in samples if s["done"] >= args.slices * 0.1]
-    growth = (warm[-1]["rss_mib"] - warm[0]["rss_mib"]) / warm[0]["rss_mib"] if len(warm) > 1 else None
+    growth = (
+        (warm[-1]["rss_mib"] - warm[0]["rss_mib"]) / warm[0]["rss_mib"] if len(warm) > 1 else None
+    )
     report = {
         "machine": f"{platform.machine()}, Python {platform.python_version()}",
         "backend": "sim (virtual clock): the plan's times; service I/O real",

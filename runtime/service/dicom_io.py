@@ -33,10 +33,15 @@ REF_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClass
             "FrameOfReferenceUID", "InstanceNumber", "Modality")  # fmt: skip
 
 
+_PNG = b"\x89PNG\r\n\x1a\n"
+_TIFF = (b"II*\x00", b"MM\x00*")
+
+
 class BadInput(HxschedError):
     """A slice the service cannot use; ``reason`` is one of REASONS (the quarantine code)."""
 
     def __init__(self, reason: str, message: str, *, path: str | os.PathLike[str] | None = None):
+        message = " ".join(str(message).split())  # one line, whatever the parser said
         super().__init__(message, path=Path(path).name if path is not None else None)
         self.reason = reason
 
@@ -57,6 +62,11 @@ class Slice:
         base = self.meta.get("SOPInstanceUID") or self.content_sha
         return hashlib.sha256(str(base).encode()).hexdigest()[:12]
 
+    @property
+    def modality(self) -> str:
+        """The DICOM Modality ("CT", "MR", ...); "OT" for plain images."""
+        return str(self.meta.get("Modality") or "OT")
+
     def __repr__(self) -> str:
         return (f"Slice({self.kind}, {self.pixels.shape[1]}x{self.pixels.shape[0]}, "
                 f"hu={self.is_hu}, id={self.log_id})")  # fmt: skip
@@ -76,15 +86,24 @@ def read_slice(path: str | os.PathLike[str], *, max_bytes: int = 64 << 20, min_s
     if size == 0:
         raise BadInput("unreadable", "empty file", path=path)
     sha = hashlib.sha256(data).hexdigest()
-    if len(data) >= 132 and data[128:132] == b"DICM":
-        sl = _read_dicom(data, path)
-    elif data[:8] == b"\x89PNG\r\n\x1a\n" or data[:4] in (b"II*\x00", b"MM\x00*"):
-        sl = _read_image(data, path)
-    else:
-        try:  # DICOM without a preamble still reads
+    try:
+        if len(data) >= 132 and data[128:132] == b"DICM":
             sl = _read_dicom(data, path)
-        except BadInput:
-            raise BadInput("unreadable", "neither DICOM nor a PNG/TIFF image", path=path) from None
+        elif data[:8] == _PNG or data[:4] in _TIFF:
+            sl = _read_image(data, path, max_side)
+        else:
+            try:  # DICOM without a preamble still reads
+                sl = _read_dicom(data, path)
+            except BadInput:
+                raise BadInput(
+                    "unreadable", "neither DICOM nor a PNG/TIFF image", path=path
+                ) from None
+    except BadInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom/OpenCV raise anything on corrupt bytes
+        raise BadInput(
+            "unreadable", f"cannot be parsed ({type(exc).__name__}: {exc})", path=path
+        ) from None
     sl.content_sha = sha
     px = sl.pixels
     if px.ndim != 2:
@@ -101,15 +120,16 @@ def read_slice(path: str | os.PathLike[str], *, max_bytes: int = 64 << 20, min_s
 
 def _read_dicom(data: bytes, path: Path) -> Slice:
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, AttributeError) as exc:  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - pydicom raises anything on garbage
         raise BadInput(
             "unreadable", f"not readable DICOM ({type(exc).__name__})", path=path
         ) from None
     if "PixelData" not in ds:
+        if _cut_short(ds):
+            raise BadInput("truncated", "DICOM file ends before its pixel data", path=path)
         if not ds or "SOPClassUID" not in ds and "Rows" not in ds:
             raise BadInput("unreadable", "not readable DICOM", path=path)
         raise BadInput("not-an-image", "DICOM object without pixel data", path=path)
@@ -146,22 +166,52 @@ def _read_dicom(data: bytes, path: Path) -> Slice:
     slope = float(getattr(ds, "RescaleSlope", 1) or 1)
     intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
     px = px * slope + intercept
-    if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":
-        px = px.max() + px.min() - px
-    modality = str(getattr(ds, "Modality", ""))
+    modality = str(getattr(ds, "Modality", "") or "")
+    is_hu = modality == "CT" or (not modality and "RescaleIntercept" in ds)
+    if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1" and not is_hu:
+        px = px.max() + px.min() - px  # display polarity; HU keep their physical meaning
     meta = {k: str(ds.get(k)) for k in REF_KEYS if ds.get(k) not in (None, "")}
     if "PixelSpacing" in ds:
         meta["PixelSpacing"] = [float(v) for v in ds.PixelSpacing]
+    for k in ("ImagePositionPatient", "ImageOrientationPatient"):
+        if ds.get(k):
+            meta[k] = [float(v) for v in ds[k].value]
+    if ds.get("RecognizableVisualFeatures"):
+        meta["RecognizableVisualFeatures"] = str(ds.RecognizableVisualFeatures)
     meta["Rows"], meta["Columns"] = rows, cols
     patient = {k: ds.get(k) for k in PATIENT_KEYS if k in ds}
-    return Slice(
-        px, "dicom", modality == "CT" or "RescaleIntercept" in ds, path.name, meta, patient
-    )
+    return Slice(px, "dicom", is_hu, path.name, meta, patient)
 
 
-def _read_image(data: bytes, path: Path) -> Slice:
+def _cut_short(ds) -> bool:
+    """Whether a dataset without pixel data shows signs of a file cut off part-way."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.uid import UID
+
+    if not ds:
+        return True
+    last = ds.get_item(max(ds.keys()))  # raw: the element the parser stopped in
+    if (
+        isinstance(last, RawDataElement)
+        and last.value is not None
+        and last.length != 0xFFFFFFFF  # undefined length: sequences, encapsulated data
+        and len(last.value) < last.length
+    ):
+        return True
+    # An image object that stops before even its image attributes
+    sop = str(ds.get("SOPClassUID", "") or "")
+    return bool(sop) and "Image Storage" in UID(sop).name and "Rows" not in ds
+
+
+def _read_image(data: bytes, path: Path, max_side: int) -> Slice:
     import cv2
 
+    if data[:8] == _PNG and len(data) >= 24:  # check the header before decoding a PNG bomb
+        w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        if max(w, h) > max_side:
+            raise BadInput("oversize", f"{w}x{h} is larger than {max_side} pixels", path=path)
+    if data[:4] in _TIFF and (pages := cv2.imcount(str(path))) > 1:
+        raise BadInput("wrong-size", f"a {pages}-page TIFF, not one slice", path=path)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
     if arr is None:
         raise BadInput(
@@ -179,7 +229,7 @@ def _read_image(data: bytes, path: Path) -> Slice:
 def _uid(*parts: str) -> str:
     from pydicom.uid import generate_uid
 
-    return str(generate_uid(entropy_srcs=["hxsched", *map(str, parts)]))
+    return str(generate_uid(entropy_srcs=["hxsched|" + "|".join(map(str, parts))]))
 
 
 def default_series_uid(source: Slice, instance: str = "") -> str:
@@ -216,11 +266,15 @@ def write_secondary_capture(
     meta.ImplementationClassUID = _uid("implementation")
     ds = Dataset()
     ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: copied names keep their accents
     for k, v in source.patient.items():
         setattr(ds, k, v)
     if "PatientName" not in ds:
         ds.PatientName = "ANONYMOUS"
         ds.PatientID = "hxsched-" + source.content_sha[:12]
+    for k in PATIENT_KEYS:  # Type 2 in the Patient and General Study modules
+        if k not in ds:
+            setattr(ds, k, "")
     ds.StudyInstanceUID = source.meta.get("StudyInstanceUID") or _uid("study", source.content_sha)
     ds.SeriesInstanceUID = series_uid or default_series_uid(source)
     ds.SOPInstanceUID = sop_uid
@@ -234,7 +288,9 @@ def write_secondary_capture(
     ds.DerivationDescription = ("Synthetic MRI generated from CT by a neural network (hxsched). "
                                 + LABEL)  # fmt: skip
     ds.ImageComments = LABEL
-    ds.BurnedInAnnotation = "NO"
+    ds.BurnedInAnnotation = "NO"  # the label is in the header, not burned into the pixels
+    ds.RecognizableVisualFeatures = source.meta.get("RecognizableVisualFeatures") or "NO"
+    ds.PatientOrientation = ""  # Type 2C: no Image Orientation module in an SC
     ds.Manufacturer = "hxsched"
     date = str(source.patient.get("StudyDate") or "19700101")
     ds.ContentDate, ds.ContentTime = date, str(source.patient.get("StudyTime") or "000000")
@@ -242,6 +298,11 @@ def write_secondary_capture(
         ref = Dataset()
         ref.ReferencedSOPClassUID = source.meta.get("SOPClassUID", CT_IMAGE)
         ref.ReferencedSOPInstanceUID = source.meta["SOPInstanceUID"]
+        purpose = Dataset()
+        purpose.CodeValue = "121322"
+        purpose.CodingSchemeDesignator = "DCM"
+        purpose.CodeMeaning = "Source image for image processing operation"
+        ref.PurposeOfReferenceCodeSequence = Sequence([purpose])
         ds.SourceImageSequence = Sequence([ref])
         ref2 = Dataset()
         ref2.ReferencedSOPClassUID = ref.ReferencedSOPClassUID
@@ -253,10 +314,24 @@ def write_secondary_capture(
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
-    if "PixelSpacing" in source.meta:
-        ds.PixelSpacing = source.meta["PixelSpacing"]
+    src_h, src_w = source.pixels.shape[:2]
+    if "PixelSpacing" in source.meta:  # still right when the image was resized
+        sy, sx = (float(v) for v in source.meta["PixelSpacing"])
+        ds.PixelSpacing = [_ds(sy * src_h / img.shape[0]), _ds(sx * src_w / img.shape[1])]
+    if img.shape == (src_h, src_w) and "FrameOfReferenceUID" in source.meta:
+        # Same pixel grid as the CT: viewers can link and scroll the two series together.
+        ds.FrameOfReferenceUID = source.meta["FrameOfReferenceUID"]
+        for k in ("ImagePositionPatient", "ImageOrientationPatient"):
+            if k in source.meta:
+                setattr(ds, k, [_ds(v) for v in source.meta[k]])
     ds.PixelData = img.tobytes()
     return _save(ds, Path(out_path))
+
+
+def _ds(value: float) -> str:
+    """A DICOM decimal string (at most 16 characters)."""
+    text = f"{float(value):.6f}".rstrip("0").rstrip(".")
+    return text if len(text) <= 16 else f"{float(value):.9g}"
 
 
 def _save(ds, path: Path) -> Path:
@@ -274,10 +349,21 @@ def _save(ds, path: Path) -> Path:
             f.write(buf.getvalue())
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; senders and viewers run as other users
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
     return path
 
 
@@ -325,6 +411,7 @@ def encode_ct_dicom(sl: Slice) -> bytes:
     meta.ImplementationClassUID = _uid("implementation")
     ds = Dataset()
     ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
     for k, v in sl.patient.items():
         setattr(ds, k, v)
     for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
