@@ -235,3 +235,125 @@ def test_phantom_round_trip(tmp_path):
     assert float(np.abs(back.pixels - ph.pixels).max()) <= 1.0
     assert back.meta["SOPInstanceUID"] == ph.meta["SOPInstanceUID"]
     assert back.meta["StudyInstanceUID"] == ph.meta["StudyInstanceUID"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Harder malformed inputs: every corrupt file gets a reason, never a crash
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cut", [1234, 3001, 5000])
+def test_header_cut_short_is_truncated(tmp_path, cut):
+    p = tmp_path / f"cut{cut}.dcm"
+    p.write_bytes(CT_SMALL.read_bytes()[:cut])  # ends inside or right after the header
+    _bad(p, "truncated")
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"0.661468\\0.661468", b"0.661s68\\0.661468"),  # PixelSpacing that is not a number
+        (b"\x10\x00\x20\x00LO", b"\x10\x00\x20\x00\x4c\xc5"),  # PatientID with an unknown VR
+    ],
+)
+def test_corrupt_header_is_unreadable(tmp_path, old, new):
+    data = CT_SMALL.read_bytes()
+    assert old in data
+    p = tmp_path / "corrupt.dcm"
+    p.write_bytes(data.replace(old, new, 1))  # the first: the top-level element
+    _bad(p, "unreadable")
+
+
+def test_multi_page_tiff(tmp_path):
+    p = tmp_path / "stack.tiff"
+    assert cv2.imwritemulti(str(p), [np.zeros((64, 64), np.uint16)] * 3)
+    _bad(p, "wrong-size")
+
+
+def test_png_too_large_is_refused(tmp_path):
+    p = tmp_path / "wide.png"
+    assert cv2.imwrite(str(p), np.zeros((40, 5000), np.uint8))
+    exc = _bad(p, "oversize")
+    assert "5000" in str(exc)
+
+
+def test_monochrome1_keeps_hu_but_inverts_other_images(tmp_path):
+    ds = pydicom.dcmread(CT_SMALL)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    p = tmp_path / "m1.dcm"
+    ds.save_as(p)
+    np.testing.assert_array_equal(read_slice(p).pixels, read_slice(CT_SMALL).pixels)
+    mr = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    mr.PhotometricInterpretation = "MONOCHROME1"
+    mr.save_as(tmp_path / "mr1.dcm")
+    m2 = read_slice(get_testdata_file("MR_small.dcm")).pixels
+    m1 = read_slice(tmp_path / "mr1.dcm").pixels
+    np.testing.assert_allclose(m1, m2.max() + m2.min() - m2)
+
+
+def test_rescaled_non_ct_is_not_hu(tmp_path):
+    ds = pydicom.dcmread(CT_SMALL)
+    ds.Modality = "PT"  # rescaled, but not Hounsfield units
+    p = tmp_path / "pt.dcm"
+    ds.save_as(p)
+    sl = read_slice(p)
+    assert not sl.is_hu
+    assert sl.modality == "PT"
+
+
+def test_modality(ct, tmp_path):
+    assert ct.modality == "CT"
+    p = tmp_path / "img.png"
+    assert cv2.imwrite(str(p), np.zeros((64, 64), np.uint8))
+    assert read_slice(p).modality == "OT"
+
+
+# ---------------------------------------------------------------------------------------------
+# Secondary Capture details
+# ---------------------------------------------------------------------------------------------
+def test_secondary_capture_keeps_accented_names_and_is_readable_by_others(tmp_path):
+    ds = pydicom.dcmread(CT_SMALL)
+    ds.PatientName = "Müller^Jürgen"
+    p = tmp_path / "accents.dcm"
+    ds.save_as(p)
+    out = write_secondary_capture(np.zeros((128, 128), np.uint8), read_slice(p), tmp_path / "o")
+    back = pydicom.dcmread(out)
+    assert back.SpecificCharacterSet == "ISO_IR 192"
+    assert str(back.PatientName) == "Müller^Jürgen"
+    assert "Müller".encode() in out.read_bytes()  # UTF-8 on disk, as declared
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_secondary_capture_module_attributes(ct, tmp_path):
+    src = pydicom.dcmread(CT_SMALL)
+    same = pydicom.dcmread(write_secondary_capture(np.zeros((128, 128), np.uint8), ct,
+                                                   tmp_path / "same.dcm"))  # fmt: skip
+    assert same.BurnedInAnnotation == "NO"
+    assert same.RecognizableVisualFeatures == "NO"
+    assert same.ConversionType == "WSD" and same.Manufacturer == "hxsched"
+    assert same.ReferencedImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    purpose = same.SourceImageSequence[0].PurposeOfReferenceCodeSequence[0]
+    assert (purpose.CodeValue, purpose.CodingSchemeDesignator) == ("121322", "DCM")
+    assert same.FrameOfReferenceUID == src.FrameOfReferenceUID  # same grid: linked series
+    np.testing.assert_allclose(same.ImagePositionPatient, src.ImagePositionPatient, atol=1e-5)
+    np.testing.assert_allclose(same.PixelSpacing, src.PixelSpacing, atol=1e-6)
+    half = pydicom.dcmread(write_secondary_capture(np.zeros((64, 64), np.uint8), ct,
+                                                   tmp_path / "half.dcm"))  # fmt: skip
+    np.testing.assert_allclose(half.PixelSpacing, [2 * float(v) for v in src.PixelSpacing])
+    assert "FrameOfReferenceUID" not in half  # another grid: no claim of alignment
+
+
+def test_secondary_capture_type2_attributes_present_for_phantom(tmp_path):
+    ph = synthetic_phantom(1, size=64)
+    ds = pydicom.dcmread(write_secondary_capture(np.zeros((64, 64), np.uint8), ph, tmp_path / "p"))
+    for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+              "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+              "PatientOrientation"):  # fmt: skip
+        assert k in ds, k
+    assert str(ds.PatientName) == "PHANTOM^HXSCHED"
+    assert ds.StudyInstanceUID == ph.meta["StudyInstanceUID"]
+
+
+def test_uids_keep_their_parts_apart():
+    from hxsched.runtime.service.dicom_io import _uid
+
+    assert _uid("ab", "c") != _uid("a", "bc")
+    assert _uid("a", "b") == _uid("a", "b")

@@ -167,5 +167,28 @@ def test_preview_png():
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert img is not None
-    assert img.shape == (200, 600, 3)
-    assert tuple(img[50, 10]) == (0, 0, 255)  # the box, drawn in red on the CT half
+    assert img.shape == (400, 1200, 3)  # under 256 pixels: enlarged x2 to stay legible
+    assert tuple(img[100, 20]) == (0, 0, 255)  # the box, drawn in red on the CT half
+
+
+def _label_pixels(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    b, g, r = (img[..., k].astype(int) for k in range(3))
+    return np.nonzero((g > 100) & (r > 100) & (b < 80))  # yellow
+
+
+@pytest.mark.parametrize("side", [128, 512])
+def test_preview_label_is_whole_on_the_mri_half(side):
+    png = preview_png(np.zeros((side, side), np.float32), np.zeros((side, side), np.uint8), [])
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    h, w = img.shape[:2]
+    assert min(h, w // 2) >= 256
+    ys, xs = _label_pixels(img)
+    assert len(xs) > 50
+    assert xs.min() >= w // 2  # only on the MRI half ...
+    assert xs.max() < w - 2  # ... and not cut off at its right edge
+    assert ys.max() < h // 4
+
+
+def test_pix2pix_output_nan_is_black():
+    out = np.array([[[[np.nan, np.inf, -np.inf, 0.0]]]], np.float32)
+    assert pix2pix_output_to_uint8(out).tolist() == [[0, 255, 0, 127]]

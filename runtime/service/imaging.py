@@ -65,7 +65,7 @@ def pix2pix_output_to_uint8(out: np.ndarray, size: tuple[int, int] | None = None
     ``size`` = (height, width) of the source if given."""
     import cv2
 
-    a = np.asarray(out, np.float32)
+    a = np.nan_to_num(np.asarray(out, np.float32), nan=-1.0, posinf=1.0, neginf=-1.0)
     while a.ndim > 3:
         a = a[0]
     if a.ndim == 3:
@@ -74,6 +74,10 @@ def pix2pix_output_to_uint8(out: np.ndarray, size: tuple[int, int] | None = None
     if size is not None and img.shape != tuple(size):
         img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     return img
+
+
+PREVIEW_LABEL = "SYNTHETIC - NOT FOR DIAGNOSIS"
+PREVIEW_MIN_SIDE = 256  # previews of smaller slices are enlarged so the label stays legible
 
 
 @dataclass(frozen=True)
@@ -151,19 +155,26 @@ def preview_png(ct01: np.ndarray, mri_uint8: np.ndarray, detections: list[Detect
     import cv2
 
     ct = (np.clip(np.asarray(ct01, np.float32), 0, 1) * 255).astype(np.uint8)
+    zoom = max(1, -(-PREVIEW_MIN_SIDE // max(1, min(ct.shape[:2]))))  # small slices: enlarge
+    if zoom > 1:
+        ct = cv2.resize(ct, (ct.shape[1] * zoom, ct.shape[0] * zoom),
+                        interpolation=cv2.INTER_NEAREST)  # fmt: skip
     mri = np.asarray(mri_uint8, np.uint8)
     if mri.shape != ct.shape:
         mri = cv2.resize(mri, (ct.shape[1], ct.shape[0]))
     left = cv2.cvtColor(ct, cv2.COLOR_GRAY2BGR)
     right = cv2.cvtColor(mri, cv2.COLOR_GRAY2BGR)
     for d in detections:
-        x1, y1, x2, y2 = (int(round(v)) for v in d.box_xyxy)
+        x1, y1, x2, y2 = (int(round(v * zoom)) for v in d.box_xyxy)
         cv2.rectangle(left, (x1, y1), (x2, y2), (0, 0, 255), 2)
         cv2.putText(left, f"{d.class_id}:{d.score:.2f}", (x1, max(10, y1 - 3)),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 255), 1)  # fmt: skip
-    scale = max(0.35, ct.shape[1] / 900)
-    cv2.putText(right, "SYNTHETIC - NOT FOR DIAGNOSIS", (6, int(20 * scale / 0.5)),
-                cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255), 1)  # fmt: skip
+    # The label must be whole: fit it to the width of the MRI half.
+    font, margin = cv2.FONT_HERSHEY_SIMPLEX, 6
+    (tw, th), _ = cv2.getTextSize(PREVIEW_LABEL, font, 1.0, 1)
+    scale = min(1.0, (right.shape[1] - 2 * margin) / tw)
+    cv2.putText(right, PREVIEW_LABEL, (margin, margin + int(np.ceil(th * scale))), font, scale,
+                (0, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
     ok, png = cv2.imencode(".png", np.concatenate([left, right], axis=1))
     if not ok:
         raise ValueError("PNG encoding failed")
