@@ -44,7 +44,7 @@ class BuildConfig:
         return int(self.accelerator[3:]) if self.accelerator.startswith("dla") else None
 
 
-def boundary_io(this: str, other: str | None, precision: str) -> TensorIO:
+def boundary_io(this: str, other: str | None, precision: str, rank: int = 4) -> TensorIO:
     """Layout of a tensor between this segment's engine and ``other`` (None = the host).
 
     Tensors handed to or from a DLA use the DLA-native format on both sides (kCHW16 for FP16,
@@ -52,6 +52,8 @@ def boundary_io(this: str, other: str | None, precision: str) -> TensorIO:
     linear so the host can read them; GPU-to-GPU hand-overs use linear FP16 (half the bytes).
     """
     on_dla = this.startswith("dla") or (other is not None and other.startswith("dla"))
+    if on_dla and rank < 3:  # vectorised formats exist only from 3 dimensions (C is dims[-3])
+        return TensorIO("float16", "linear") if other is not None else TensorIO("float32", "linear")
     if on_dla:
         return TensorIO("int8", "chw32") if precision == "int8" else TensorIO("float16", "chw16")
     if other is None:
@@ -68,6 +70,7 @@ def build_config_for(
     allow_gpu_fallback: bool = False,
     calibration_cache: str | None = None,
     trt_major: int = 10,
+    ranks: dict[str, int] | None = None,
 ) -> BuildConfig:
     """Everything the builder needs for one segment; ``inputs_from``/``outputs_to`` name the
     accelerator on the other side of each boundary tensor (None for the host)."""
@@ -78,8 +81,13 @@ def build_config_for(
         raise HxschedError(f"unknown DLA core {accelerator!r} (dla0 or dla1)")
     if precision == "int8" and calibration_cache is None and trt_major < 11:
         raise HxschedError("INT8 needs a calibration cache (--calibration-cache)")
-    ins = {n: boundary_io(accelerator, src, precision) for n, src in inputs_from.items()}
-    outs = {n: boundary_io(accelerator, dst, precision) for n, dst in outputs_to.items()}
+    rk = ranks or {}
+    ins = {
+        n: boundary_io(accelerator, src, precision, rk.get(n, 4)) for n, src in inputs_from.items()
+    }
+    outs = {
+        n: boundary_io(accelerator, dst, precision, rk.get(n, 4)) for n, dst in outputs_to.items()
+    }
     fallback = allow_gpu_fallback and is_dla
     return BuildConfig(
         accelerator=accelerator,

@@ -457,3 +457,11 @@ def test_gpu_segment_end_to_end_matches_onnx_runtime(tmp_path):  # pragma: no co
         np.testing.assert_allclose(state.tensors["m"]["y"], want[0], rtol=2e-2, atol=2e-2)
     finally:
         again.close()
+
+
+def test_vectorised_dimension_is_c_for_three_dimensional_tensors():
+    from hxsched.runtime.backends.trt import padded_nbytes
+
+    assert padded_nbytes((3, 5, 7), "float16", "chw16") == 16 * 5 * 7 * 2  # [C, H, W]
+    assert padded_nbytes((1, 3, 5, 7), "float16", "chw16") == 16 * 5 * 7 * 2
+    assert padded_nbytes((1, 1000), "float16", "chw16") == 1000 * 2  # no C: not vectorised

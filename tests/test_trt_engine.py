@@ -69,3 +69,15 @@ def test_build_and_time_a_dla_engine(pix2pix_graph):  # pragma: no cover - needs
     blob = te.build_engine(to_model_proto(seg).SerializeToString(), cfg, log)
     runner = te.EngineRunner(blob, 0, log)
     assert summarize_ms(runner.time_ms(20, 5))[0] > 0
+
+
+def test_low_rank_boundaries_stay_linear_on_the_dla():
+    """kCHW16/kCHW32 exist only from 3 dimensions: a 2-D DLA output (logits) stays linear."""
+    from hxsched.runtime.trt_engine import boundary_io, build_config_for
+
+    assert boundary_io("dla0", "gpu", "fp16", rank=2) == TensorIO("float16", "linear")
+    assert boundary_io("dla0", None, "fp16", rank=2) == TensorIO("float32", "linear")
+    assert boundary_io("dla0", "gpu", "fp16", rank=3).format == "chw16"
+    cfg = build_config_for("dla1", "fp16", inputs_from={"x": "gpu"}, outputs_to={"y": "gpu"},
+                           ranks={"x": 4, "y": 2})  # fmt: skip
+    assert cfg.inputs["x"].format == "chw16" and cfg.outputs["y"].format == "linear"

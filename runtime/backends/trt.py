@@ -39,8 +39,8 @@ def padded_nbytes(shape: Sequence[int], dtype: str, fmt: str) -> int:
     up to a multiple of 16/32, the DLA-native formats."""
     dims = [int(d) for d in shape]
     vec = _VECTOR.get(fmt, 1)
-    if vec > 1 and len(dims) >= 2:
-        dims[1] = -(-dims[1] // vec) * vec
+    if vec > 1 and len(dims) >= 3:  # the vectorised dimension is C = dims[-3]
+        dims[-3] = -(-dims[-3] // vec) * vec
     return int(np.prod(dims)) * _ITEM[dtype] if dims else _ITEM[dtype]
 
 
@@ -49,6 +49,8 @@ def pack_vectorized(arr: np.ndarray, vec: int, dtype: str) -> np.ndarray:
     interleaved innermost ([N, C/vec, H, W, vec]), as the DLA reads its inputs."""
     if vec == 1:
         return np.ascontiguousarray(arr, dtype=dtype)
+    if arr.ndim != 4:
+        raise HxschedError(f"vectorised layouts take NCHW tensors here, got shape {arr.shape}")
     n, c, h, w = arr.shape
     groups = -(-c // vec)
     out = np.zeros((n, groups * vec, h, w), dtype=dtype)
@@ -60,6 +62,8 @@ def unpack_vectorized(buf: np.ndarray, shape: Sequence[int], vec: int) -> np.nda
     """The inverse of :func:`pack_vectorized`, back to float32 NCHW."""
     if vec == 1:
         return np.asarray(buf, dtype=np.float32).reshape(shape)
+    if len(shape) != 4:
+        raise HxschedError(f"vectorised layouts take NCHW tensors here, got shape {tuple(shape)}")
     n, c, h, w = (int(d) for d in shape)
     groups = -(-c // vec)
     v = np.asarray(buf).reshape(n, groups, h, w, vec).transpose(0, 1, 4, 2, 3)
@@ -84,7 +88,19 @@ def segment_config(seg: SegmentSpec, precision: str, *, allow_gpu_fallback: bool
         allow_gpu_fallback=allow_gpu_fallback,
         calibration_cache=calibration_cache,
         trt_major=trt_major(trt_version),
+        ranks=_ranks(seg),
     )
+
+
+def _ranks(seg: SegmentSpec) -> dict[str, int]:
+    """Rank of every boundary tensor (4 where the shape is unknown)."""
+    if seg.graph is None:
+        return {}
+    out = {}
+    for name in (*seg.inputs, *seg.outputs):
+        t = seg.graph.tensors.get(name)
+        out[name] = len(t.shape) if t is not None and t.shape is not None else 4
+    return out
 
 
 def engine_key(seg: SegmentSpec, cfg: BuildConfig, *, trt_version: str, device_name: str,
