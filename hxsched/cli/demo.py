@@ -152,8 +152,9 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
             {"name": "pix2pix", "role": "synth", "path": str(files["pix2pix"].resolve()),
              "window": "brain", "series_description":
              "hxsched synthetic MRI (Pix2Pix, demo weights) - NOT FOR DIAGNOSTIC USE"},
+            # seeded random weights: boxes show the data path, not findings; keep a few
             {"name": "yolov8n", "role": "detect", "path": str(files["yolov8n"].resolve()),
-             "window": "stroke"},
+             "window": "stroke", "max_det": 3},
         ],
         "sources": [{"kind": "phantom", "count": args.slices}],
     }, "<demo pipeline>")  # fmt: skip
@@ -176,7 +177,8 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
     text = (
         f"\n\nservice: {counts.get('done', 0)} phantom slices -> synthetic MRI (DICOM) + "
         f"detections (JSON) + previews (PNG) in {out / 'service'}; "
-        f"{counts.get('quarantined', 0)} quarantined\n  {stats.get('steady_fps', 0):.2f} fps, "
+        f"{counts.get('quarantined', 0)} quarantined (seeded random zoo weights: the images and "
+        f"boxes show the data path, not findings)\n  {stats.get('steady_fps', 0):.2f} fps, "
         f"p50 latency {stats.get('latency_ms', {}).get('p50', 0):.0f} ms: {stats.get('source')}"
     )
     return plan_text, text

@@ -36,6 +36,7 @@ class PipelineModel:
     channels: int = 3
     conf: float = 0.25
     iou: float = 0.45
+    max_det: int = 100
     classes: tuple[str, ...] = ()
     series_description: str = ""
 
@@ -133,6 +134,7 @@ def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
                 channels=_need(m, "channels", int, where, path, 3),
                 conf=_need(m, "conf", float, where, path, 0.25),
                 iou=_need(m, "iou", float, where, path, 0.45),
+                max_det=_need(m, "max_det", int, where, path, 100),
                 classes=tuple(_need(m, "classes", list, where, path, [])),
                 series_description=_need(m, "series_description", str, where, path, ""),
             )

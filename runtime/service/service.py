@@ -320,7 +320,7 @@ class Service:
                         outputs[f"dicom:{spec.name}"] = str(path)
                 else:
                     info = work.prep[f"letterbox:{spec.name}"]
-                    found = decode_yolov8(out, info, conf=m.conf, iou=m.iou)
+                    found = decode_yolov8(out, info, conf=m.conf, iou=m.iou, max_det=m.max_det)
                     dets.extend(found)
                     if self.pipe.sinks.get("detections"):
                         doc = detections_to_json(found, info)
