@@ -18,6 +18,9 @@ from hxsched.runtime.build import InstanceSpec
 from hxsched.runtime.fallback import DriftDetector, FallbackEvent
 from hxsched.scheduler.plan import Plan
 
+WINDOW = 10_000  # latest samples kept per statistic: long runs stay bounded in memory
+MAX_WARMUP = 20  # frames left out of the steady-state rate
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -75,13 +78,18 @@ class SegmentStats:
     name: str
     accelerator: str
     expected_ms: float
-    samples: list[float] = field(default_factory=list)
+    samples: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))  # latest runs
+    runs: int = 0
+
+    def add(self, ms: float) -> None:
+        self.samples.append(ms)
+        self.runs += 1
 
     def to_dict(self) -> dict[str, Any]:
         med = statistics.median(self.samples) if self.samples else None
         return {
             "accelerator": self.accelerator,
-            "runs": len(self.samples),
+            "runs": self.runs,
             "median_ms": round(med, 4) if med is not None else None,
             "expected_ms": round(self.expected_ms, 4),
             "ratio": round(med / self.expected_ms, 3) if med and self.expected_ms > 0 else None,
@@ -190,8 +198,10 @@ class Executor:
         self._frames: deque[_InFlight] = deque()
         self._by_index: dict[int, _InFlight] = {}
         self._next = 0
-        self._latencies: list[float] = []
-        self._done_times: list[float] = []
+        self._latencies: deque[float] = deque(maxlen=WINDOW)  # percentiles over the latest
+        self._early_done: list[float] = []  # the first frames' completion times (warm-up)
+        self._n_done = 0
+        self._last_done = 0.0
         self._first_admit: float | None = None
         self._first_start: float | None = None
         self._busy: dict[str, float] = {}
@@ -299,12 +309,15 @@ class Executor:
         for name, acc, ev in evs:
             d = max(0.0, ev.end_ms - ev.start_ms)
             seg_ms[name] = d
-            self.stats[name].samples.append(d)
+            self.stats[name].add(d)
             self._busy[acc] = self._busy.get(acc, 0.0) + d
             self._watch(name, d, item.state.index)
         del self._by_index[item.state.index]
         self._latencies.append(done - item.state.admitted_ms)
-        self._done_times.append(done)
+        self._n_done += 1
+        self._last_done = done
+        if len(self._early_done) < MAX_WARMUP:
+            self._early_done.append(done)
         if on_output is not None:
             outputs = {}
             if self.backend.computes:
@@ -345,20 +358,20 @@ class Executor:
 
     # -- results --------------------------------------------------------------------------
     def summary(self) -> RunStats:
-        n = len(self._done_times)
+        n = self._n_done
         if n == 0:
             return RunStats(self.backend.name, self.backend.source(), 0, 0.0, 0.0, 0.0,
                             {"p50": 0.0, "p99": 0.0, "mean": 0.0}, {}, self.stats, self.events,
                             self.inflight)  # fmt: skip
         start = self._first_admit or 0.0
-        wall = max(self._done_times[-1] - start, 1e-9)
-        warm = min(max(1, n // 5), 20) if n > 5 else 0
+        wall = max(self._last_done - start, 1e-9)
+        warm = min(max(1, n // 5), MAX_WARMUP) if n > 5 else 0
         if warm and n - warm >= 2:
-            span = self._done_times[-1] - self._done_times[warm - 1]
+            span = self._last_done - self._early_done[warm - 1]
             steady = (n - warm) / span * 1000.0 if span > 0 else 0.0
         else:
             steady = n / wall * 1000.0
-        busy_span = max(self._done_times[-1] - (self._first_start or start), 1e-9)
+        busy_span = max(self._last_done - (self._first_start or start), 1e-9)
         return RunStats(
             backend=self.backend.name,
             source=self.backend.source(),

@@ -131,7 +131,8 @@ def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[
             name = f"{inst.name}/s{k}"
             st = stats.segments.get(name)
             if name in drifted and st and st.samples and st.expected_ms > 0:
-                tail = st.samples[-max(10, len(st.samples) // 4) :]
+                recent = list(st.samples)
+                tail = recent[-max(10, len(recent) // 4) :]
                 ratio = statistics.median(tail) / st.expected_ms
                 for g in range(seg.first_group, seg.last_group + 1):
                     key = (g, kind_of(seg.accelerator))
