@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pydicom
+import pytest
 import yaml
 from pydicom.data import get_testdata_file
 
@@ -195,3 +196,28 @@ def test_overload_keeps_the_queue_bounded_and_counts_consistent(gan_yolo_plan, t
     files_in = n + 1
     assert files_in == c["done"] + c["quarantined"] + c["dropped"] + c["duplicates"]
     assert c["duplicates"] == 1 and c["dropped"] == 0
+
+
+def test_dcmtk_storescu_pushes_to_the_scp(gan_yolo_plan, tmp_path):
+    """dcmtk's storescu (a real DICOM client outside Python) against the service's SCP."""
+    import shutil
+
+    storescu = shutil.which("storescu")
+    if storescu is None:
+        pytest.skip("dcmtk's storescu is not installed (apt-get install dcmtk)")
+    out = tmp_path / "out"
+    pipe = pipeline_from_dict(pipeline_dict(gan_yolo_plan, [{"kind": "scp", "port": 0}]))
+    svc = Service(pipe, ServiceOptions(output=out, http_port=None, scp_port=0))
+    svc.start()
+    try:
+        ct = get_testdata_file("CT_small.dcm")
+        run = subprocess.run([storescu, "-aec", "HXSCHED", "127.0.0.1", str(svc.scp_port), ct],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        assert wait_for(lambda: svc.counts().get("done", 0) == 1)
+        (written,) = list((out / "dicom").rglob("*.dcm"))
+        back = pydicom.dcmread(written)
+        assert back.StudyInstanceUID == pydicom.dcmread(ct).StudyInstanceUID
+        assert "NOT FOR DIAGNOSTIC USE" in back.ImageComments
+    finally:
+        svc.stop()
