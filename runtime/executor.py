@@ -51,10 +51,10 @@ def issue_schedule(plan: Plan, specs: Sequence[InstanceSpec]) -> list[Slot]:
                 t += max(1, round(seg.expected_ms / res))
                 continue
             off = round(float(rec["start_ms"]) / res)
-            dur = round((float(rec["end_ms"]) - float(rec["start_ms"])) / res)
+            end = round(float(rec["end_ms"]) / res)
             start = t + (off - t) % period
             slots.append(Slot(i, s, seg.accelerator, off * res, start // period))
-            t = start + dur
+            t = start + (end - off)
     return sorted(slots, key=lambda x: (x.lag, x.offset_ms, x.instance, x.segment))
 
 
@@ -193,7 +193,7 @@ class Executor:
             for inst in self.specs
             for s in inst.segments
         }
-        self.events: list[FallbackEvent] = []
+        self.events: deque[FallbackEvent] = deque(maxlen=1000)
         self._heap: list[tuple[int, float, int, int, int]] = []
         self._frames: deque[_InFlight] = deque()
         self._by_index: dict[int, _InFlight] = {}
@@ -206,6 +206,7 @@ class Executor:
         self._first_start: float | None = None
         self._busy: dict[str, float] = {}
         self._prepared = False
+        self._on_error: Callable[[Any, int, str], None] | None = None
 
     # -- set-up ---------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -221,10 +222,15 @@ class Executor:
         self,
         frames: Iterable[dict[str, dict[str, Any]] | tuple[Any, dict] | None],
         on_output: Callable[[FrameResult], None] | None = None,
+        on_error: Callable[[Any, int, str], None] | None = None,
     ) -> RunStats:
         """Feed ``frames`` (per instance its input arrays; ``(tag, inputs)`` to carry a handle;
-        ``None`` = nothing to do now: finish what is in flight). Returns the run's statistics."""
+        ``None`` = nothing to do now: finish what is in flight). Returns the run's statistics.
+
+        A frame whose segment fails goes to ``on_error(tag, index, message)`` and the others
+        carry on; without ``on_error`` the first failure ends the run with an error."""
         self.prepare()
+        self._on_error = on_error
         it: Iterator = iter(frames)
         try:
             while True:
@@ -288,8 +294,6 @@ class Executor:
         self._issue_through(item.state.index + self.max_lag)
         if len(item.events) < sum(len(inst.segments) for inst in self.specs):
             self._issue_through(None)
-        for ev in item.events.values():
-            ev.wait()
         self._finish(self._frames.popleft(), on_output)
 
     def _drain(self, on_output) -> None:
@@ -299,8 +303,17 @@ class Executor:
 
     def _finish(self, item: _InFlight, on_output) -> None:
         evs = self._frame_events(item)
-        for _, _, ev in evs:
-            ev.wait()
+        try:
+            for _, _, ev in evs:
+                ev.wait()
+        except SegmentFailed as exc:
+            del self._by_index[item.state.index]
+            failed = next((n for n, _, e in evs if getattr(e, "error", None) is not None), "?")
+            message = f"segment {failed} failed on frame {item.state.index}: {exc}"
+            if self._on_error is None:
+                raise HxschedError(f"{self.backend.name}: {message}") from None
+            self._on_error(item.state.tag, item.state.index, message)
+            return
         done = max(ev.end_ms for _, _, ev in evs)
         first = min(ev.start_ms for _, _, ev in evs)
         if self._first_start is None or first < self._first_start:

@@ -65,3 +65,47 @@ def test_latency_percentiles():
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5], 99) == 5
     assert percentile([], 50) == 0.0
+
+
+class _FailingEvent:
+    def __init__(self, inner, fail):
+        self.inner, self.fail = inner, fail
+        self.start_ms, self.end_ms = inner.start_ms, inner.end_ms
+        self.error = "boom" if fail else None
+
+    def done(self):
+        return self.inner.done()
+
+    def wait(self):
+        self.inner.wait()
+        if self.fail:
+            from hxsched.runtime.backends.base import SegmentFailed
+
+            raise SegmentFailed("boom")
+
+
+class _FailingStream:
+    def __init__(self, inner, bad_frame):
+        self.inner, self.bad = inner, bad_frame
+        self.accelerator = inner.accelerator
+
+    def enqueue(self, seg, frame, waits):
+        ev = self.inner.enqueue(seg, frame, [w.inner for w in waits])
+        return _FailingEvent(ev, frame.index == self.bad and seg.index == 0)
+
+
+class _FailingSim(SimBackend):
+    def stream(self, accelerator):
+        return _FailingStream(super().stream(accelerator), 3)
+
+
+def test_a_failing_frame_goes_to_on_error_and_the_others_carry_on(small_plan):
+    specs = plan_instance_specs(small_plan, with_models=False)
+    got, errors = [], []
+    ex = Executor(small_plan, specs, _FailingSim())
+    stats = ex.run(((k, {}) for k in range(8)), on_output=lambda r: got.append(r.tag),
+                   on_error=lambda tag, index, msg: errors.append((tag, index, msg)))  # fmt: skip
+    assert got == [0, 1, 2, 4, 5, 6, 7] and stats.frames == 7
+    assert errors and errors[0][:2] == (3, 3) and "failed on frame 3" in errors[0][2]
+    with pytest.raises(HxschedError, match="failed on frame 3"):
+        Executor(small_plan, specs, _FailingSim()).run({} for _ in range(8))

@@ -263,3 +263,17 @@ def test_sigkill_mid_stream_loses_nothing(tmp_path):
         for item_id in expected:
             assert j.get(item_id).outputs == {"mri": str(out / f"{item_id}.mri")}
         assert list(j.spool_dir.iterdir()) == []
+
+
+def test_an_item_that_keeps_crashing_the_service_is_quarantined(tmp_path):
+    from hxsched.runtime.service.journal import MAX_ATTEMPTS
+
+    j = Journal(tmp_path / "j")
+    item = j.accept(b"poison", "p.dcm", "folder")
+    for _ in range(MAX_ATTEMPTS):
+        j.recover()  # a restart after a crash
+        assert [i.id for i in j.claim(1)] == [item.id]
+    j.recover()
+    assert j.get(item.id).state == "quarantined"
+    assert j.get(item.id).reason_code == "crashed-repeatedly"
+    j.close()

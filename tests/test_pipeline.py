@@ -169,3 +169,33 @@ def test_digest_ignores_sources_and_sinks_but_not_models():
     d = _base()
     d["device"] = "orin-nx"
     assert pipeline_from_dict(d).digest() != base
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda d: d.update(queue=0), "pipeline.queue"),
+        (lambda d: d.update(max_bytes=-1), "pipeline.max_bytes"),
+        (lambda d: d["models"][0].update(size=8), "models[0].size"),
+        (lambda d: d["models"][0].update(channels=2), "models[0].channels"),
+        (lambda d: d["models"][0].update(conf=1.5), "models[0].conf"),
+        (lambda d: d["models"][0].update(max_det=0), "models[0].max_det"),
+        (lambda d: d["sources"].append({"kind": "scp", "port": 70000}), "sources[1].port"),
+        (lambda d: d.update(sinks={"dicom": "no"}), "sinks.dicom"),
+    ],
+)
+def test_numbers_out_of_range_are_refused(change, key):
+    d = _base()
+    change(d)
+    with pytest.raises(HxschedError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        pipeline_from_dict(d, "p.yaml")
+
+
+def test_model_cache_key_follows_the_model_file(tmp_path):
+    m = tmp_path / "g.onnx"
+    m.write_bytes(b"one")
+    d = _base()
+    d["models"][0] = {"name": "g", "role": "synth", "path": str(m)}
+    first = pipeline_from_dict(d, "p.yaml").digest()
+    m.write_bytes(b"two!")
+    assert pipeline_from_dict(d, "p.yaml").digest() != first

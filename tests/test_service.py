@@ -221,3 +221,38 @@ def test_dcmtk_storescu_pushes_to_the_scp(gan_yolo_plan, tmp_path):
         assert "NOT FOR DIAGNOSTIC USE" in back.ImageComments
     finally:
         svc.stop()
+
+
+def test_stop_after_counts_duplicates_so_a_rerun_ends(gan_yolo_plan, tmp_path):
+    pipe = pipeline_from_dict(pipeline_dict(gan_yolo_plan, [{"kind": "phantom", "count": 3}]))
+    for _ in range(2):  # the second run sees only duplicates of the first
+        svc = Service(pipe, ServiceOptions(output=tmp_path / "out", http_port=None, stop_after=3))
+        svc.start()
+        try:
+            assert svc.wait(30), "the service did not stop"
+        finally:
+            svc.stop()
+    assert svc.counts()["done"] == 3 and svc.counts()["duplicates"] == 3
+
+
+def test_serve_bad_ports_are_one_line_errors(gan_yolo_plan, tmp_path, capsys):
+    import socket
+
+    from hxsched.cli import main
+
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text(yaml.safe_dump(pipeline_dict(gan_yolo_plan, [{"kind": "scp", "port": 0}])))
+    with pytest.raises(SystemExit) as info:
+        main(["serve", str(pfile), "--port", "70000"])
+    assert info.value.code == 2 and "not a port" in capsys.readouterr().err
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        port = busy.getsockname()[1]
+        code = main(["serve", str(pfile), "--no-http", "--scp-port", str(port), "-q",
+                     "--output", str(tmp_path / "o")])  # fmt: skip
+    finally:
+        busy.close()
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot listen for DICOM" in err and "Traceback" not in err

@@ -139,8 +139,10 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
     }  # fmt: skip
     plan_text = (
         f"\n\nplan for {args.device} ({'proven optimal' if s['optimal'] else 'best found'}, "
-        f"{s['solve_time_s']:.2f} s): {plan.predicted['fps']} fps predicted (simulated on the "
-        f"shipped estimated profiles), {s['ratio_to_best_baseline']}x the best baseline\n  "
+        f"{s['solve_time_s']:.2f} s): {plan.predicted['fps']} fps predicted "
+        f"({plan.predicted.get('source')}; profiles: "
+        + ", ".join(f"{m.name} {m.how}" for m in inputs)
+        + f"), {s['ratio_to_best_baseline']}x the best baseline\n  "
         + "\n  ".join(i.describe() for i in plan.instances)
     )
     if args.slices <= 0:
@@ -158,6 +160,9 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
         ],
         "sources": [{"kind": "phantom", "count": args.slices}],
     }, "<demo pipeline>")  # fmt: skip
+    import shutil
+
+    shutil.rmtree(out / "service", ignore_errors=True)  # the demo's own folder: a fresh run
     svc = Service(pipe, ServiceOptions(output=out / "service", http_port=None,
                                        stop_after=args.slices), say)  # fmt: skip
     say(f"serving {args.slices} phantom CT slices on {args.backend}")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from hxsched.cli._common import add_json, add_quiet, progress
+from hxsched.errors import HxschedError
 
 HELP = "serve a pipeline: DICOM/PNG/TIFF slices in (folder, C-STORE SCP), synthetic MRI out"
 
@@ -28,19 +29,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, default=Path("hxsched-out"),
                    help="outputs, journal, quarantine (default hxsched-out)")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="address for HTTP and SCP (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="HTTP port (0: any free; default 8080)")
+    p.add_argument("--port", type=_port, default=8080, help="HTTP port (0: any free; default 8080)")
     p.add_argument("--no-http", action="store_true", help="no HTTP server")
-    p.add_argument("--scp-port", type=int, help="C-STORE SCP port (overrides the pipeline's)")
+    p.add_argument("--scp-port", type=_port, help="C-STORE SCP port (overrides the pipeline's)")
     p.add_argument("--phantom", type=int, help="also feed this many synthetic phantom slices")
     p.add_argument("--stop-after", type=int, help="exit after this many slices are finished")
     p.add_argument("--inflight", type=int, help="frames in flight (default: what the plan needs)")
     p.add_argument("--real-time", action="store_true", help="sim: real sleeps")
     p.add_argument("--time-scale", type=float, default=1.0, help="sim: stretch all times")
-    p.add_argument("--log-level", default="INFO", help="INFO (default), WARNING, DEBUG")
+    p.add_argument("--log-level", default="INFO", type=str.upper,
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")  # fmt: skip
     p.add_argument("--summary", type=Path, help="write a JSON summary here on exit")
     add_quiet(p)
     add_json(p)
     p.set_defaults(func=run)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..65535)")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,7 +80,12 @@ def run(args: argparse.Namespace) -> int:
     summary = {"pipeline": pipe.name, "backend": svc.backend_name, "counts": svc.counts(),
                "error": svc.error}  # fmt: skip
     if args.summary:
-        args.summary.write_text(json.dumps(summary, indent=1) + "\n")
+        try:
+            args.summary.write_text(json.dumps(summary, indent=1) + "\n")
+        except OSError as exc:
+            raise HxschedError(
+                f"cannot write the summary: {exc.strerror}", path=args.summary
+            ) from None
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -277,6 +277,9 @@ class TrtBackend:
         engine = self._deserialize(blob, cfg.dla_core)
         inspector = engine.create_engine_inspector()
         info = inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
+        del inspector
+        self._engines.pop(id(engine), None)  # inspected only: do not keep a second copy
+        del engine
         found = check_fallbacks(seg, info, log)
         self.fallbacks.extend(found)
         self.cache.put(key, blob, {"segment": seg.name, "build_s": round(time.monotonic() - t0, 1),
@@ -312,8 +315,11 @@ class TrtBackend:
                 engine = self._deserialize(blob, dla)
                 self.contexts[seg.name] = engine.create_execution_context()
                 self._allocate(seg, engine)
+        # the clock stream never waits for the others (non-blocking), so reading the time does
+        # not drain the pipeline
+        self._clock = self.cuda.Stream(flags=self.cuda.stream_flags.NON_BLOCKING)
         self.base = self.cuda.Event()
-        self.base.record()
+        self.base.record(self._clock)
         self.base.synchronize()
         self._t0 = time.perf_counter()
 
@@ -357,7 +363,7 @@ class TrtBackend:
 
     def now_ms(self) -> float:
         ev = self.cuda.Event()
-        ev.record()
+        ev.record(self._clock)
         ev.synchronize()
         return float(ev.time_since(self.base))
 

@@ -63,8 +63,10 @@ class StatusServer:
         status: Callable[[], dict],
         ready: Callable[[], tuple[bool, str]],
         latest_png: Callable[[], bytes | None],
+        live: Callable[[], tuple[bool, str]] | None = None,
     ) -> None:
         self.host = host
+        self.live = live or (lambda: (True, "ok"))
         self._port = port
         self.registry = registry
         self.status = status
@@ -167,7 +169,9 @@ class _Handler(BaseHTTPRequestHandler):
     do_HEAD = do_GET
 
     def _live(self) -> None:
-        self._send(HTTPStatus.OK, b"ok\n", "text/plain; charset=utf-8")
+        ok, reason = self.app.live()
+        code = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
+        self._send(code, (reason + "\n").encode(), "text/plain; charset=utf-8")
 
     def _ready(self) -> None:
         ok, reason = self.app.ready()

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
+MAX_ATTEMPTS = 3  # claims of one item (crashes mid-processing) before it is quarantined
+
+
 class SpoolError(HxschedError):
     """A slice could not be stored durably (disk full, permissions); it was not accepted."""
 
@@ -441,6 +444,14 @@ class Journal:
         - accepted items whose spool file vanished are quarantined as ``spool_missing``.
         Call it once at start, before any worker claims items.
         """
+        with self._lock:
+            looping = self._db.execute(
+                "SELECT id FROM items WHERE state = ? AND attempts >= ?",
+                (PROCESSING, MAX_ATTEMPTS),
+            ).fetchall()
+        for row in looping:  # it took the service down MAX_ATTEMPTS times: set it aside
+            self.quarantine(row["id"], "crashed-repeatedly",
+                            f"processing was interrupted {MAX_ATTEMPTS} times")  # fmt: skip
         with self._tx() as db:
             requeued = db.execute(
                 "UPDATE items SET state = ?, updated_at = ? WHERE state = ?",

@@ -69,6 +69,7 @@ class Pipeline:
 
     def digest(self) -> str:
         keep = {k: v for k, v in self.raw.items() if k not in ("sources", "sinks", "queue")}
+        keep["model_keys"] = [_model_key(m) for m in self.models]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -91,6 +92,19 @@ def _choice(value: Any, choices: tuple, where: str, path: str) -> Any:
         raise HxschedError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}",
                            path=path)  # fmt: skip
     return value
+
+
+def _check_model_numbers(m: dict, where: str, path: str) -> None:
+    checks = {
+        "size": (lambda v: isinstance(v, int) and 32 <= v <= 4096, "an integer 32..4096"),
+        "channels": (lambda v: v in (1, 3), "1 or 3"),
+        "conf": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number 0..1"),
+        "iou": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number 0..1"),
+        "max_det": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
+    }
+    for key, (ok, want) in checks.items():
+        if key in m and (isinstance(m[key], bool) or not ok(m[key])):
+            raise HxschedError(f"{where}.{key}: expected {want}, got {m[key]!r}", path=path)
 
 
 def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
@@ -118,6 +132,7 @@ def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
         instances = _need(m, "instances", int, where, path, 1)
         if instances < 1:
             raise HxschedError(f"{where}.instances: at least 1", path=path)
+        _check_model_numbers(m, where, path)
         models.append(
             PipelineModel(
                 name=_need(m, "name", str, where, path),
@@ -148,6 +163,9 @@ def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
         if not isinstance(s, dict):
             raise HxschedError(f"{where}: expected a mapping", path=path)
         kind = _choice(s.get("kind"), SOURCE_KINDS, f"{where}.kind", path)
+        port = s.get("port", 11112)
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise HxschedError(f"{where}.port: expected a port 0..65535, got {port!r}", path=path)
         sources.append(
             Source(
                 kind=kind,
@@ -181,11 +199,18 @@ def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
         sources=sources,
         sinks={"dicom": True, "detections": True, "previews": True, **sinks},
         plan=plan,
-        queue=_need(data, "queue", int, "pipeline", path, 64),
-        max_bytes=_need(data, "max_bytes", int, "pipeline", path, 64 << 20),
+        queue=_positive(data, "queue", 64, path),
+        max_bytes=_positive(data, "max_bytes", 64 << 20, path),
         path=path,
         raw=data,
     )
+
+
+def _positive(data: dict, key: str, default: int, path: str) -> int:
+    value = _need(data, key, int, "pipeline", path, default)
+    if value < 1:
+        raise HxschedError(f"pipeline.{key}: expected at least 1, got {value}", path=path)
+    return value
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
@@ -210,6 +235,18 @@ def shipped_pipelines() -> Path:
     return here.parents[2] / "pipelines"
 
 
+def _model_key(m: PipelineModel) -> str:
+    """What the generated/rewritten model depends on (a changed file gives a new key)."""
+    parts: list[Any] = [m.zoo, m.seed, m.rewrite, m.path]
+    if m.path:
+        try:
+            st = os.stat(m.path)
+            parts += [st.st_size, st.st_mtime_ns]
+        except OSError:
+            parts.append("missing")
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
+
+
 def model_files(pipe: Pipeline, work: Path, say: Callable[[str], None] | None = None) -> dict[str, Path]:  # fmt: skip
     """Each model as an ONNX file: the zoo's generated (cached in ``work``) or the user's;
     rewritten for the DLA where asked (and verified exact on ONNX Runtime)."""
@@ -219,7 +256,7 @@ def model_files(pipe: Pipeline, work: Path, say: Callable[[str], None] | None = 
     work.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     for m in pipe.models:
-        target = work / f"{m.name}{'_dla' if m.rewrite else ''}.onnx"
+        target = work / f"{m.name}{'_dla' if m.rewrite else ''}-{_model_key(m)}.onnx"
         if target.exists():
             out[m.name] = target
             continue
@@ -282,6 +319,8 @@ def plan_for_pipeline(pipe: Pipeline, work: Path | None = None,
         say(f"planning {sum(m.instances for m in pipe.models)} instance(s) for {pipe.device}")
     plan, _ = make_plan(inputs, pipe.device, objective=pipe.objective,
                         max_switches=pipe.max_switches, time_limit_s=30.0)  # fmt: skip
-    save_plan(plan, cached)
+    tmp = cached.with_suffix(".yaml.tmp")
+    save_plan(plan, tmp)
+    os.replace(tmp, cached)  # a crash mid-write never leaves a broken cached plan
     plan.path = str(cached)
     return plan

@@ -113,6 +113,7 @@ class Service:
         self.error: str | None = None
         self._worker: threading.Thread | None = None
         self._claimed = 0
+        self._intake_other = 0
         self.final_counts: dict[str, int] = {}
 
     # -- metrics --------------------------------------------------------------------------
@@ -133,6 +134,8 @@ class Service:
         self.m_busy = r.gauge("hxsched_accelerator_busy_ratio", "fraction busy", ("accelerator",))
 
     def _accepted(self, what: str) -> None:
+        if what != "accepted":
+            self._intake_other += 1  # finished at intake: a duplicate, or quarantined unread
         if what == "accepted":
             self.m_in.inc()
         elif what == "duplicate":
@@ -147,7 +150,12 @@ class Service:
         from hxsched.runtime.service.pipeline import plan_for_pipeline
         from hxsched.runtime.session import make_backend
 
-        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HxschedError(
+                f"cannot use the output folder: {exc.strerror}", path=self.out
+            ) from None
         self.journal = Journal(self.out / "journal")
         requeued = self.journal.recover()
         if requeued:
@@ -207,7 +215,7 @@ class Service:
         from hxsched.runtime.service.http import StatusServer
 
         self.http = StatusServer(self.opts.host, self.opts.http_port, registry=self.registry,
-                                 status=self.status, ready=self.ready,
+                                 status=self.status, ready=self.ready, live=self.live,
                                  latest_png=lambda: self.latest_png)  # fmt: skip
         self.http.start()
 
@@ -217,7 +225,8 @@ class Service:
 
         assert self.journal is not None
         while not self.stop_event.is_set():
-            if self.opts.stop_after is not None and self._claimed >= self.opts.stop_after:
+            handled = self._claimed + self._intake_other
+            if self.opts.stop_after is not None and handled >= self.opts.stop_after:
                 return
             items = self.journal.claim(1)
             if not items:
@@ -248,14 +257,23 @@ class Service:
     def _work_loop(self) -> None:
         self._claimed = 0
         try:
-            self.executor.run(self._frames(), on_output=self._emit)
-        except Exception as exc:  # noqa: BLE001 - reported on /health/ready and in the log
+            self.executor.run(self._frames(), on_output=self._emit, on_error=self._failed)
+        except Exception as exc:  # noqa: BLE001 - reported on /health and in the log
             self.error = f"{type(exc).__name__}: {exc}"
             self.ready_reason = f"pipeline failed: {self.error}"
             log.error("pipeline failed", extra={"fields": {"error": self.error}})
         finally:
-            if self.opts.stop_after is not None:
-                self.stop_event.set()
+            # the worker is the service: when it ends, the process ends (exit 1 on failure),
+            # and a supervisor's restart finishes what is in flight from the journal
+            self.stop_event.set()
+
+    def _failed(self, work, index: int, message: str) -> None:
+        self._quarantine(work.item, "inference-error", message)
+
+    def live(self) -> tuple[bool, str]:
+        if self._worker is not None and not self._worker.is_alive() and self.error:
+            return False, f"worker stopped: {self.error}"
+        return True, "ok"
 
     # -- pre- and post-processing -------------------------------------------------------------
     def _prepare(self, item):
@@ -297,7 +315,9 @@ class Service:
 
         work: _Work = result.tag
         item, sl = work.item, work.slice
-        self.m_stage.labels(stage="inference").observe(result.latency_ms / 1000.0)
+        # wall clock from hand-over to the pipeline until its outputs are back (the backend's
+        # own clock may be virtual on sim)
+        self.m_stage.labels(stage="inference").observe(time.monotonic() - work.t_pre)
         t0 = time.monotonic()
         outputs: dict[str, str] = {}
         mri = None
@@ -343,10 +363,15 @@ class Service:
                 atomic_write(path, png)
                 outputs["preview"] = str(path)
         except Exception as exc:  # noqa: BLE001 - a slice that cannot be written is quarantined
+            for p in outputs.values():  # no partial outputs for a PACS watcher to pick up
+                Path(p).unlink(missing_ok=True)
             self._quarantine(item, "output-error", f"{type(exc).__name__}: {exc}")
             return
         assert self.journal is not None
-        self.journal.complete(item.id, outputs)
+        try:
+            self.journal.complete(item.id, outputs)
+        except Exception as exc:  # noqa: BLE001 - the journal is the source of truth: stop
+            raise HxschedError(f"journal cannot record a finished slice: {exc}") from None
         self.m_stage.labels(stage="write").observe(time.monotonic() - t0)
         now = time.time()
         self.m_e2e.observe(max(0.0, now - work.t_accept))
@@ -394,7 +419,7 @@ class Service:
         if self.ready_reason:
             return False, self.ready_reason
         ex = self.executor
-        if ex is not None and any(d is not None and d.alarm for d in ex.detectors.values()):
+        if ex is not None and any(d is not None and d.alarm for d in list(ex.detectors.values())):
             return False, "fallback/drift alarm active"
         return True, "ready"
 
@@ -420,6 +445,7 @@ class Service:
             "duplicates": c.get("duplicates", 0),
             "uptime_s": round(time.monotonic() - self._t0, 1),
             "latency_ms": {"p50": _ms(e2e.quantile(0.5)), "p99": _ms(e2e.quantile(0.99))},
+            "latency_note": "accept to outputs written, wall clock, histogram estimate since start",
             "queues": {"journal": self.journal.pending() if self.journal else 0},
             "accelerators": {k: round(v, 3) for k, v in busy.items()},
             "alarms": list(self.alarms),
@@ -437,8 +463,13 @@ class Service:
         for s in self.sources:
             if isinstance(s, ScpSource):
                 s.stop()
+            elif s.is_alive():
+                s.join(timeout=5.0)
         if self._worker is not None:
             self._worker.join(timeout=drain_s)
+            if self._worker.is_alive():  # still busy: leave it the journal, the restart redoes it
+                log.error("worker did not drain in time; in-flight slices are redone on restart")
+                return
         if self.executor is not None:
             self.executor.close()
         if self.http is not None:

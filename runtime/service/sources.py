@@ -43,8 +43,11 @@ class Gate:
 
 
 class FolderSource(threading.Thread):
-    """Polls a folder; a file is taken once its size is stable across two polls. Accepted
-    files are removed from the folder; oversize files are quarantined without reading them."""
+    """Polls a folder; a file is taken once its size is stable across two polls and it is
+    MIN_AGE_S old. Accepted files are removed from the folder; oversize files are quarantined
+    without reading them."""
+
+    MIN_AGE_S = 0.5
 
     def __init__(self, folder: Path, journal: Journal, gate: Gate, *, max_bytes: int,
                  on_accept: Callable[[str], None], poll_s: float = 0.1) -> None:  # fmt: skip
@@ -52,21 +55,30 @@ class FolderSource(threading.Thread):
         self.folder, self.journal, self.gate = folder, journal, gate
         self.max_bytes, self.on_accept, self.poll_s = max_bytes, on_accept, poll_s
         self._sizes: dict[str, int] = {}
+        self._bad: set[str] = set()  # names that could not be taken: left in place, skipped
         folder.mkdir(parents=True, exist_ok=True)
 
     def candidates(self) -> list[Path]:
+        """Files whose size held across two polls and that were last written MIN_AGE_S ago."""
         out = []
+        sizes: dict[str, int] = {}
+        now = time.time()
         try:
-            entries = sorted(os.scandir(self.folder), key=lambda e: (e.stat().st_mtime, e.name))
+            entries = []
+            for e in os.scandir(self.folder):
+                if e.name.startswith(".") or e.name.endswith((".tmp", ".part")):
+                    continue
+                if e.name in self._bad or not e.is_file():
+                    continue
+                st = e.stat()
+                entries.append((st.st_mtime, e.name, e.path, st.st_size))
         except OSError:
             return []
-        for e in entries:
-            if not e.is_file() or e.name.startswith(".") or e.name.endswith((".tmp", ".part")):
-                continue
-            size = e.stat().st_size
-            if self._sizes.get(e.name) == size:
-                out.append(Path(e.path))
-            self._sizes[e.name] = size
+        for mtime, name, path, size in sorted(entries):
+            if self._sizes.get(name) == size and now - mtime >= self.MIN_AGE_S:
+                out.append(Path(path))
+            sizes[name] = size
+        self._sizes = sizes  # names that vanished are forgotten
         return out
 
     def take(self, path: Path) -> None:
@@ -91,11 +103,12 @@ class FolderSource(threading.Thread):
                     return
                 try:
                     self.take(path)
-                except SpoolError as exc:
-                    log.error("folder source: cannot spool a file: %s", exc)
-                    time.sleep(1.0)
                 except FileNotFoundError:
                     self._sizes.pop(path.name, None)
+                except Exception as exc:  # noqa: BLE001 - one file never stops the source
+                    log.error("folder source: cannot take a file (%s); leaving it in place",
+                              type(exc).__name__)  # fmt: skip
+                    self._bad.add(path.name)
             self.gate.stop.wait(self.poll_s)
 
 
@@ -157,11 +170,17 @@ class ScpSource:
         from pynetdicom import AE, evt
         from pynetdicom.presentation import AllStoragePresentationContexts
 
+        from hxsched.errors import HxschedError
+
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context("1.2.840.10008.1.1")  # Verification (C-ECHO)
-        self._server = ae.start_server((self.host, self.port), block=False,
-                                       evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])  # fmt: skip
+        try:
+            self._server = ae.start_server((self.host, self.port), block=False,
+                                           evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])  # fmt: skip
+        except (OSError, OverflowError) as exc:
+            raise HxschedError(f"cannot listen for DICOM on {self.host}:{self.port}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None  # fmt: skip
         self.port = self._server.server_address[1]
 
     def stop(self) -> None:
