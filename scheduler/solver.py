@@ -455,10 +455,8 @@ def solve(
             enc.solver.delete()
             edges = None
         else:
-            lenc = LatencyEncoding(view, probe, solver_name)
-            variables, clauses = max(variables, lenc.size[0]), max(clauses, lenc.size[1])
-            result, sel, edges = lenc.decide(deadline)
-            lenc.delete()
+            result, sel, edges, size = _latency_decide(problem, view, probe, solver_name, deadline)
+            variables, clauses = max(variables, size[0]), max(clauses, size[1])
         calls.append({"bound": probe, "configurations": sizes,
                       "result": {True: "sat", False: "unsat", None: "timeout"}[result],
                       "seconds": round(time.monotonic() - start, 4)})  # fmt: skip
@@ -524,6 +522,63 @@ def solve(
 
 class _Timeout(Exception):
     pass
+
+
+# Latency decisions on long horizons first try coarse ticks (COARSE_TARGET ticks for the whole
+# bound): durations rounded down give a relaxation (UNSAT there proves UNSAT here), durations
+# rounded up a restriction (a plan there is a plan here, checked by the simulator). Only when
+# both are inconclusive does the fine encoding run.
+COARSE_MIN_TICKS = 300
+COARSE_TARGET = 100
+
+
+def _scaled(view: Problem, factor: int, up: bool) -> Problem:
+    from dataclasses import replace
+
+    def sc(t: int) -> int:
+        return -(-t // factor) if up else t // factor
+
+    configs = [
+        [
+            Config(tuple(replace(seg, ticks=tuple(sc(t) for t in seg.ticks),
+                                 transition=sc(seg.transition)) for seg in cfg.segments))
+            for cfg in cfgs
+        ]
+        for cfgs in view.configs
+    ]  # fmt: skip
+    return replace(view, configs=configs)
+
+
+def _latency_decide(problem: Problem, view: Problem, probe: int, solver_name: str,
+                    deadline: float | None):  # fmt: skip
+    """(result, selection, order edges, (variables, clauses)) for "makespan <= probe"."""
+    size = (0, 0)
+    if probe > COARSE_MIN_TICKS:
+        factor = max(2, probe // COARSE_TARGET)
+        coarse = probe // factor
+        low = LatencyEncoding(_scaled(view, factor, up=False), coarse, solver_name)
+        size = low.size
+        result = low.decide(deadline)[0]
+        low.delete()
+        if result is False or result is None:
+            return result, None, None, size
+        high_view = _scaled(view, factor, up=True)
+        high = LatencyEncoding(high_view, coarse, solver_name)
+        result, sel, edges = high.decide(deadline)
+        high.delete()
+        if result is None:
+            return None, None, None, size
+        if result:
+            where = {id(c): (i, k) for i, cfgs in enumerate(high_view.configs)
+                     for k, c in enumerate(cfgs)}  # fmt: skip
+            orig = [view.configs[i][k] for i, k in (where[id(c)] for c in sel)]
+            if evaluate(problem, orig, edges).period <= probe:
+                return True, orig, edges, size
+    fine = LatencyEncoding(view, probe, solver_name)
+    result, sel, edges = fine.decide(deadline)
+    size = max(size, fine.size)
+    fine.delete()
+    return result, sel, edges, size
 
 
 def _cap(problem: Problem) -> int:

@@ -69,6 +69,30 @@ def test_latency_optimum_equals_exhaustive_search(seed, contention, n_inst, n_gr
     assert evaluate(p, r.selection, r.evaluation.edges).period == r.value
 
 
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@given(
+    seed=st.integers(0, 10**6),
+    contention=st.booleans(),
+    n_inst=st.integers(1, 2),
+    n_groups=st.integers(1, 3),
+    k=st.integers(0, 1),
+)
+def test_latency_coarse_pass_keeps_the_optimum(seed, contention, n_inst, n_groups, k):
+    """The coarse-tick pass (forced on with tiny thresholds) never changes the optimum."""
+    import hxsched.scheduler.solver as solver_mod
+
+    p = make_problem(seed, "latency", contention, n_inst, n_groups, k, ("gpu", "dla0", "dla1"))
+    saved = solver_mod.COARSE_MIN_TICKS, solver_mod.COARSE_TARGET
+    solver_mod.COARSE_MIN_TICKS, solver_mod.COARSE_TARGET = 4, 3
+    try:
+        r = solve(p, time_limit_s=None)
+    finally:
+        solver_mod.COARSE_MIN_TICKS, solver_mod.COARSE_TARGET = saved
+    assert r.optimal and r.value == brute_force(p)
+    assert evaluate(p, r.selection, r.evaluation.edges).period == r.value
+
+
 @pytest.mark.parametrize("objective", ["throughput", "latency"])
 def test_contention_without_slowdown_reduces_to_the_plain_model(objective):
     for seed in range(5):
