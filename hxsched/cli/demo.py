@@ -142,7 +142,7 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
         f"{s['solve_time_s']:.2f} s): {plan.predicted['fps']} fps predicted "
         f"({plan.predicted.get('source')}; profiles: "
         + ", ".join(f"{m.name} {m.how}" for m in inputs)
-        + f"), {s['ratio_to_best_baseline']}x the best baseline\n  "
+        + f"), period {s['ratio_to_best_baseline']}x the best baseline's\n  "
         + "\n  ".join(i.describe() for i in plan.instances)
     )
     if args.slices <= 0:
