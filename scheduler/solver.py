@@ -302,29 +302,32 @@ class LatencyEncoding:
                     nxt = self.S[(i, s + 1)]
                     for v in range(1, T + 1):
                         cnf.add([-E.ge(v), nxt.ge(v)])
+            # configurations that give a slot the same durations share one set of clauses
+            by_duration: dict[tuple[int, tuple[int, ...]], list[int]] = {}
             for c, cfg in enumerate(cfgs):
                 yc = self.y[i][c]
                 for s, seg in enumerate(cfg.segments):
-                    S, E = self.S[(i, s)], self.E[(i, s)]
                     acc_of.setdefault((i, s, seg.accelerator), []).append(yc)
                     tr = problem.level_of(seg.bw) if problem.contention is not None else 0
                     for level in range(1, tr + 1):
                         traffic.setdefault((i, s, level), []).append(yc)
-                    previous = -1
-                    for level in range(problem.n_levels):
-                        d = seg.busy_at(level)
-                        if d == previous:
-                            continue
-                        previous = d
-                        cond = [-yc] if level == 0 else [-yc, -self.lv[(i, s)].ge(level)]
-                        for u in range(0, T + 1):
-                            if u + d > T:
-                                cnf.add([*cond, -S.ge(u)] if u > 0 else cond)
-                                break
-                            if d > 0:
-                                cnf.add(
-                                    [*cond, -S.ge(u), E.ge(u + d)] if u > 0 else [*cond, E.ge(d)]
-                                )
+                    durations = tuple(seg.busy_at(level) for level in range(problem.n_levels))
+                    by_duration.setdefault((s, durations), []).append(yc)
+            for (s, durations), lits in by_duration.items():
+                S, E = self.S[(i, s)], self.E[(i, s)]
+                chosen = cnf.or_of(lits)
+                previous = -1
+                for level, d in enumerate(durations):
+                    if d == previous:
+                        continue
+                    previous = d
+                    cond = [-chosen] if level == 0 else [-chosen, -self.lv[(i, s)].ge(level)]
+                    for u in range(0, T + 1):
+                        if u + d > T:
+                            cnf.add([*cond, -S.ge(u)] if u > 0 else cond)
+                            break
+                        if d > 0:
+                            cnf.add([*cond, -S.ge(u), E.ge(u + d)] if u > 0 else [*cond, E.ge(d)])
         self.acc = {key: cnf.or_of(lits) for key, lits in acc_of.items()}
         self.tr = {key: cnf.or_of(lits) for key, lits in traffic.items()}
         self.b: dict[tuple, int] = {}
