@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per solver per case")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-z3", action="store_true", help="skip the Z3 peer")
+    ap.add_argument("--objective", choices=("both", "throughput", "latency"), default="both")
     ap.add_argument("--out", default="bench_solver.json")
     ap.add_argument("--plot", default="bench_solver.svg")
     args = ap.parse_args(argv)
@@ -232,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         grid = [(n, g, k) for n in (2, 4, 8) for g in (10, 40, 100) for k in (1, 2, 3)]
     rows = []
-    for objective in ("throughput", "latency"):
+    objectives = ("throughput", "latency") if args.objective == "both" else (args.objective,)
+    for objective in objectives:
         for n, g, k in grid:
             row = run_case(n, g, k, objective, args.seed, args.time_limit, use_z3)
             rows.append(row)
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{'optimal' if peer['optimal'] else 'no proof'} value {peer['value']} vs {ours['value']}"
                      if peer else ""), flush=True)  # fmt: skip
     summary = {}
-    for objective in ("throughput", "latency"):
+    for objective in objectives:
         sub = [r for r in rows if r["objective"] == objective]
         both = [r for r in sub if "z3" in r and r["z3"]["optimal"] and r["hxsched"]["optimal"]]
         summary[objective] = {

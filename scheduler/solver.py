@@ -443,8 +443,9 @@ def solve(
         start = time.monotonic()
         try:
             view = _candidates(problem, rel, probe, deadline)
-        except _Timeout:
-            calls.append({"bound": probe, "result": "timeout", "seconds": 0.0})
+        except _Timeout as exc:
+            calls.append({"bound": probe, "result": str(exc) or "timeout", "seconds": 0.0})
+            say(f"  T = {probe} ticks: {str(exc) or 'timeout'}; stopping with the best plan so far")
             break
         sizes = [len(c) for c in view.configs]
         largest = [max(x, y) for x, y in zip(largest, sizes, strict=True)]
@@ -612,7 +613,10 @@ def _candidates(problem: Problem, rel, bound: int, deadline: float | None) -> Pr
         if deadline is not None and time.monotonic() > deadline:
             raise _Timeout
         budget = bound - rel.value + rel.mu[i]
-        found = chain.enumerate(rel.w, rel.u, budget, bound)
+        try:
+            found = chain.enumerate(rel.w, rel.u, budget, bound)
+        except _TooMany:  # the bound admits too many segmentations to list: stop the search here
+            raise _Timeout("too many configurations") from None
         if problem.objective == "latency":
             found = [c for c in found if c.chain_ticks <= bound]
         kept = pareto(problem, found)

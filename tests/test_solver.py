@@ -135,3 +135,19 @@ def test_problem_options_are_validated():
             build_problem(inst, ("gpu",), **kwargs)
     with pytest.raises(HxschedError):
         build_problem([], ("gpu",))
+
+
+def test_too_many_configurations_stops_with_the_best_plan(monkeypatch):
+    """A bound that admits more segmentations than can be listed ends the search with the
+    best plan and its gap, never an internal exception."""
+    from hxsched.scheduler import problem as problem_mod
+
+    p = make_problem(7, "latency", False, 2, 4, 2, ("gpu", "dla0", "dla1"))
+
+    def too_many(self, *args, **kwargs):
+        raise problem_mod._TooMany
+
+    monkeypatch.setattr(problem_mod.Chain, "enumerate", too_many)
+    r = solve(p, time_limit_s=10)
+    assert not r.optimal and r.value > 0
+    assert r.calls[-1]["result"] == "too many configurations"
