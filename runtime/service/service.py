@@ -145,6 +145,7 @@ class Service:
 
     # -- start ------------------------------------------------------------------------------
     def start(self) -> None:
+        _fix_mmap_threshold()
         from hxsched.runtime.build import plan_instance_specs
         from hxsched.runtime.executor import Executor
         from hxsched.runtime.service.pipeline import plan_for_pipeline
@@ -486,6 +487,21 @@ class Service:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+
+
+def _fix_mmap_threshold(nbytes: int = 256 << 10) -> None:
+    """Keep large allocations (every slice's arrays, 0.25-5 MB) in their own mappings, which go
+    back to the OS when freed. glibc otherwise raises this threshold after the first such free
+    and serves later arrays from the heap, where a long run leaves them fragmented: RSS creeps."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, nbytes)
+    except (OSError, AttributeError):
+        pass
 
 
 def _ms(seconds: float | None) -> float | None:
