@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from hxsched.errors import HxschedError
+from hxsched.files import atomic_write
 
 ENGINE_SCHEMA = "hxsched.engine/1"
 
@@ -85,26 +85,13 @@ class EngineCache:
             "bytes": len(engine),
             **(extra or {}),
         }
-        _atomic_write(path, engine)
-        _atomic_write(_meta_path(path), (json.dumps(meta, indent=1) + "\n").encode())
+        atomic_write(path, engine)
+        atomic_write(_meta_path(path), (json.dumps(meta, indent=1) + "\n").encode())
         return path
 
 
 def _meta_path(path: Path) -> Path:
     return path.with_suffix(path.suffix + ".json")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_engine_file(

@@ -53,22 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_run_target(path: str, backend: str | None):
     """A plan file, or a pipeline file whose plan it names; (plan, backend)."""
+    from hxsched.files import read_yaml
     from hxsched.scheduler.plan import load_plan
 
-    try:
-        import yaml
-
-        with open(path, encoding="utf-8") as f:
-            head = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise HxschedError("file not found", path=path) from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise HxschedError(f"not readable YAML: {' '.join(str(exc).split())[:200]}",
-                           path=path) from None  # fmt: skip
+    head = read_yaml(path)
     if isinstance(head, dict) and str(head.get("schema", "")).startswith("hxsched.pipeline"):
-        from hxsched.runtime.service.pipeline import load_pipeline, plan_for_pipeline
+        from hxsched.runtime.service.pipeline import pipeline_from_dict, plan_for_pipeline
 
-        pipe = load_pipeline(path)
+        pipe = pipeline_from_dict(head, path)
         return plan_for_pipeline(pipe), backend or pipe.backend
     return load_plan(path), backend or "ort"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hxsched.errors import HxschedError
+from hxsched.files import atomic_write
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -325,7 +325,7 @@ def write_secondary_capture(
             if k in source.meta:
                 setattr(ds, k, [_ds(v) for v in source.meta[k]])
     ds.PixelData = img.tobytes()
-    return _save(ds, Path(out_path))
+    return atomic_write(out_path, _encode(ds))
 
 
 def _ds(value: float) -> str:
@@ -334,7 +334,8 @@ def _ds(value: float) -> str:
     return text if len(text) <= 16 else f"{float(value):.9g}"
 
 
-def _save(ds, path: Path) -> Path:
+def _encode(ds) -> bytes:
+    """A dataset as a DICOM file (preamble, file meta), in memory."""
     buf = io.BytesIO()
     ds.preamble = b"\0" * 128
     try:
@@ -342,29 +343,7 @@ def _save(ds, path: Path) -> Path:
     except TypeError:  # pydicom < 3
         ds.is_little_endian, ds.is_implicit_VR = True, False
         ds.save_as(buf, write_like_original=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; senders and viewers run as other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return path
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,11 +410,4 @@ def encode_ct_dicom(sl: Slice) -> bytes:
     ds.RescaleIntercept, ds.RescaleSlope = 0, 1
     ds.PixelSpacing = sl.meta.get("PixelSpacing", [1.0, 1.0])
     ds.PixelData = np.clip(np.rint(sl.pixels), -32768, 32767).astype("<i2").tobytes()
-    buf = io.BytesIO()
-    ds.preamble = b"\0" * 128
-    try:
-        ds.save_as(buf, enforce_file_format=True)
-    except TypeError:  # pydicom < 3
-        ds.is_little_endian, ds.is_implicit_VR = True, False
-        ds.save_as(buf, write_like_original=False)
-    return buf.getvalue()
+    return _encode(ds)

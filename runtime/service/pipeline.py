@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hxsched.errors import HxschedError
 from hxsched.scheduler.plan import Plan
 
@@ -214,16 +212,10 @@ def _positive(data: dict, key: str, default: int, path: str) -> int:
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
+    from hxsched.files import read_yaml
+
     path = str(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise HxschedError("pipeline file not found", path=path) from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise HxschedError(f"not readable YAML: {' '.join(str(exc).split())[:200]}",
-                           path=path) from None  # fmt: skip
-    return pipeline_from_dict(data, path)
+    return pipeline_from_dict(read_yaml(path, "pipeline file"), path)
 
 
 def shipped_pipelines() -> Path:

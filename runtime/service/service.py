@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hxsched.errors import HxschedError
+from hxsched.files import atomic_write
 from hxsched.runtime.service.journal import Journal
 from hxsched.runtime.service.metrics import Registry
 from hxsched.runtime.service.pipeline import Pipeline, PipelineModel
@@ -50,20 +49,6 @@ def setup_logging(level: str = "INFO") -> None:
 
 def _event(msg: str, **fields: Any) -> None:
     log.info(msg, extra={"fields": fields})
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
