@@ -28,10 +28,10 @@ import numpy as np
 from hxsched.runtime.build import plan_instance_specs
 from hxsched.runtime.executor import Executor
 from hxsched.runtime.session import make_backend
-from hxsched.scheduler.planner import ModelInput, make_plan
-from hxsched.scheduler.profile import load_profile
-from hxsched.scheduler.profile_store import shipped_dir
-from hxsched.scheduler.synthetic import benchmark_profile
+from hxsched.scheduler.planning.planner import ModelInput, make_plan
+from hxsched.scheduler.profile.schema import load_profile
+from hxsched.scheduler.profile.store import shipped_dir
+from hxsched.scheduler.profile.synthetic import benchmark_profile
 
 
 def shipped_plan(names, counts):
@@ -56,10 +56,10 @@ def sim_ratio(plan, frames):
 
 def ort_case(frames):
     from hxsched.runtime.reference import OrtModel, random_inputs
-    from hxsched.scheduler.onnx_io import graph_from_proto, load_model, save_model
-    from hxsched.scheduler.profile_store import find_profile
-    from hxsched.scheduler.rewrite import rewrite_for_dla
-    from hxsched.scheduler.structure import structural_hash
+    from hxsched.scheduler.dla.rewrite import rewrite_for_dla
+    from hxsched.scheduler.graph.onnx_io import graph_from_proto, load_model, save_model
+    from hxsched.scheduler.graph.structure import structural_hash
+    from hxsched.scheduler.profile.store import find_profile
     from hxsched.scheduler.zoo import build_zoo_model
 
     tmp = Path(tempfile.mkdtemp(prefix="hxsched-bench-"))

@@ -38,10 +38,10 @@ def main(argv=None) -> int:
 
     from hxsched.runtime.service.pipeline import pipeline_from_dict
     from hxsched.runtime.service.service import Service, ServiceOptions
-    from hxsched.scheduler.plan import save_plan
-    from hxsched.scheduler.planner import ModelInput, make_plan
-    from hxsched.scheduler.profile import load_profile
-    from hxsched.scheduler.profile_store import shipped_dir
+    from hxsched.scheduler.planning.plan import save_plan
+    from hxsched.scheduler.planning.planner import ModelInput, make_plan
+    from hxsched.scheduler.profile.schema import load_profile
+    from hxsched.scheduler.profile.store import shipped_dir
 
     work = Path(args.work or tempfile.mkdtemp(prefix="hxsched-soak-"))
     models = [ModelInput(n, load_profile(shipped_dir() / "orin-agx" / f"{n}.yaml"), "shipped")

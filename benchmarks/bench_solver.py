@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hxsched.scheduler.problem import Instance, build_problem, kind_of, to_ticks
-from hxsched.scheduler.solver import solve
-from hxsched.scheduler.synthetic import benchmark_profile
+from hxsched.scheduler.planning.problem import Instance, build_problem, kind_of, to_ticks
+from hxsched.scheduler.planning.solver import solve
+from hxsched.scheduler.profile.synthetic import benchmark_profile
 
 ACCELERATORS = ("gpu", "dla0", "dla1")
 RES = 0.01

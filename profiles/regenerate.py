@@ -17,9 +17,9 @@ SHIPPED_MODELS = (
 
 def shipped_profiles():
     """Yield (relative path, Profile) for every shipped profile, computed now."""
-    from hxsched.scheduler.estimate import estimate_profile
-    from hxsched.scheduler.onnx_io import graph_from_proto
-    from hxsched.scheduler.rewrite import rewrite_for_dla
+    from hxsched.scheduler.cost.estimate import estimate_profile
+    from hxsched.scheduler.dla.rewrite import rewrite_for_dla
+    from hxsched.scheduler.graph.onnx_io import graph_from_proto
     from hxsched.scheduler.zoo import build_zoo_model
 
     graphs = {}
@@ -36,7 +36,7 @@ def shipped_profiles():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hxsched.scheduler.profile import save_profile
+    from hxsched.scheduler.profile.schema import save_profile
 
     out = Path(argv[0]) if argv else Path(__file__).parent
     for rel, profile in shipped_profiles():

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hxsched.errors import HxschedError
-from hxsched.scheduler.graph import Graph
-from hxsched.scheduler.plan import Plan, PlanInstance
-from hxsched.scheduler.segments import extract_segment, segment_io
+from hxsched.scheduler.graph.graph import Graph
+from hxsched.scheduler.graph.segments import extract_segment, segment_io
+from hxsched.scheduler.planning.plan import Plan, PlanInstance
 
 
 @dataclass
@@ -115,8 +115,8 @@ def plan_instance_specs(
     plan's node names located, and every segment extracted as a standalone graph; without,
     segments carry only their accelerators and planned times (enough for ``sim``).
     """
-    from hxsched.scheduler.onnx_io import load_model
-    from hxsched.scheduler.structure import structural_hash
+    from hxsched.scheduler.graph.onnx_io import load_model
+    from hxsched.scheduler.graph.structure import structural_hash
 
     loader = load or load_model
     graphs: dict[str, Graph] = {}
@@ -186,7 +186,7 @@ def write_segments(specs: Sequence[InstanceSpec], out_dir: str | os.PathLike[str
                    say: Callable[[str], None] | None = None) -> list[dict]:  # fmt: skip
     """Each segment as ``<instance>_s<k>.onnx`` (weights inline or beside it); a manifest row
     per segment."""
-    from hxsched.scheduler.onnx_io import save_model
+    from hxsched.scheduler.graph.onnx_io import save_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,9 @@ from typing import Any
 from hxsched.errors import HxschedError
 from hxsched.runtime import nvtx
 from hxsched.runtime.backends.base import Backend, Event, FrameState, SegmentFailed
+from hxsched.runtime.backends.trt.fallback import DriftDetector, FallbackEvent
 from hxsched.runtime.build import InstanceSpec
-from hxsched.runtime.fallback import DriftDetector, FallbackEvent
-from hxsched.scheduler.plan import Plan
+from hxsched.scheduler.planning.plan import Plan
 
 WINDOW = 10_000  # latest samples kept per statistic: long runs stay bounded in memory
 MAX_WARMUP = 20  # frames left out of the steady-state rate

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from hxsched.errors import HxschedError
-from hxsched.scheduler.costs import node_cost
-from hxsched.scheduler.graph import Graph
-from hxsched.scheduler.groups import LayerGroup, make_groups
-from hxsched.scheduler.onnx_io import to_model_proto
-from hxsched.scheduler.profile import GroupProfile, ModelInfo, Profile, Provenance
-from hxsched.scheduler.structure import structural_hash
+from hxsched.scheduler.cost.costs import node_cost
+from hxsched.scheduler.cost.groups import LayerGroup, make_groups
+from hxsched.scheduler.graph.graph import Graph
+from hxsched.scheduler.graph.onnx_io import to_model_proto
+from hxsched.scheduler.graph.structure import structural_hash
+from hxsched.scheduler.profile.schema import GroupProfile, ModelInfo, Profile, Provenance
 
 
 def cpu_name() -> str:

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from hxsched.errors import HxschedError
-from hxsched.scheduler.graph import Graph, elem_name
-from hxsched.scheduler.onnx_io import EXTERNAL_DATA_THRESHOLD, save_model, to_model_proto
+from hxsched.scheduler.graph.graph import Graph, elem_name
+from hxsched.scheduler.graph.onnx_io import EXTERNAL_DATA_THRESHOLD, save_model, to_model_proto
 
 _NP_TYPES = {1: np.float32, 10: np.float16, 11: np.float64, 6: np.int32, 7: np.int64, 9: np.bool_}
 

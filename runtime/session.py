@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from hxsched.errors import HxschedError
+from hxsched.runtime.backends.trt.fallback import FallbackEvent
 from hxsched.runtime.build import InstanceSpec, plan_instance_specs
 from hxsched.runtime.executor import Executor, FrameResult, RunStats
-from hxsched.runtime.fallback import FallbackEvent
-from hxsched.scheduler.plan import Plan
+from hxsched.scheduler.planning.plan import Plan
 
 BACKENDS = ("ort", "sim", "trt")
 
@@ -33,7 +33,7 @@ def make_backend(name: str, **opts: Any):
 
         return OrtBackend(threads=opts.get("threads"))
     if name == "trt":
-        from hxsched.runtime.backends.trt import TrtBackend
+        from hxsched.runtime.backends.trt.backend import TrtBackend
 
         return TrtBackend(precision=opts.get("precision", "fp16"),
                           allow_gpu_fallback=opts.get("allow_gpu_fallback", False),
@@ -117,9 +117,9 @@ def verify_outputs(specs: Sequence[InstanceSpec], results: Sequence[FrameResult]
 def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[Plan, dict]:
     """Re-plan with the measured times: each drifted segment's groups scaled on its
     accelerator kind by measured/expected (from the run), everything else as planned."""
-    from hxsched.scheduler.planner import ModelInput, make_plan
-    from hxsched.scheduler.problem import kind_of
-    from hxsched.scheduler.profile import load_profile
+    from hxsched.scheduler.planning.planner import ModelInput, make_plan
+    from hxsched.scheduler.planning.problem import kind_of
+    from hxsched.scheduler.profile.schema import load_profile
 
     drifted = {e.segment for e in stats.fallback_events if e.source == "runtime-drift"}
     if not drifted:
@@ -228,7 +228,7 @@ def run_plan(
 
 
 def write_plan_beside(plan: Plan, original: str | None, suffix: str) -> Path:
-    from hxsched.scheduler.plan import save_plan
+    from hxsched.scheduler.planning.plan import save_plan
 
     base = Path(original or "plan.yaml")
     return save_plan(plan, base.with_name(base.stem + suffix + base.suffix))

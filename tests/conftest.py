@@ -59,14 +59,14 @@ def yolov8n_path(zoo_dir) -> Path:
 @pytest.fixture(scope="session")
 def pix2pix_graph(pix2pix_path):
     """The zoo's Pix2Pix as a Graph (tests that mutate it must .copy() first)."""
-    from hxsched.scheduler.onnx_io import load_model
+    from hxsched.scheduler.graph.onnx_io import load_model
 
     return load_model(pix2pix_path)
 
 
 @pytest.fixture(scope="session")
 def yolov8n_graph(yolov8n_path):
-    from hxsched.scheduler.onnx_io import load_model
+    from hxsched.scheduler.graph.onnx_io import load_model
 
     return load_model(yolov8n_path)
 
@@ -74,9 +74,9 @@ def yolov8n_graph(yolov8n_path):
 @pytest.fixture(scope="session")
 def small_plan():
     """A plan for the shipped Pix2Pix (rewritten) + YOLOv8n profiles."""
-    from hxsched.scheduler.planner import ModelInput, make_plan
-    from hxsched.scheduler.profile import load_profile
-    from hxsched.scheduler.profile_store import shipped_dir
+    from hxsched.scheduler.planning.planner import ModelInput, make_plan
+    from hxsched.scheduler.profile.schema import load_profile
+    from hxsched.scheduler.profile.store import shipped_dir
 
     models = [
         ModelInput(n, load_profile(shipped_dir() / "orin-agx" / f"{n}.yaml"), "shipped")
@@ -89,8 +89,8 @@ def small_plan():
 @pytest.fixture(scope="session")
 def pix2pix_dla_path(zoo_dir, pix2pix_graph) -> Path:
     """The zoo's Pix2Pix after the exact DLA rewrite, saved."""
-    from hxsched.scheduler.onnx_io import save_model
-    from hxsched.scheduler.rewrite import rewrite_for_dla
+    from hxsched.scheduler.dla.rewrite import rewrite_for_dla
+    from hxsched.scheduler.graph.onnx_io import save_model
 
     path = zoo_dir / "pix2pix_unet256_dla.onnx"
     if not path.exists():
@@ -101,11 +101,11 @@ def pix2pix_dla_path(zoo_dir, pix2pix_graph) -> Path:
 
 
 def _plan_files(out: Path, paths, count: int = 1):
-    from hxsched.scheduler.onnx_io import load_model
-    from hxsched.scheduler.plan import save_plan
-    from hxsched.scheduler.planner import ModelInput, make_plan
-    from hxsched.scheduler.profile_store import find_profile
-    from hxsched.scheduler.structure import structural_hash
+    from hxsched.scheduler.graph.onnx_io import load_model
+    from hxsched.scheduler.graph.structure import structural_hash
+    from hxsched.scheduler.planning.plan import save_plan
+    from hxsched.scheduler.planning.planner import ModelInput, make_plan
+    from hxsched.scheduler.profile.store import find_profile
 
     inputs = []
     for p in paths:

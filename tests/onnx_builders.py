@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from hxsched.scheduler.graph import Graph
-from hxsched.scheduler.onnx_io import graph_from_proto
+from hxsched.scheduler.graph.graph import Graph
+from hxsched.scheduler.graph.onnx_io import graph_from_proto
 
 
 def make_model(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from hxsched.scheduler.problem import Config, Problem, config_from_spans
-from hxsched.scheduler.simulate import evaluate_throughput, schedule_with_edges
-from hxsched.scheduler.synthetic import benchmark_profile, random_profile  # noqa: F401
+from hxsched.scheduler.planning.problem import Config, Problem, config_from_spans
+from hxsched.scheduler.planning.simulate import evaluate_throughput, schedule_with_edges
+from hxsched.scheduler.profile.synthetic import benchmark_profile, random_profile  # noqa: F401
 
 
 def all_configs(problem: Problem, index: int) -> list[Config]:

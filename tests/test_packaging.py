@@ -1,4 +1,4 @@
-"""One import namespace: scheduler/ and runtime/ install as hxsched.scheduler / hxsched.runtime.
+"""One import namespace: scheduler/ and runtime/ are hxsched/scheduler and hxsched/runtime.
 
 Checked for a wheel, a normal install and an editable install, each in a fresh virtual
 environment (no dependencies needed: only the package layout and the console script are tested);
@@ -51,7 +51,7 @@ def probe_in(py: Path, cwd: Path) -> list[str]:
 
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("hxsched/cli/check.py", "hxsched/scheduler/graph.py",
+    for module in ("hxsched/cli/check.py", "hxsched/scheduler/graph/graph.py",
                    "hxsched/scheduler/zoo/yolov8.py", "hxsched/runtime/reference.py"):  # fmt: skip
         assert module in names
     assert not [n for n in names if n.startswith(("scheduler/", "runtime/", "tests/"))]
@@ -71,14 +71,30 @@ def test_normal_install_from_source(tmp_path):
     _run([py, "-m", "pip", "install", "-q", "--no-deps", str(ROOT)])
     sched, _ = probe_in(py, tmp_path)
     assert "site-packages/hxsched/scheduler/__init__.py" in sched
+    from_root_works(py)
 
 
 def test_editable_install(tmp_path):
     py = fresh_venv(tmp_path / "venv")
     _run([py, "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)])
     sched, rt = probe_in(py, tmp_path)
-    assert sched == str(ROOT / "scheduler" / "__init__.py")
-    assert rt == str(ROOT / "runtime" / "__init__.py")
+    # the import path is the file path, and that file is the top-level folder's
+    assert sched == str(ROOT / "hxsched" / "scheduler" / "__init__.py")
+    assert rt == str(ROOT / "hxsched" / "runtime" / "__init__.py")
+    assert Path(sched).resolve() == ROOT / "scheduler" / "__init__.py"
+    assert Path(rt).resolve() == ROOT / "runtime" / "__init__.py"
+    # a plain path entry, not an import hook a static tool cannot follow
+    pths = list((py.parent.parent / "lib").glob("python*/site-packages/__editable__*.pth"))
+    assert [p.read_text().strip() for p in pths] == [str(ROOT)]
+    from_root_works(py)
+
+
+def from_root_works(py: Path) -> None:
+    """`python -m hxsched` from the repository root, where the on-disk hxsched/ comes first."""
+    out = _run([py, "-m", "hxsched", "--help"], cwd=ROOT)
+    assert "check" in out.stdout
+    probe = _run([py, "-c", PROBE], cwd=ROOT)
+    assert probe.stdout.split()[0] == str(ROOT / "hxsched" / "scheduler" / "__init__.py")
 
 
 def test_pytest_sees_the_mapped_packages():

@@ -49,7 +49,7 @@ def add_target(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
-    from hxsched.scheduler.onnx_io import parse_shape_arg
+    from hxsched.scheduler.graph.onnx_io import parse_shape_arg
 
     shapes: dict[str, tuple[int, ...]] = {}
     for item in items:
@@ -62,7 +62,7 @@ def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
 
 def load_graph(path: str, shape_args: list[str]):
     """Load and normalise one model, with the CLI's --shape overrides."""
-    from hxsched.scheduler.onnx_io import load_model
+    from hxsched.scheduler.graph.onnx_io import load_model
 
     return load_model(path, parse_shapes(shape_args))
 

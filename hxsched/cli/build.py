@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hxsched.runtime.build import plan_instance_specs, write_segments
-    from hxsched.scheduler.plan import load_plan
+    from hxsched.scheduler.planning.plan import load_plan
 
     say = progress(args)
     plan = load_plan(args.plan)
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     rows = write_segments(specs, out, say)
     data = {"plan": args.plan, "backend": args.backend, "out": str(out), "segments": rows}
     if args.backend == "trt":
-        from hxsched.runtime.backends.trt import TrtBackend
+        from hxsched.runtime.backends.trt.backend import TrtBackend
 
         be = TrtBackend(precision=args.precision, allow_gpu_fallback=args.allow_gpu_fallback,
                         calibration_cache=args.calibration_cache, cache_dir=args.engine_cache)  # fmt: skip

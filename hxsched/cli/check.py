@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hxsched.scheduler.check import check_graph
+    from hxsched.scheduler.dla.check import check_graph
 
     if args.rules:
         return list_rules(args)
@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_rules(args: argparse.Namespace) -> int:
-    from hxsched.scheduler.dla_ops import OPS
-    from hxsched.scheduler.dla_rules import RULES
+    from hxsched.scheduler.dla.ops import OPS
+    from hxsched.scheduler.dla.rules import RULES
 
     rules = [
         {"id": r.id, "ops": sorted(r.ops), "summary": r.summary, "source": r.source} for r in RULES

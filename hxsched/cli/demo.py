@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     from hxsched.cli.zoo import write_zoo_model
     from hxsched.runtime.reference import compare_graphs
-    from hxsched.scheduler.check import check_graph
-    from hxsched.scheduler.onnx_io import load_model, save_model
-    from hxsched.scheduler.rewrite import rewrite_for_dla
+    from hxsched.scheduler.dla.check import check_graph
+    from hxsched.scheduler.dla.rewrite import rewrite_for_dla
+    from hxsched.scheduler.graph.onnx_io import load_model, save_model
 
     say = progress(args)
     out = Path(args.out)
@@ -101,12 +101,12 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
     """Plan the rewritten Pix2Pix + YOLOv8n for the device, then serve phantom slices."""
     from hxsched.runtime.service.pipeline import pipeline_from_dict
     from hxsched.runtime.service.service import Service, ServiceOptions
-    from hxsched.scheduler.chart import panel_from_timeline, write_chart
-    from hxsched.scheduler.onnx_io import load_model
-    from hxsched.scheduler.plan import save_plan
-    from hxsched.scheduler.planner import ModelInput, make_plan
-    from hxsched.scheduler.profile_store import find_profile
-    from hxsched.scheduler.structure import structural_hash
+    from hxsched.scheduler.graph.onnx_io import load_model
+    from hxsched.scheduler.graph.structure import structural_hash
+    from hxsched.scheduler.planning.chart import panel_from_timeline, write_chart
+    from hxsched.scheduler.planning.plan import save_plan
+    from hxsched.scheduler.planning.planner import ModelInput, make_plan
+    from hxsched.scheduler.profile.store import find_profile
 
     files = {"pix2pix": out / "pix2pix_unet256_dla.onnx", "yolov8n": out / "yolov8n.onnx"}
     if not files["pix2pix"].exists():
@@ -117,7 +117,7 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
         prof = find_profile(args.device, structural_hash(graph))
         how = "shipped"
         if prof is None:
-            from hxsched.scheduler.estimate import estimate_profile
+            from hxsched.scheduler.cost.estimate import estimate_profile
 
             prof, how = estimate_profile(graph, args.device, model_name=name), "estimated"
         inputs.append(ModelInput(name, prof, how, graph, str(path.resolve()), 1))

@@ -56,11 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_inputs(args: argparse.Namespace, say) -> list:
-    from hxsched.scheduler.estimate import estimate_profile
-    from hxsched.scheduler.planner import ModelInput, check_profile_matches
-    from hxsched.scheduler.profile import load_profile
-    from hxsched.scheduler.profile_store import find_profile, shipped_dir
-    from hxsched.scheduler.structure import structural_hash
+    from hxsched.scheduler.cost.estimate import estimate_profile
+    from hxsched.scheduler.graph.structure import structural_hash
+    from hxsched.scheduler.planning.planner import ModelInput, check_profile_matches
+    from hxsched.scheduler.profile.schema import load_profile
+    from hxsched.scheduler.profile.store import find_profile, shipped_dir
 
     if args.instances < 1:
         raise HxschedError("--instances must be at least 1")
@@ -105,7 +105,7 @@ def load_inputs(args: argparse.Namespace, say) -> list:
 def _accelerators(args: argparse.Namespace) -> tuple[str, ...] | None:
     if not args.accelerators:
         return None
-    from hxsched.scheduler.planner import device_accelerators
+    from hxsched.scheduler.planning.planner import device_accelerators
 
     allowed = device_accelerators(args.device)
     chosen = tuple(a.strip() for a in args.accelerators.split(",") if a.strip())
@@ -118,9 +118,9 @@ def _accelerators(args: argparse.Namespace) -> tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hxsched.scheduler.chart import panel_from_timeline, write_chart
-    from hxsched.scheduler.plan import save_plan
-    from hxsched.scheduler.planner import make_plan, timeline_records
+    from hxsched.scheduler.planning.chart import panel_from_timeline, write_chart
+    from hxsched.scheduler.planning.plan import save_plan
+    from hxsched.scheduler.planning.planner import make_plan, timeline_records
 
     say = progress(args)
     pins = {}

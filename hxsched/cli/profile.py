@@ -58,14 +58,14 @@ def run(args: argparse.Namespace) -> int:
     name = args.name or Path(args.model).stem
     extra: dict = {}
     if args.backend == "estimate":
-        from hxsched.scheduler.estimate import estimate_profile
+        from hxsched.scheduler.cost.estimate import estimate_profile
 
         profile = estimate_profile(graph, args.device, precision=args.precision,
                                    max_groups=args.max_groups, model_name=name, trt=args.trt)  # fmt: skip
     elif args.backend == "ort":
         from hxsched.runtime.ort_profile import measure_ort_profile
-        from hxsched.scheduler.check import check_graph
-        from hxsched.scheduler.groups import make_groups
+        from hxsched.scheduler.cost.groups import make_groups
+        from hxsched.scheduler.dla.check import check_graph
 
         verdicts = check_graph(graph, target="orin", trt=args.trt)
         groups = make_groups(graph, {v.node: v.dla for v in verdicts.verdicts},
@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
                  "groups_over_whole": round(m.ratio, 4),
                  "unattributed_ms": round(m.unattributed_ms, 4)}  # fmt: skip
     elif args.backend == "trtexec":
-        from hxsched.scheduler.profile_import import import_trtexec
-        from hxsched.scheduler.trtexec import load_export_profile
+        from hxsched.scheduler.profile.from_trtexec import import_trtexec
+        from hxsched.scheduler.profile.trtexec import load_export_profile
 
         if not args.gpu_profile:
             raise HxschedError(
@@ -90,12 +90,12 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision, max_groups=args.max_groups, model_name=name, trt=args.trt,
         )  # fmt: skip
     else:
-        from hxsched.runtime.trt_profile import measure_trt_profile
+        from hxsched.runtime.backends.trt.profile import measure_trt_profile
 
         profile = measure_trt_profile(graph, args.device, precision=args.precision,
                                       max_groups=args.max_groups, model_name=name,
                                       runs=args.runs, warmup=args.warmup, progress=say)  # fmt: skip
-    from hxsched.scheduler.profile import save_profile
+    from hxsched.scheduler.profile.schema import save_profile
 
     out = Path(args.output or f"{name}.{profile.device}.yaml")
     save_profile(profile, out)
@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from hxsched.scheduler.profile_store import list_profiles
+    from hxsched.scheduler.profile.store import list_profiles
 
     items = list_profiles(args.device)
     rows, data = [], []
@@ -154,8 +154,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _calibration(args: argparse.Namespace) -> int:
-    from hxsched.scheduler.estimate import calibration_table
-    from hxsched.scheduler.onnx_io import graph_from_proto
+    from hxsched.scheduler.cost.estimate import calibration_table
+    from hxsched.scheduler.graph.onnx_io import graph_from_proto
     from hxsched.scheduler.zoo import build_zoo_model
 
     cache: dict = {}

@@ -49,9 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hxsched.scheduler.check import check_graph
-    from hxsched.scheduler.onnx_io import save_model
-    from hxsched.scheduler.rewrite import rewrite_for_dla
+    from hxsched.scheduler.dla.check import check_graph
+    from hxsched.scheduler.dla.rewrite import rewrite_for_dla
+    from hxsched.scheduler.graph.onnx_io import save_model
 
     say = progress(args)
     if os.path.abspath(args.output) == os.path.abspath(args.model):

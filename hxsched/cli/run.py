@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_run_target(path: str, backend: str | None):
     """A plan file, or a pipeline file whose plan it names; (plan, backend)."""
     from hxsched.files import read_yaml
-    from hxsched.scheduler.plan import load_plan
+    from hxsched.scheduler.planning.plan import load_plan
 
     head = read_yaml(path)
     if isinstance(head, dict) and str(head.get("schema", "")).startswith("hxsched.pipeline"):

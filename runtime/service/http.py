@@ -17,8 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from hxsched.errors import HxschedError
-
-from .metrics import CONTENT_TYPE, Registry
+from hxsched.runtime.service.metrics import CONTENT_TYPE, Registry
 
 log = logging.getLogger(__name__)
 

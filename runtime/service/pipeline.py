@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hxsched.errors import HxschedError
-from hxsched.scheduler.plan import Plan
+from hxsched.scheduler.planning.plan import Plan
 
 SCHEMA = "hxsched.pipeline/1"
 ROLES = ("synth", "detect")
@@ -242,7 +242,7 @@ def _model_key(m: PipelineModel) -> str:
 def model_files(pipe: Pipeline, work: Path, say: Callable[[str], None] | None = None) -> dict[str, Path]:  # fmt: skip
     """Each model as an ONNX file: the zoo's generated (cached in ``work``) or the user's;
     rewritten for the DLA where asked (and verified exact on ONNX Runtime)."""
-    from hxsched.scheduler.onnx_io import graph_from_proto, load_model, save_model
+    from hxsched.scheduler.graph.onnx_io import graph_from_proto, load_model, save_model
     from hxsched.scheduler.zoo import build_zoo_model
 
     work.mkdir(parents=True, exist_ok=True)
@@ -260,7 +260,7 @@ def model_files(pipe: Pipeline, work: Path, say: Callable[[str], None] | None = 
             graph = load_model(m.path)
         if m.rewrite:
             from hxsched.runtime.reference import compare_graphs
-            from hxsched.scheduler.rewrite import rewrite_for_dla
+            from hxsched.scheduler.dla.rewrite import rewrite_for_dla
 
             original = graph.copy()
             rewrite_for_dla(graph)
@@ -277,7 +277,7 @@ def plan_for_pipeline(pipe: Pipeline, work: Path | None = None,
                       say: Callable[[str], None] | None = None) -> Plan:  # fmt: skip
     """The pipeline's plan: the named file, or one made on start for its device (cached by
     the pipeline's content, so a restart reuses it)."""
-    from hxsched.scheduler.plan import load_plan, save_plan
+    from hxsched.scheduler.planning.plan import load_plan, save_plan
 
     if pipe.plan:
         return load_plan(pipe.plan)
@@ -286,11 +286,11 @@ def plan_for_pipeline(pipe: Pipeline, work: Path | None = None,
     if cached.exists():
         return load_plan(cached)
     files = model_files(pipe, work / "models", say)
-    from hxsched.scheduler.estimate import estimate_profile
-    from hxsched.scheduler.onnx_io import load_model
-    from hxsched.scheduler.planner import ModelInput, make_plan
-    from hxsched.scheduler.profile_store import find_profile
-    from hxsched.scheduler.structure import structural_hash
+    from hxsched.scheduler.cost.estimate import estimate_profile
+    from hxsched.scheduler.graph.onnx_io import load_model
+    from hxsched.scheduler.graph.structure import structural_hash
+    from hxsched.scheduler.planning.planner import ModelInput, make_plan
+    from hxsched.scheduler.profile.store import find_profile
 
     inputs = []
     for m in pipe.models:

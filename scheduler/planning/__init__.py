@@ -1,0 +1,1 @@
+"""Planning: the problem, LP bound, SAT encodings and solver, simulator, baselines, plans, charts."""

@@ -1,0 +1,1 @@
+"""Profiles: the schema, where they are found, trtexec import, synthetic profiles."""

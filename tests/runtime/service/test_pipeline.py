@@ -1,0 +1,201 @@
+"""Pipelines: the shipped files load; every mistake is a one-line error naming its key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hxsched.errors import HxschedError
+from hxsched.runtime.service.pipeline import (
+    SCHEMA,
+    load_pipeline,
+    pipeline_from_dict,
+    shipped_pipelines,
+)
+
+PIPELINES = Path(__file__).resolve().parents[3] / "pipelines"
+
+
+def _base() -> dict:
+    return {
+        "schema": SCHEMA,
+        "name": "t",
+        "models": [{"name": "g", "role": "synth", "zoo": "pix2pix_unet256"}],
+        "sources": [{"kind": "folder", "path": "inbox"}],
+        "sinks": {"dicom": True},
+    }
+
+
+def test_shipped_folder_is_found():
+    assert shipped_pipelines().resolve() == PIPELINES.resolve()
+
+
+def test_ct2mri_stroke_loads():
+    p = load_pipeline(PIPELINES / "ct2mri_stroke.yaml")
+    assert p.name == "ct2mri_stroke"
+    assert (p.device, p.backend, p.objective, p.queue, p.plan) == (
+        "orin-agx", "ort", "throughput", 64, None)  # fmt: skip
+    assert [(m.name, m.role, m.zoo) for m in p.models] == [
+        ("pix2pix", "synth", "pix2pix_unet256"), ("yolov8n", "detect", "yolov8n")]  # fmt: skip
+    pix, yolo = p.models
+    assert pix.rewrite and pix.window == "brain" and pix.size == 256
+    assert yolo.window == "stroke" and yolo.size == 640 and yolo.conf == 0.25
+    assert [s.kind for s in p.sources] == ["folder", "scp"]
+    assert p.sources[1].port == 11112 and p.sources[1].ae_title == "HXSCHED"
+    assert p.sinks == {"dicom": True, "detections": True, "previews": True}
+
+
+def test_dual_pix2pix_loads():
+    p = load_pipeline(PIPELINES / "dual_pix2pix.yaml")
+    assert [m.seed for m in p.models] == [0, 1]
+    assert all(m.role == "synth" for m in p.models)
+    assert p.sinks["detections"] is False
+    assert p.digest() != load_pipeline(PIPELINES / "ct2mri_stroke.yaml").digest()
+
+
+def test_defaults():
+    p = pipeline_from_dict({"schema": SCHEMA, "name": "t",
+                            "models": [{"name": "d", "role": "detect", "zoo": "yolov8n"}]})  # fmt: skip
+    assert p.sources == [] and p.sinks == {"dicom": True, "detections": True, "previews": True}
+    m = p.models[0]
+    assert (m.window, m.size, m.instances, m.conf, m.iou) == ("stroke", 640, 1, 0.25, 0.45)
+
+
+def _mutate(fn):
+    d = _base()
+    fn(d)
+    return d
+
+
+def _set(path, value):
+    def fn(d):
+        target = d
+        for k in path[:-1]:
+            target = target[k]
+        target[path[-1]] = value
+
+    return fn
+
+
+def _both(d):
+    d["models"][0]["path"] = "g.onnx"
+
+
+CASES = {
+    "schema": (_set(["schema"], "hxsched.pipeline/0"), "schema"),
+    "missing-models": (lambda d: d.pop("models"), "'models'"),
+    "empty-models": (_set(["models"], []), "models"),
+    "role": (_set(["models", 0, "role"], "segment"), "models[0].role"),
+    "zoo-and-path": (_both, "'zoo' or 'path'"),
+    "neither": (lambda d: d["models"][0].pop("zoo"), "'zoo' or 'path'"),
+    "source-kind": (_set(["sources", 0, "kind"], "ftp"), "sources[0].kind"),
+    "sink": (_set(["sinks", "email"], True), "sinks.email"),
+    "instances": (_set(["models", 0, "instances"], 0), "models[0].instances"),
+    "queue": (_set(["queue"], "many"), "queue"),
+    "queue-bool": (_set(["queue"], True), "queue"),
+    "window": (_set(["models", 0, "window"], "lung"), "models[0].window"),
+    "backend": (_set(["backend"], "cuda"), "backend"),
+    "objective": (_set(["objective"], "cost"), "objective"),
+    "plan": (_set(["plan"], 3), "plan"),
+    "dup-names": (lambda d: d["models"].append(dict(d["models"][0])), "unique"),
+    "name-missing": (lambda d: d.pop("name"), "'name'"),
+    "conf-type": (_set(["models", 0, "conf"], "high"), "models[0].conf"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_errors_are_one_line_and_name_the_key(case):
+    fn, key = CASES[case]
+    with pytest.raises(HxschedError) as info:
+        pipeline_from_dict(_mutate(fn), "p.yaml")
+    text = str(info.value)
+    assert "\n" not in text
+    assert key in text, text
+    assert text.startswith("p.yaml: ")
+
+
+def test_not_a_mapping():
+    with pytest.raises(HxschedError, match="mapping"):
+        pipeline_from_dict(["schema"])
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(HxschedError, match="not found"):
+        load_pipeline(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed\n")
+    with pytest.raises(HxschedError) as info:
+        load_pipeline(bad)
+    assert "\n" not in str(info.value) and "YAML" in str(info.value)
+
+
+def test_non_string_model_path():
+    d = _base()
+    d["models"][0] = {"name": "g", "role": "synth", "path": 5}
+    with pytest.raises(HxschedError):
+        pipeline_from_dict(d, "p.yaml")
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    d = _base()
+    d["models"][0] = {"name": "g", "role": "synth", "path": "models/g.onnx"}
+    d["models"].append({"name": "abs", "role": "detect", "path": "/abs/y.onnx"})
+    d["plan"] = "plans/p.yaml"
+    f = tmp_path / "sub" / "pipe.yaml"
+    f.parent.mkdir()
+    f.write_text(yaml.safe_dump(d))
+    p = load_pipeline(f)
+    assert Path(p.models[0].path) == tmp_path / "sub" / "models" / "g.onnx"
+    assert p.models[1].path == "/abs/y.onnx"
+    assert Path(p.plan) == tmp_path / "sub" / "plans" / "p.yaml"
+    assert p.path == str(f)
+
+
+def test_digest_ignores_sources_and_sinks_but_not_models():
+    base = pipeline_from_dict(_base()).digest()
+    assert len(base) == 16
+    d = _base()
+    d["sources"] = [{"kind": "scp", "port": 104}]
+    d["sinks"] = {"previews": False}
+    d["queue"] = 8
+    assert pipeline_from_dict(d).digest() == base
+    for change in ({"seed": 1}, {"rewrite": True}, {"instances": 2}, {"zoo": "other"}):
+        d = copy.deepcopy(_base())
+        d["models"][0].update(change)
+        assert pipeline_from_dict(d).digest() != base, change
+    d = _base()
+    d["device"] = "orin-nx"
+    assert pipeline_from_dict(d).digest() != base
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        (lambda d: d.update(queue=0), "pipeline.queue"),
+        (lambda d: d.update(max_bytes=-1), "pipeline.max_bytes"),
+        (lambda d: d["models"][0].update(size=8), "models[0].size"),
+        (lambda d: d["models"][0].update(channels=2), "models[0].channels"),
+        (lambda d: d["models"][0].update(conf=1.5), "models[0].conf"),
+        (lambda d: d["models"][0].update(max_det=0), "models[0].max_det"),
+        (lambda d: d["sources"].append({"kind": "scp", "port": 70000}), "sources[1].port"),
+        (lambda d: d.update(sinks={"dicom": "no"}), "sinks.dicom"),
+    ],
+)
+def test_numbers_out_of_range_are_refused(change, key):
+    d = _base()
+    change(d)
+    with pytest.raises(HxschedError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        pipeline_from_dict(d, "p.yaml")
+
+
+def test_model_cache_key_follows_the_model_file(tmp_path):
+    m = tmp_path / "g.onnx"
+    m.write_bytes(b"one")
+    d = _base()
+    d["models"][0] = {"name": "g", "role": "synth", "path": str(m)}
+    first = pipeline_from_dict(d, "p.yaml").digest()
+    m.write_bytes(b"two!")
+    assert pipeline_from_dict(d, "p.yaml").digest() != first

@@ -1,0 +1,153 @@
+"""The SAT scheduler against exhaustive search on random small instances, both objectives,
+with and without contention; proofs; time limits; infeasibility."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from planning_helpers import brute_force, random_profile
+
+from hxsched.errors import HxschedError
+from hxsched.scheduler.cost.contention import ContentionModel
+from hxsched.scheduler.planning.problem import Instance, build_problem
+from hxsched.scheduler.planning.simulate import evaluate
+from hxsched.scheduler.planning.solver import solve
+
+
+def make_problem(seed, objective, contention, n_inst, n_groups, k, accs, max_loadables=16):
+    rng = np.random.default_rng(seed)
+    insts = [
+        Instance(f"m{i}#0", f"m{i}", random_profile(rng, n_groups, f"m{i}")) for i in range(n_inst)
+    ]
+    cm = ContentionModel(204.8, 0.3, 1.8) if contention else None
+    return build_problem(insts, accs, objective=objective, max_switches=k, contention=cm,
+                         levels=2, max_loadables=max_loadables)  # fmt: skip
+
+
+SETTINGS = settings(max_examples=200, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 10**6),
+    contention=st.booleans(),
+    n_inst=st.integers(1, 3),
+    n_groups=st.integers(1, 4),
+    k=st.integers(0, 2),
+    accs=st.sampled_from([("gpu", "dla0"), ("gpu", "dla0", "dla1"), ("gpu",)]),
+    loadables=st.sampled_from([16, 1]),
+)
+def test_throughput_optimum_equals_exhaustive_search(
+    seed, contention, n_inst, n_groups, k, accs, loadables
+):
+    p = make_problem(seed, "throughput", contention, n_inst, n_groups, k, accs, loadables)
+    r = solve(p, time_limit_s=None)
+    assert r.optimal and r.proof in ("unsat", "lp-bound")
+    assert r.value == brute_force(p)
+    # the solver's prediction is the simulator's number for the same plan
+    assert evaluate(p, r.selection).period == r.value
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 10**6),
+    contention=st.booleans(),
+    n_inst=st.integers(1, 2),
+    n_groups=st.integers(1, 3),
+    k=st.integers(0, 1),
+    accs=st.sampled_from([("gpu", "dla0"), ("gpu", "dla0", "dla1")]),
+)
+def test_latency_optimum_equals_exhaustive_search(seed, contention, n_inst, n_groups, k, accs):
+    p = make_problem(seed, "latency", contention, n_inst, n_groups, k, accs)
+    r = solve(p, time_limit_s=None)
+    assert r.optimal
+    assert r.value == brute_force(p)
+    assert r.evaluation.period == r.value
+    assert evaluate(p, r.selection, r.evaluation.edges).period == r.value
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@given(
+    seed=st.integers(0, 10**6),
+    contention=st.booleans(),
+    n_inst=st.integers(1, 2),
+    n_groups=st.integers(1, 3),
+    k=st.integers(0, 1),
+)
+def test_latency_coarse_pass_keeps_the_optimum(seed, contention, n_inst, n_groups, k):
+    """The coarse-tick pass (forced on with tiny thresholds) never changes the optimum."""
+    import hxsched.scheduler.planning.solver as solver_mod
+
+    p = make_problem(seed, "latency", contention, n_inst, n_groups, k, ("gpu", "dla0", "dla1"))
+    saved = solver_mod.COARSE_MIN_TICKS, solver_mod.COARSE_TARGET
+    solver_mod.COARSE_MIN_TICKS, solver_mod.COARSE_TARGET = 4, 3
+    try:
+        r = solve(p, time_limit_s=None)
+    finally:
+        solver_mod.COARSE_MIN_TICKS, solver_mod.COARSE_TARGET = saved
+    assert r.optimal and r.value == brute_force(p)
+    assert evaluate(p, r.selection, r.evaluation.edges).period == r.value
+
+
+@pytest.mark.parametrize("objective", ["throughput", "latency"])
+def test_contention_without_slowdown_reduces_to_the_plain_model(objective):
+    for seed in range(5):
+        rng_args = (seed, objective)
+        plain = make_problem(*rng_args, False, 2, 3, 1, ("gpu", "dla0", "dla1"))
+        flat = make_problem(*rng_args, False, 2, 3, 1, ("gpu", "dla0", "dla1"))
+        flat.contention = ContentionModel(204.8, 0.3, 1.0)  # slowdown 1: contention has no effect
+        from hxsched.scheduler.planning.problem import build_problem as rebuild
+
+        flat = rebuild(flat.instances, flat.accelerators, objective=objective, max_switches=1,
+                       contention=ContentionModel(204.8, 0.3, 1.0), levels=2)  # fmt: skip
+        assert solve(plain, time_limit_s=None).value == solve(flat, time_limit_s=None).value
+
+
+def test_infeasible_pins_are_reported():
+    rng = np.random.default_rng(1)
+    prof = random_profile(rng, 3, "m")
+    insts = [Instance(f"m#{i}", "m", prof, "dla0") for i in range(3)]
+    # whole instances on dla0 only where every group can run there; force the loadable limit
+    if not all("dla" in g.time_ms for g in prof.groups):
+        with pytest.raises(HxschedError, match="no way to place"):
+            build_problem(insts, ("gpu", "dla0"))
+        return
+    p = build_problem(insts, ("gpu", "dla0"), max_loadables=2)
+    with pytest.raises(HxschedError, match="no plan satisfies"):
+        solve(p, time_limit_s=5)
+
+
+def test_loadable_limit_binds():
+    p = make_problem(3, "throughput", False, 3, 4, 2, ("gpu", "dla0"), max_loadables=1)
+    r = solve(p, time_limit_s=None)
+    assert sum(c.loadables("dla0") for c in r.selection) <= 1
+
+
+def test_problem_options_are_validated():
+    rng = np.random.default_rng(0)
+    inst = [Instance("m#0", "m", random_profile(rng, 2, "m"))]
+    for kwargs in ({"objective": "energy"}, {"max_switches": 4}, {"resolution_ms": 0}):
+        with pytest.raises(HxschedError):
+            build_problem(inst, ("gpu",), **kwargs)
+    with pytest.raises(HxschedError):
+        build_problem([], ("gpu",))
+
+
+def test_too_many_configurations_stops_with_the_best_plan(monkeypatch):
+    """A bound that admits more segmentations than can be listed ends the search with the
+    best plan and its gap, never an internal exception."""
+    from hxsched.scheduler.planning import problem as problem_mod
+
+    p = make_problem(7, "latency", False, 2, 4, 2, ("gpu", "dla0", "dla1"))
+
+    def too_many(self, *args, **kwargs):
+        raise problem_mod._TooMany
+
+    monkeypatch.setattr(problem_mod.Chain, "enumerate", too_many)
+    r = solve(p, time_limit_s=10)
+    assert not r.optimal and r.value > 0
+    assert r.calls[-1]["result"] == "too many configurations"
