@@ -35,15 +35,21 @@ from hxsched.scheduler.profile.synthetic import benchmark_profile
 
 
 def shipped_plan(names, counts):
-    inputs = [ModelInput(n, load_profile(shipped_dir() / "orin-agx" / f"{n}.yaml"), "shipped",
-                         None, None, c) for n, c in zip(names, counts, strict=True)]  # fmt: skip
+    inputs = [
+        ModelInput(
+            n, load_profile(shipped_dir() / "orin-agx" / f"{n}.yaml"), "shipped", None, None, c
+        )
+        for n, c in zip(names, counts, strict=True)
+    ]
     return make_plan(inputs, "orin-agx", time_limit_s=30)[0]
 
 
 def synthetic_plan(seed, n_inst, groups):
     rng = np.random.default_rng(seed)
-    inputs = [ModelInput(f"m{i}", benchmark_profile(rng, groups, f"m{i}"), "synthetic")
-              for i in range(n_inst)]  # fmt: skip
+    inputs = [
+        ModelInput(f"m{i}", benchmark_profile(rng, groups, f"m{i}"), "synthetic")
+        for i in range(n_inst)
+    ]
     return make_plan(inputs, "orin-agx", max_switches=2, contention=False, time_limit_s=30)[0]
 
 
@@ -70,8 +76,16 @@ def ort_case(frames):
     inputs = []
     for name in ("pix2pix_dla", "yolov8n"):
         graph = load_model(tmp / f"{name}.onnx")
-        inputs.append(ModelInput(name, find_profile("orin-agx", structural_hash(graph)),
-                                 "shipped", graph, str(tmp / f"{name}.onnx"), 1))  # fmt: skip
+        inputs.append(
+            ModelInput(
+                name,
+                find_profile("orin-agx", structural_hash(graph)),
+                "shipped",
+                graph,
+                str(tmp / f"{name}.onnx"),
+                1,
+            )
+        )
     plan = make_plan(inputs, "orin-agx", time_limit_s=30)[0]
     specs = plan_instance_specs(plan)
     pool = [{i.name: random_inputs(i.graph, k) for i in specs} for k in range(3)]
@@ -87,13 +101,18 @@ def ort_case(frames):
         for name, m in wholes.items():
             m.run(pool[k % 3][name])
     seq_fps = frames / (time.perf_counter() - t0)
-    return {"pipelined_fps": piped.steady_fps, "sequential_fps": seq_fps,
-            "ratio": piped.steady_fps / seq_fps, "source": piped.source}  # fmt: skip
+    return {
+        "pipelined_fps": piped.steady_fps,
+        "sequential_fps": seq_fps,
+        "ratio": piped.steady_fps / seq_fps,
+        "source": piped.source,
+    }
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime comparison")
@@ -109,20 +128,30 @@ def main(argv=None) -> int:
     rows = {}
     for name, plan in plans.items():
         ratios = [sim_ratio(plan, frames) for _ in range(args.repeats)]
-        rows[name] = {"predicted_fps": plan.predicted["fps"],
-                      "achieved_over_predicted_median": round(statistics.median(ratios), 4),
-                      "runs": [round(r, 4) for r in ratios]}  # fmt: skip
-        print(f"sim real-time {name:22s} predicted {plan.predicted['fps']:8.2f} fps, achieved/"
-              f"predicted median {statistics.median(ratios):.4f} {[round(r, 4) for r in ratios]}",
-              flush=True)  # fmt: skip
-    report = {"machine": f"{platform.machine()} {os.cpu_count()} cores, Python "
-                         f"{platform.python_version()}", "frames": frames, "sim": rows}  # fmt: skip
+        rows[name] = {
+            "predicted_fps": plan.predicted["fps"],
+            "achieved_over_predicted_median": round(statistics.median(ratios), 4),
+            "runs": [round(r, 4) for r in ratios],
+        }
+        print(
+            f"sim real-time {name:22s} predicted {plan.predicted['fps']:8.2f} fps, achieved/"
+            f"predicted median {statistics.median(ratios):.4f} {[round(r, 4) for r in ratios]}",
+            flush=True,
+        )
+    report = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}",
+        "frames": frames,
+        "sim": rows,
+    }
     if not args.no_ort:
         runs = [ort_case(8 if args.quick else 20) for _ in range(max(1, args.repeats // 2))]
         ratio = statistics.median(r["ratio"] for r in runs)
         report["ort"] = {"runs": runs, "pipelined_over_sequential_median": round(ratio, 3)}
-        print(f"ort pix2pix_dla+yolov8n: pipelined/sequential throughput median {ratio:.3f} "
-              f"({runs[0]['source']})")  # fmt: skip
+        print(
+            f"ort pix2pix_dla+yolov8n: pipelined/sequential throughput median {ratio:.3f} "
+            f"({runs[0]['source']})"
+        )
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0

@@ -29,8 +29,9 @@ def rss_mib() -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--slices", type=int, default=10000)
     ap.add_argument("--out", default="bench_soak.json")
     ap.add_argument("--work", help="folder for the service's outputs (default: a temp folder)")
@@ -44,29 +45,45 @@ def main(argv=None) -> int:
     from hxsched.scheduler.profile.store import shipped_dir
 
     work = Path(args.work or tempfile.mkdtemp(prefix="hxsched-soak-"))
-    models = [ModelInput(n, load_profile(shipped_dir() / "orin-agx" / f"{n}.yaml"), "shipped")
-              for n in ("pix2pix_unet256_dla", "yolov8n")]  # fmt: skip
+    models = [
+        ModelInput(n, load_profile(shipped_dir() / "orin-agx" / f"{n}.yaml"), "shipped")
+        for n in ("pix2pix_unet256_dla", "yolov8n")
+    ]
     plan, _ = make_plan(models, "orin-agx", time_limit_s=30)
     plan_path = save_plan(plan, work / "plan.yaml")
-    pipe = pipeline_from_dict({
-        "schema": "hxsched.pipeline/1", "name": "soak", "backend": "sim", "plan": str(plan_path),
-        "queue": 32,
-        "models": [{"name": "pix2pix_unet256_dla", "role": "synth", "zoo": "pix2pix_unet256"},
-                   {"name": "yolov8n", "role": "detect", "zoo": "yolov8n"}],
-        "sources": [{"kind": "phantom", "count": args.slices}],
-    }, "<soak>")  # fmt: skip
-    svc = Service(pipe, ServiceOptions(output=work / "out", http_port=None,
-                                       stop_after=args.slices))  # fmt: skip
+    pipe = pipeline_from_dict(
+        {
+            "schema": "hxsched.pipeline/1",
+            "name": "soak",
+            "backend": "sim",
+            "plan": str(plan_path),
+            "queue": 32,
+            "models": [
+                {"name": "pix2pix_unet256_dla", "role": "synth", "zoo": "pix2pix_unet256"},
+                {"name": "yolov8n", "role": "detect", "zoo": "yolov8n"},
+            ],
+            "sources": [{"kind": "phantom", "count": args.slices}],
+        },
+        "<soak>",
+    )
+    svc = Service(pipe, ServiceOptions(output=work / "out", http_port=None, stop_after=args.slices))
     samples = []
     t0 = time.monotonic()
     svc.start()
     try:
         while not svc.wait(1.0):
             done = svc.counts().get("done", 0)
-            samples.append({"t_s": round(time.monotonic() - t0, 1), "done": done,
-                            "rss_mib": round(rss_mib(), 1)})  # fmt: skip
-            print(f"{samples[-1]['t_s']:7.1f} s  {done:6d} done  RSS {samples[-1]['rss_mib']:.1f} MiB",
-                  flush=True)  # fmt: skip
+            samples.append(
+                {
+                    "t_s": round(time.monotonic() - t0, 1),
+                    "done": done,
+                    "rss_mib": round(rss_mib(), 1),
+                }
+            )
+            print(
+                f"{samples[-1]['t_s']:7.1f} s  {done:6d} done  RSS {samples[-1]['rss_mib']:.1f} MiB",
+                flush=True,
+            )
     finally:
         e2e = svc.m_e2e
         lat = {q: e2e.quantile(q / 100) for q in (50, 90, 99)}
@@ -89,15 +106,18 @@ def main(argv=None) -> int:
         "counts": counts,
         "seconds": round(time.monotonic() - t0, 1),
         "slices_per_s": round(counts.get("done", 0) / (time.monotonic() - t0), 1),
-        "rss_mib_after_warmup": {"first": warm[0]["rss_mib"] if warm else None,
-                                 "last": warm[-1]["rss_mib"] if warm else None,
-                                 "median": statistics.median(s["rss_mib"] for s in warm) if warm else None},
+        "rss_mib_after_warmup": {
+            "first": warm[0]["rss_mib"] if warm else None,
+            "last": warm[-1]["rss_mib"] if warm else None,
+            "median": statistics.median(s["rss_mib"] for s in warm) if warm else None,
+        },
         "rss_growth_after_warmup": round(growth, 4) if growth is not None else None,
         "rss_growth_quartile_medians": round(growth_q, 4) if growth_q is not None else None,
-        "latency_ms_end_to_end": {f"p{q}": round(v * 1000, 1) if v is not None else None
-                                  for q, v in lat.items()},
+        "latency_ms_end_to_end": {
+            f"p{q}": round(v * 1000, 1) if v is not None else None for q, v in lat.items()
+        },
         "samples": samples,
-    }  # fmt: skip
+    }
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
     return 0

@@ -73,16 +73,21 @@ def z3_solve(instances: list[Instance], objective: str, k: int, time_limit_s: fl
             for src in range(A):
                 for dst in range(A):
                     s, d = kind_of(ACCELERATORS[src]), kind_of(ACCELERATORS[dst])
-                    ms = {("gpu", "dla"): t.gpu_to_dla_ms, ("dla", "gpu"): t.dla_to_gpu_ms,
-                          ("dla", "dla"): t.gpu_to_dla_ms + t.dla_to_gpu_ms}.get((s, d), 0.0)  # fmt: skip
+                    ms = {
+                        ("gpu", "dla"): t.gpu_to_dla_ms,
+                        ("dla", "gpu"): t.dla_to_gpu_ms,
+                        ("dla", "dla"): t.gpu_to_dla_ms + t.dla_to_gpu_ms,
+                    }.get((s, d), 0.0)
                     trans[(t.after, src, dst)] = to_ticks(ms, RES) if src != dst else 0
         group_info.append((acc, tick, trans, n))
         for a in range(A):
             loads[a].append(z3.Sum([z3.If(acc[g] == a, tick[(g, a)], 0) for g in range(n)]))
             hand = [
                 z3.If(z3.And(acc[g] == a, acc[g - 1] == src), trans.get((g - 1, src, a), 0), 0)
-                for g in range(1, n) for src in range(A) if src != a
-            ]  # fmt: skip
+                for g in range(1, n)
+                for src in range(A)
+                if src != a
+            ]
             if hand:
                 loads[a].append(z3.Sum(hand))
         for a in (1, 2):  # at most 16 DLA loadables per core
@@ -104,8 +109,14 @@ def z3_solve(instances: list[Instance], objective: str, k: int, time_limit_s: fl
             ]
             opt.add(st[0] >= 0)
             for g in range(1, n):
-                hand = z3.Sum([z3.If(z3.And(acc[g - 1] == s, acc[g] == d), trans.get((g - 1, s, d), 0), 0)
-                               for s in range(A) for d in range(A) if s != d])  # fmt: skip
+                hand = z3.Sum(
+                    [
+                        z3.If(z3.And(acc[g - 1] == s, acc[g] == d), trans.get((g - 1, s, d), 0), 0)
+                        for s in range(A)
+                        for d in range(A)
+                        if s != d
+                    ]
+                )
                 opt.add(st[g] >= st[g - 1] + dur[g - 1] + hand)
             opt.add(st[-1] + dur[-1] <= makespan)
             starts.append((st, dur, acc))
@@ -150,8 +161,14 @@ def run_case(n_inst, n_groups, k, objective, seed, time_limit, use_z3):
         "configurations": result.configs,
         "sat_calls": len(result.calls),
     }
-    row = {"instances": n_inst, "groups": n_groups, "k": k, "objective": objective, "seed": seed,
-           "hxsched": ours}  # fmt: skip
+    row = {
+        "instances": n_inst,
+        "groups": n_groups,
+        "k": k,
+        "objective": objective,
+        "seed": seed,
+        "hxsched": ours,
+    }
     if use_z3:
         row["z3"] = z3_solve(instances, objective, k, time_limit)
         zv = row["z3"]["value"]
@@ -175,13 +192,17 @@ def svg_plot(rows: list[dict], path: Path) -> None:
         return H - B - (math.log10(max(t, 1e-3)) - lo) / (hi - lo) * (H - B - 20)
 
     step = (W - L - 20) / max(len(rows), 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="10">',
-             '<rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{L}" y="14" font-size="12">solve time (s, log) per case: hxsched (blue) vs Z3 Optimize (orange); hollow = not proven optimal</text>']  # fmt: skip
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="10">',
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="{L}" y="14" font-size="12">solve time (s, log) per case: hxsched (blue) vs Z3 Optimize (orange); hollow = not proven optimal</text>',
+    ]
     for e in range(math.floor(lo), math.ceil(hi) + 1):
         yy = y(10**e)
-        parts.append(f'<line x1="{L}" x2="{W - 20}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>'
-                     f'<text x="5" y="{yy + 3:.1f}">1e{e}</text>')  # fmt: skip
+        parts.append(
+            f'<line x1="{L}" x2="{W - 20}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eee"/>'
+            f'<text x="5" y="{yy + 3:.1f}">1e{e}</text>'
+        )
     for n, (r, (ours, z3t), label) in enumerate(zip(rows, times, cases, strict=True)):
         x = L + step * (n + 0.5)
         fill = "#4e79a7" if r["hxsched"]["optimal"] else "none"
@@ -239,11 +260,17 @@ def main(argv: list[str] | None = None) -> int:
             row = run_case(n, g, k, objective, args.seed, args.time_limit, use_z3)
             rows.append(row)
             ours, peer = row["hxsched"], row.get("z3", {})
-            print(f"{n}x{g} k={k} {objective:10s} hxsched {ours['seconds']:8.2f}s "
-                  f"{'optimal' if ours['optimal'] else 'gap ' + format(ours['gap'], '.2%'):>12s}"
-                  + (f" | z3 {peer['seconds']:8.2f}s {peer['status']:7s} "
-                     f"{'optimal' if peer['optimal'] else 'no proof'} value {peer['value']} vs {ours['value']}"
-                     if peer else ""), flush=True)  # fmt: skip
+            print(
+                f"{n}x{g} k={k} {objective:10s} hxsched {ours['seconds']:8.2f}s "
+                f"{'optimal' if ours['optimal'] else 'gap ' + format(ours['gap'], '.2%'):>12s}"
+                + (
+                    f" | z3 {peer['seconds']:8.2f}s {peer['status']:7s} "
+                    f"{'optimal' if peer['optimal'] else 'no proof'} value {peer['value']} vs {ours['value']}"
+                    if peer
+                    else ""
+                ),
+                flush=True,
+            )
     summary = {}
     for objective in objectives:
         sub = [r for r in rows if r["objective"] == objective]
@@ -252,10 +279,18 @@ def main(argv: list[str] | None = None) -> int:
             "cases": len(sub),
             "hxsched_optimal": sum(r["hxsched"]["optimal"] for r in sub),
             "z3_optimal": sum(r.get("z3", {}).get("optimal", False) for r in sub),
-            "hxsched_faster": sum(r["hxsched"]["seconds"] < r["z3"]["seconds"] for r in sub if "z3" in r),
-            "median_speedup_vs_z3_where_both_optimal": round(statistics.median(
-                [r["z3"]["seconds"] / max(r["hxsched"]["seconds"], 1e-3) for r in both]), 2) if both else None,
-        }  # fmt: skip
+            "hxsched_faster": sum(
+                r["hxsched"]["seconds"] < r["z3"]["seconds"] for r in sub if "z3" in r
+            ),
+            "median_speedup_vs_z3_where_both_optimal": round(
+                statistics.median(
+                    [r["z3"]["seconds"] / max(r["hxsched"]["seconds"], 1e-3) for r in both]
+                ),
+                2,
+            )
+            if both
+            else None,
+        }
     report = {
         "machine": f"{platform.machine()} {platform.processor()} ({platform.python_version()})",
         "time_limit_s": args.time_limit,

@@ -49,5 +49,6 @@ def read_yaml(path: str | os.PathLike[str], what: str = "file") -> Any:
     except FileNotFoundError:
         raise HxschedError(f"{what} not found", path=path) from None
     except (OSError, yaml.YAMLError) as exc:
-        raise HxschedError(f"not readable YAML: {' '.join(str(exc).split())[:200]}",
-                           path=path) from None  # fmt: skip
+        raise HxschedError(
+            f"not readable YAML: {' '.join(str(exc).split())[:200]}", path=path
+        ) from None

@@ -182,8 +182,11 @@ def plan_instance_specs(
     return specs
 
 
-def write_segments(specs: Sequence[InstanceSpec], out_dir: str | os.PathLike[str],
-                   say: Callable[[str], None] | None = None) -> list[dict]:  # fmt: skip
+def write_segments(
+    specs: Sequence[InstanceSpec],
+    out_dir: str | os.PathLike[str],
+    say: Callable[[str], None] | None = None,
+) -> list[dict]:
     """Each segment as ``<instance>_s<k>.onnx`` (weights inline or beside it); a manifest row
     per segment."""
     from hxsched.scheduler.graph.onnx_io import save_model

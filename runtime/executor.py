@@ -178,8 +178,10 @@ class Executor:
         self.inflight = max(inflight or need + 1, need)
         self.inflight_note = (
             f"raised --inflight {inflight} to {need}: the plan's schedule keeps {need} frames "
-            "in flight" if inflight is not None and inflight < need else ""
-        )  # fmt: skip
+            "in flight"
+            if inflight is not None and inflight < need
+            else ""
+        )
         self.on_event = on_event
         self.progress = progress
         self._drift_on = drift
@@ -338,8 +340,17 @@ class Executor:
                     tensors = item.state.tensors.get(inst.name, {})
                     outputs[inst.name] = {o: tensors[o] for o in inst.outputs if o in tensors}
             with nvtx.annotate(f"frame {item.state.index} out"):
-                on_output(FrameResult(item.state.index, item.state.tag, outputs,
-                                      item.state.inputs, item.state.admitted_ms, done, seg_ms))  # fmt: skip
+                on_output(
+                    FrameResult(
+                        item.state.index,
+                        item.state.tag,
+                        outputs,
+                        item.state.inputs,
+                        item.state.admitted_ms,
+                        done,
+                        seg_ms,
+                    )
+                )
 
     # -- drift ----------------------------------------------------------------------------
     def _watch(self, name: str, ms: float, frame: int) -> None:
@@ -360,8 +371,9 @@ class Executor:
             if expected <= 0:  # nothing to judge against (e.g. a zero-time segment)
                 self.detectors[name] = None
                 return
-            det = DriftDetector(expected, threshold=self._drift_threshold,
-                                sustain=self._drift_sustain, segment=name)  # fmt: skip
+            det = DriftDetector(
+                expected, threshold=self._drift_threshold, sustain=self._drift_sustain, segment=name
+            )
             self.detectors[name] = det
         event = det.update(ms)
         if event is not None:
@@ -373,9 +385,19 @@ class Executor:
     def summary(self) -> RunStats:
         n = self._n_done
         if n == 0:
-            return RunStats(self.backend.name, self.backend.source(), 0, 0.0, 0.0, 0.0,
-                            {"p50": 0.0, "p99": 0.0, "mean": 0.0}, {}, self.stats, self.events,
-                            self.inflight)  # fmt: skip
+            return RunStats(
+                self.backend.name,
+                self.backend.source(),
+                0,
+                0.0,
+                0.0,
+                0.0,
+                {"p50": 0.0, "p99": 0.0, "mean": 0.0},
+                {},
+                self.stats,
+                self.events,
+                self.inflight,
+            )
         start = self._first_admit or 0.0
         wall = max(self._last_done - start, 1e-9)
         warm = min(max(1, n // 5), MAX_WARMUP) if n > 5 else 0

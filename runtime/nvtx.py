@@ -33,5 +33,16 @@ def annotate(message: str, lane: str = "frame") -> Iterator[None]:
 def nsys_command(argv: Sequence[str], output: str = "hxsched-run") -> str:
     """The ``nsys profile`` line that records this run with CUDA and NVTX traces."""
     rest = [a for a in argv if a != "--nsys"]
-    return shlex.join(["nsys", "profile", "--trace=cuda,nvtx,osrt", "--sample=none",
-                       "-o", output, "--force-overwrite=true", "hxsched", *rest])  # fmt: skip
+    return shlex.join(
+        [
+            "nsys",
+            "profile",
+            "--trace=cuda,nvtx,osrt",
+            "--sample=none",
+            "-o",
+            output,
+            "--force-overwrite=true",
+            "hxsched",
+            *rest,
+        ]
+    )

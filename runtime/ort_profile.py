@@ -137,13 +137,17 @@ def measure_ort_profile(
     if len(model_bytes) > 2_000_000_000:
         raise HxschedError("models over 2 GB cannot be profiled in memory yet", path=graph.path)
     feeds = random_inputs(graph, seed=0)
-    groups = list(groups) if groups is not None else make_groups(
-        graph, {n.name: False for n in graph.nodes}, max_groups=max_groups
-    )  # fmt: skip
+    groups = (
+        list(groups)
+        if groups is not None
+        else make_groups(graph, {n.name: False for n in graph.nodes}, max_groups=max_groups)
+    )
     say = progress or (lambda _m: None)
 
-    say(f"timing the whole model and profiling its nodes, interleaved: {warmup} warm-up + "
-        f"{runs} runs each ({threads} threads)")  # fmt: skip
+    say(
+        f"timing the whole model and profiling its nodes, interleaved: {warmup} warm-up + "
+        f"{runs} runs each ({threads} threads)"
+    )
     whole = []
     with tempfile.TemporaryDirectory(prefix="hxsched-ortprof-") as tmp:
         plain = _session(model_bytes, threads, None)
@@ -162,8 +166,9 @@ def measure_ort_profile(
     times = parse_ort_profile(events)
     measured = times.runs[warmup:]
     if len(measured) != runs:
-        raise HxschedError(f"ONNX Runtime's profile holds {len(times.runs)} runs, expected "
-                           f"{warmup + runs}")  # fmt: skip
+        raise HxschedError(
+            f"ONNX Runtime's profile holds {len(times.runs)} runs, expected {warmup + runs}"
+        )
     owner = {name: g.id for g in groups for name in g.nodes}
     per_group: list[list[float]] = [[] for _ in groups]
     unattributed = []
@@ -186,12 +191,21 @@ def measure_ort_profile(
         moved = sum(costs[n].bytes for n in g.nodes)
         profiles.append(
             GroupProfile(
-                id=g.id, name=g.name, first=g.first, last=g.last, nodes=len(g.nodes), dla=False,
-                flops=g.flops, bytes=g.bytes, weight_bytes=g.weight_bytes, out_bytes=g.out_bytes,
-                time_ms={"cpu": med}, spread_ms={"cpu": _iqr(samples)},
+                id=g.id,
+                name=g.name,
+                first=g.first,
+                last=g.last,
+                nodes=len(g.nodes),
+                dla=False,
+                flops=g.flops,
+                bytes=g.bytes,
+                weight_bytes=g.weight_bytes,
+                out_bytes=g.out_bytes,
+                time_ms={"cpu": med},
+                spread_ms={"cpu": _iqr(samples)},
                 memory_bw={"cpu": moved / (med / 1e3) if med > 0 else 0.0},
             )
-        )  # fmt: skip
+        )
     whole_ms = statistics.median(whole)
     provenance = Provenance(
         kind="measured",

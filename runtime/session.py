@@ -25,9 +25,13 @@ def make_backend(name: str, **opts: Any):
     if name == "sim":
         from hxsched.runtime.backends.sim import SimBackend
 
-        return SimBackend(real_time=opts.get("real_time", False),
-                          time_scale=opts.get("time_scale", 1.0), jitter=opts.get("jitter", 0.0),
-                          seed=opts.get("seed", 0), slowdowns=opts.get("slowdowns", ()))  # fmt: skip
+        return SimBackend(
+            real_time=opts.get("real_time", False),
+            time_scale=opts.get("time_scale", 1.0),
+            jitter=opts.get("jitter", 0.0),
+            seed=opts.get("seed", 0),
+            slowdowns=opts.get("slowdowns", ()),
+        )
     if name == "ort":
         from hxsched.runtime.backends.ort import OrtBackend
 
@@ -35,10 +39,12 @@ def make_backend(name: str, **opts: Any):
     if name == "trt":
         from hxsched.runtime.backends.trt.backend import TrtBackend
 
-        return TrtBackend(precision=opts.get("precision", "fp16"),
-                          allow_gpu_fallback=opts.get("allow_gpu_fallback", False),
-                          calibration_cache=opts.get("calibration_cache"),
-                          cache_dir=opts.get("engine_cache"))  # fmt: skip
+        return TrtBackend(
+            precision=opts.get("precision", "fp16"),
+            allow_gpu_fallback=opts.get("allow_gpu_fallback", False),
+            calibration_cache=opts.get("calibration_cache"),
+            cache_dir=opts.get("engine_cache"),
+        )
     raise HxschedError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
 
 
@@ -130,8 +136,9 @@ def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[
         path = inst.profile.get("path")
         if not path:
             raise HxschedError(f"cannot re-plan: instance {inst.name} names no profile file")
-        entry = models.setdefault(inst.model, {"profile": path, "count": 0,
-                                               "model_path": inst.model_path})  # fmt: skip
+        entry = models.setdefault(
+            inst.model, {"profile": path, "count": 0, "model_path": inst.model_path}
+        )
         entry["count"] += 1
         for k, seg in enumerate(inst.segments):
             name = f"{inst.name}/s{k}"
@@ -151,29 +158,50 @@ def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[
         groups = tuple(
             dataclasses.replace(
                 g, time_ms={k: v * factors.get((g.id, k), 1.0) for k, v in g.time_ms.items()}
-            )  # fmt: skip
+            )
             if any(gid == g.id for gid, _ in factors)
             else g
             for g in prof.groups
         )
         prof = dataclasses.replace(prof, groups=groups)
-        inputs.append(ModelInput(model, prof, "re-planned from measured drift", None,
-                                 entry["model_path"], entry["count"]))  # fmt: skip
+        inputs.append(
+            ModelInput(
+                model,
+                prof,
+                "re-planned from measured drift",
+                None,
+                entry["model_path"],
+                entry["count"],
+            )
+        )
     new, _ = make_plan(
-        inputs, plan.device, objective=plan.objective, max_switches=plan.max_switches,
-        resolution_ms=plan.resolution_ms, contention=plan.contention is not None,
-        time_limit_s=time_limit_s, accelerators=plan.accelerators,
-    )  # fmt: skip
+        inputs,
+        plan.device,
+        objective=plan.objective,
+        max_switches=plan.max_switches,
+        resolution_ms=plan.resolution_ms,
+        contention=plan.contention is not None,
+        time_limit_s=time_limit_s,
+        accelerators=plan.accelerators,
+    )
     for old_i, new_i in zip(plan.instances, new.instances, strict=True):
-        new_i.profile.update({"path": old_i.profile.get("path"),
-                              "how": "re-planned: drifted groups scaled by measured/expected"})  # fmt: skip
+        new_i.profile.update(
+            {
+                "path": old_i.profile.get("path"),
+                "how": "re-planned: drifted groups scaled by measured/expected",
+            }
+        )
     changed = [
         o.describe() != n.describe() for o, n in zip(plan.instances, new.instances, strict=True)
     ]
-    return new, {"drifted": sorted(drifted), "scaled_groups": {m: len(v) for m, v in scale.items()},
-                 "assignment_changed": any(changed),
-                 "achieved_period_ms_before": round(1000.0 / stats.steady_fps, 4)
-                 if stats.steady_fps else None}  # fmt: skip
+    return new, {
+        "drifted": sorted(drifted),
+        "scaled_groups": {m: len(v) for m, v in scale.items()},
+        "assignment_changed": any(changed),
+        "achieved_period_ms_before": round(1000.0 / stats.steady_fps, 4)
+        if stats.steady_fps
+        else None,
+    }
 
 
 def run_plan(
@@ -195,9 +223,17 @@ def run_plan(
     backend = make_backend(backend_name, **(backend_opts or {}))
     specs = specs_for(plan, backend_name)
     own_device = backend_name == "sim" or (backend_name == "trt" and plan.device != "cpu")
-    ex = Executor(plan, specs, backend, inflight=inflight, drift_threshold=drift_threshold,
-                  drift_sustain=drift_sustain, expected_from_plan=own_device,
-                  on_event=on_event, progress=progress)  # fmt: skip
+    ex = Executor(
+        plan,
+        specs,
+        backend,
+        inflight=inflight,
+        drift_threshold=drift_threshold,
+        drift_sustain=drift_sustain,
+        expected_from_plan=own_device,
+        on_event=on_event,
+        progress=progress,
+    )
     kept: list[FrameResult] = []
 
     def keep(r: FrameResult) -> None:

@@ -110,8 +110,11 @@ def _plan_files(out: Path, paths, count: int = 1):
     inputs = []
     for p in paths:
         g = load_model(p)
-        inputs.append(ModelInput(p.stem, find_profile("orin-agx", structural_hash(g)), "shipped",
-                                 g, str(p), count))  # fmt: skip
+        inputs.append(
+            ModelInput(
+                p.stem, find_profile("orin-agx", structural_hash(g)), "shipped", g, str(p), count
+            )
+        )
     plan, _ = make_plan(inputs, "orin-agx")
     save_plan(plan, out)
     plan.path = str(out)
@@ -121,8 +124,9 @@ def _plan_files(out: Path, paths, count: int = 1):
 @pytest.fixture(scope="session")
 def gan_yolo_plan(tmp_path_factory, pix2pix_dla_path, yolov8n_path):
     """A plan (with model paths) for the rewritten Pix2Pix + YOLOv8n on orin-agx."""
-    return _plan_files(tmp_path_factory.mktemp("plans") / "gan_yolo.yaml",
-                       [pix2pix_dla_path, yolov8n_path])  # fmt: skip
+    return _plan_files(
+        tmp_path_factory.mktemp("plans") / "gan_yolo.yaml", [pix2pix_dla_path, yolov8n_path]
+    )
 
 
 @pytest.fixture(scope="session")

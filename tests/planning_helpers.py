@@ -23,8 +23,13 @@ def all_configs(problem: Problem, index: int) -> list[Config]:
                 if any(pattern[j] == pattern[j + 1] for j in range(m - 1)):
                     continue
                 try:
-                    out.append(config_from_spans(problem, index, [(a, b, acc) for (a, b), acc
-                                                                  in zip(spans, pattern, strict=True)]))  # fmt: skip
+                    out.append(
+                        config_from_spans(
+                            problem,
+                            index,
+                            [(a, b, acc) for (a, b), acc in zip(spans, pattern, strict=True)],
+                        )
+                    )
                 except Exception:
                     continue
     return out

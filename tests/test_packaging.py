@@ -31,8 +31,7 @@ def _run(cmd, **kw):
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-          "-w", str(out), str(ROOT)])  # fmt: skip
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)])
     (whl,) = out.glob("hxsched-*.whl")
     return whl
 
@@ -51,8 +50,12 @@ def probe_in(py: Path, cwd: Path) -> list[str]:
 
 def test_wheel_contents(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("hxsched/cli/check.py", "hxsched/scheduler/graph/graph.py",
-                   "hxsched/scheduler/zoo/yolov8.py", "hxsched/runtime/reference.py"):  # fmt: skip
+    for module in (
+        "hxsched/cli/check.py",
+        "hxsched/scheduler/graph/graph.py",
+        "hxsched/scheduler/zoo/yolov8.py",
+        "hxsched/runtime/reference.py",
+    ):
         assert module in names
     assert not [n for n in names if n.startswith(("scheduler/", "runtime/", "tests/"))]
 

@@ -24,8 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("plan", help="plan.yaml from hxsched plan")
     p.add_argument("--backend", choices=("ort", "trt"), default="ort")
     p.add_argument("-o", "--out", default="hxsched-build", help="output folder")
-    p.add_argument("--verify", action="store_true",
-                   help="run the chained segments and the whole model on ONNX Runtime and compare")  # fmt: skip
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="run the chained segments and the whole model on ONNX Runtime and compare",
+    )
     p.add_argument("--precision", choices=("fp16", "int8"), default="fp16")
     p.add_argument("--allow-gpu-fallback", action="store_true")
     p.add_argument("--calibration-cache")
@@ -49,8 +52,12 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "trt":
         from hxsched.runtime.backends.trt.backend import TrtBackend
 
-        be = TrtBackend(precision=args.precision, allow_gpu_fallback=args.allow_gpu_fallback,
-                        calibration_cache=args.calibration_cache, cache_dir=args.engine_cache)  # fmt: skip
+        be = TrtBackend(
+            precision=args.precision,
+            allow_gpu_fallback=args.allow_gpu_fallback,
+            calibration_cache=args.calibration_cache,
+            cache_dir=args.engine_cache,
+        )
         be.prepare(specs, inflight=1, progress=say)
         data["fallbacks"] = [e.__dict__ for e in be.fallbacks]
         be.close()
@@ -75,19 +82,31 @@ def run(args: argparse.Namespace) -> int:
                 k: float(np.max(np.abs(v.astype(np.float64) - tensors[k]))) for k, v in ref.items()
             }
         data["verify"] = verify
-    (out / "manifest.json").write_text(json.dumps({"schema": "hxsched.build/1", **data},
-                                                  indent=1) + "\n")  # fmt: skip
+    (out / "manifest.json").write_text(
+        json.dumps({"schema": "hxsched.build/1", **data}, indent=1) + "\n"
+    )
 
     def human() -> str:
-        t = table([[r["instance"], str(r["segment"]), r["accelerator"],
-                    f"{r['nodes'][0]}-{r['nodes'][1]}", r["file"]] for r in rows],
-                  ["instance", "seg", "accelerator", "nodes", "file"])  # fmt: skip
+        t = table(
+            [
+                [
+                    r["instance"],
+                    str(r["segment"]),
+                    r["accelerator"],
+                    f"{r['nodes'][0]}-{r['nodes'][1]}",
+                    r["file"],
+                ]
+                for r in rows
+            ],
+            ["instance", "seg", "accelerator", "nodes", "file"],
+        )
         extra = ""
         if "verify" in data:
             extra = "\n" + "\n".join(
                 f"verify {i} {k}: max |diff| {v:.2e} (ONNX Runtime CPU FP32)"
-                for i, outs in data["verify"].items() for k, v in outs.items()
-            )  # fmt: skip
+                for i, outs in data["verify"].items()
+                for k, v in outs.items()
+            )
         return t + extra + f"\nwrote {out}/manifest.json"
 
     emit(args, data, human)

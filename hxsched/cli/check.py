@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.model:
         raise HxschedError("name an ONNX model to check (or --rules to list the rules)")
     graph = load_graph(args.model, args.shape)
-    report = check_graph(graph, target=args.target, trt=args.trt, precision=args.precision,
-                         model_name=args.model)  # fmt: skip
+    report = check_graph(
+        graph, target=args.target, trt=args.trt, precision=args.precision, model_name=args.model
+    )
     data = report.to_dict(all_nodes=args.all)
     cuts = graph.cut_points() if args.cuts else []
     if args.cuts:
@@ -55,17 +56,26 @@ def run(args: argparse.Namespace) -> int:
         parts = []
         if shown:
             rows = [
-                [str(v.index), v.node, v.op_type, "DLA" if v.dla else "GPU",
-                 v.reasons[0] if v.reasons else ""]
+                [
+                    str(v.index),
+                    v.node,
+                    v.op_type,
+                    "DLA" if v.dla else "GPU",
+                    v.reasons[0] if v.reasons else "",
+                ]
                 for v in shown
-            ]  # fmt: skip
+            ]
             parts.append(table(rows, ["#", "node", "op", "runs on", "why not DLA"], max_width=70))
         loadables = report.placement.dla_loadables
         if loadables:
-            rows = [[str(i), isl.first, isl.last, str(len(isl.nodes))]
-                    for i, isl in enumerate(loadables)]  # fmt: skip
-            parts.append("TensorRT default placement, DLA loadables:\n"
-                         + table(rows, ["#", "first node", "last node", "nodes"]))  # fmt: skip
+            rows = [
+                [str(i), isl.first, isl.last, str(len(isl.nodes))]
+                for i, isl in enumerate(loadables)
+            ]
+            parts.append(
+                "TensorRT default placement, DLA loadables:\n"
+                + table(rows, ["#", "first node", "last node", "nodes"])
+            )
         if cuts:
             rows = [[str(c.index), c.after, c.before, f"{c.bytes:,}"] for c in cuts]
             parts.append("cut points:\n" + table(rows, ["#", "after", "before", "bytes"]))
@@ -85,10 +95,15 @@ def list_rules(args: argparse.Namespace) -> int:
         {"id": r.id, "ops": sorted(r.ops), "summary": r.summary, "source": r.source} for r in RULES
     ]
     ops = [
-        {"op": op, "layer": s.layer, "since_trt": s.since_trt or None,
-         "targets": list(s.targets), "source": s.source}
+        {
+            "op": op,
+            "layer": s.layer,
+            "since_trt": s.since_trt or None,
+            "targets": list(s.targets),
+            "source": s.source,
+        }
         for op, s in OPS.items()
-    ]  # fmt: skip
+    ]
     emit(
         args,
         {"rules": rules, "ops": ops},

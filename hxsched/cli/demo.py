@@ -28,10 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", choices=("orin", "xavier"), default="orin", help="DLA generation")
     p.add_argument("--seed", type=int, default=0, help="zoo weight seed (default: 0)")
     p.add_argument("--device", default="orin-agx", help="device to plan for (default orin-agx)")
-    p.add_argument("--slices", type=int, default=6,
-                   help="phantom CT slices to stream through the service (default 6; 0: skip)")  # fmt: skip
-    p.add_argument("--backend", choices=("ort", "sim"), default="ort",
-                   help="backend that runs the plan here (default ort)")  # fmt: skip
+    p.add_argument(
+        "--slices",
+        type=int,
+        default=6,
+        help="phantom CT slices to stream through the service (default 6; 0: skip)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("ort", "sim"),
+        default="ort",
+        help="backend that runs the plan here (default ort)",
+    )
     add_quiet(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -57,8 +65,15 @@ def run(args: argparse.Namespace) -> int:
         graph = load_model(path)
         report = check_graph(graph, target=args.target, model_name=str(path))
         entry = {"model": str(path), "check": report.to_dict()}
-        rows.append([path.name, str(report.nodes), str(len(report.incompatible)),
-                     str(len(report.placement.dla_loadables)), "-"])  # fmt: skip
+        rows.append(
+            [
+                path.name,
+                str(report.nodes),
+                str(len(report.incompatible)),
+                str(len(report.placement.dla_loadables)),
+                "-",
+            ]
+        )
         if any(n.op_type == "ConvTranspose" for n in graph.nodes):
             rewritten = graph.copy()
             result = rewrite_for_dla(rewritten)
@@ -75,9 +90,15 @@ def run(args: argparse.Namespace) -> int:
                 "check_after": after.to_dict(),
                 "verify": verify.to_dict(),
             }
-            rows.append([dla_path.name, str(after.nodes), str(len(after.incompatible)),
-                         str(len(after.placement.dla_loadables)),
-                         f"{verify.worst:.1e}"])  # fmt: skip
+            rows.append(
+                [
+                    dla_path.name,
+                    str(after.nodes),
+                    str(len(after.incompatible)),
+                    str(len(after.placement.dla_loadables)),
+                    f"{verify.worst:.1e}",
+                ]
+            )
         summary["models"].append(entry)
     plan_rows, service = _plan_and_serve(args, out, summary, say)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -125,18 +146,32 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
     plan, _ = make_plan(inputs, args.device, time_limit_s=30.0)
     plan_path = save_plan(plan, out / "plan.yaml")
     names = [i.name for i in plan.instances]
-    write_chart([panel_from_timeline(f"hxsched plan: one period, {plan.predicted['period_ms']} ms",
-                                     plan.accelerators, plan.timeline, names,
-                                     plan.predicted["period_ms"], plan.predicted["period_ms"])],
-                out / "plan.svg")  # fmt: skip
+    write_chart(
+        [
+            panel_from_timeline(
+                f"hxsched plan: one period, {plan.predicted['period_ms']} ms",
+                plan.accelerators,
+                plan.timeline,
+                names,
+                plan.predicted["period_ms"],
+                plan.predicted["period_ms"],
+            )
+        ],
+        out / "plan.svg",
+    )
     s = plan.solver
     summary["plan"] = {
-        "path": str(plan_path), "device": args.device, "period_ms": plan.predicted["period_ms"],
-        "fps": plan.predicted["fps"], "optimal": s["optimal"], "solve_time_s": s["solve_time_s"],
-        "lp_bound_ms": s["lp_bound_ms"], "ratio_to_best_baseline": s["ratio_to_best_baseline"],
+        "path": str(plan_path),
+        "device": args.device,
+        "period_ms": plan.predicted["period_ms"],
+        "fps": plan.predicted["fps"],
+        "optimal": s["optimal"],
+        "solve_time_s": s["solve_time_s"],
+        "lp_bound_ms": s["lp_bound_ms"],
+        "ratio_to_best_baseline": s["ratio_to_best_baseline"],
         "instances": [i.describe() for i in plan.instances],
         "source": plan.predicted.get("source"),
-    }  # fmt: skip
+    }
     plan_text = (
         f"\n\nplan for {args.device} ({'proven optimal' if s['optimal'] else 'best found'}, "
         f"{s['solve_time_s']:.2f} s): {plan.predicted['fps']} fps predicted "
@@ -147,24 +182,41 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
     )
     if args.slices <= 0:
         return plan_text, ""
-    pipe = pipeline_from_dict({
-        "schema": "hxsched.pipeline/1", "name": "ct2mri_stroke_demo", "device": args.device,
-        "backend": args.backend, "plan": str(plan_path.resolve()), "queue": 8,
-        "models": [
-            {"name": "pix2pix", "role": "synth", "path": str(files["pix2pix"].resolve()),
-             "window": "brain", "series_description":
-             "hxsched synthetic MRI (Pix2Pix, demo weights) - NOT FOR DIAGNOSTIC USE"},
-            # seeded random weights: boxes show the data path, not findings; keep a few
-            {"name": "yolov8n", "role": "detect", "path": str(files["yolov8n"].resolve()),
-             "window": "stroke", "max_det": 3},
-        ],
-        "sources": [{"kind": "phantom", "count": args.slices}],
-    }, "<demo pipeline>")  # fmt: skip
+    pipe = pipeline_from_dict(
+        {
+            "schema": "hxsched.pipeline/1",
+            "name": "ct2mri_stroke_demo",
+            "device": args.device,
+            "backend": args.backend,
+            "plan": str(plan_path.resolve()),
+            "queue": 8,
+            "models": [
+                {
+                    "name": "pix2pix",
+                    "role": "synth",
+                    "path": str(files["pix2pix"].resolve()),
+                    "window": "brain",
+                    "series_description": "hxsched synthetic MRI (Pix2Pix, demo weights) - NOT FOR DIAGNOSTIC USE",
+                },
+                # seeded random weights: boxes show the data path, not findings; keep a few
+                {
+                    "name": "yolov8n",
+                    "role": "detect",
+                    "path": str(files["yolov8n"].resolve()),
+                    "window": "stroke",
+                    "max_det": 3,
+                },
+            ],
+            "sources": [{"kind": "phantom", "count": args.slices}],
+        },
+        "<demo pipeline>",
+    )
     import shutil
 
     shutil.rmtree(out / "service", ignore_errors=True)  # the demo's own folder: a fresh run
-    svc = Service(pipe, ServiceOptions(output=out / "service", http_port=None,
-                                       stop_after=args.slices), say)  # fmt: skip
+    svc = Service(
+        pipe, ServiceOptions(output=out / "service", http_port=None, stop_after=args.slices), say
+    )
     say(f"serving {args.slices} phantom CT slices on {args.backend}")
     try:
         svc.start()
@@ -174,9 +226,15 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
         svc.stop()
     counts = svc.counts()
     stats = svc.executor.summary().to_dict() if svc.executor else {}
-    summary["service"] = {"counts": counts, "output": str(out / "service"), "error": svc.error,
-                          "fps": stats.get("steady_fps"), "latency_ms": stats.get("latency_ms"),
-                          "source": stats.get("source"), "status": status}  # fmt: skip
+    summary["service"] = {
+        "counts": counts,
+        "output": str(out / "service"),
+        "error": svc.error,
+        "fps": stats.get("steady_fps"),
+        "latency_ms": stats.get("latency_ms"),
+        "source": stats.get("source"),
+        "status": status,
+    }
     if svc.error:
         raise HxschedError(f"the demo service failed: {svc.error}")
     text = (

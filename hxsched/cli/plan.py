@@ -25,8 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("models", nargs="*", help="ONNX models (or none, with --profile files)")
     p.add_argument("--instances", type=int, default=1, help="instances of each model (default 1)")
-    p.add_argument("--profile", action="append", default=[], metavar="FILE",
-                   help="profile for the i-th model (repeatable); alone: plan these profiles")  # fmt: skip
+    p.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="profile for the i-th model (repeatable); alone: plan these profiles",
+    )
     p.add_argument("--device", default="orin-agx", help="target device (default orin-agx)")
     p.add_argument(
         "--accelerators", help="use only these, e.g. gpu,dla0 (default: all of the device's)"
@@ -39,13 +44,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-contention", action="store_true", help="plan without the DRAM contention model"
     )
-    p.add_argument("--time-limit", type=float, default=60.0,
-                   help="seconds; the best plan found so far is returned with its proven gap")  # fmt: skip
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=60.0,
+        help="seconds; the best plan found so far is returned with its proven gap",
+    )
     p.add_argument(
         "--max-loadables", type=int, default=16, help="DLA loadables per core (default 16)"
     )
-    p.add_argument("--pin", action="append", default=[], metavar="INSTANCE=ACCEL",
-                   help="run a whole instance on one accelerator, e.g. yolov8n#0=gpu")  # fmt: skip
+    p.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        metavar="INSTANCE=ACCEL",
+        help="run a whole instance on one accelerator, e.g. yolov8n#0=gpu",
+    )
     p.add_argument("--sat-solver", default="glucose4", help="pysat solver name (default glucose4)")
     p.add_argument("-o", "--output", help="plan YAML to write (default: plan.yaml)")
     p.add_argument("--chart", help="Gantt chart of the plan and the best baseline (.svg or .png)")
@@ -70,8 +84,10 @@ def load_inputs(args: argparse.Namespace, say) -> list:
             raise HxschedError("name the models to plan (ONNX files), or --profile files")
         return [ModelInput(p.model.name, p, "given", None, p.path, args.instances) for p in given]
     if given and len(given) != len(args.models):
-        raise HxschedError(f"{len(args.models)} model(s) but {len(given)} --profile file(s): give "
-                           "one profile per model, in the same order, or none")  # fmt: skip
+        raise HxschedError(
+            f"{len(args.models)} model(s) but {len(given)} --profile file(s): give "
+            "one profile per model, in the same order, or none"
+        )
     inputs = []
     names_seen: dict[str, int] = {}
     for k, path in enumerate(args.models):
@@ -93,8 +109,10 @@ def load_inputs(args: argparse.Namespace, say) -> list:
                 check_profile_matches(graph, prof, prof.path or "")
             else:
                 if args.device == "cpu":
-                    raise HxschedError(f"no profile for {path} on device cpu: measure one with "
-                                       "hxsched profile --backend ort")  # fmt: skip
+                    raise HxschedError(
+                        f"no profile for {path} on device cpu: measure one with "
+                        "hxsched profile --backend ort"
+                    )
                 say(f"no profile of {path} for {args.device}: estimating one with the cost model")
                 prof = estimate_profile(graph, args.device, model_name=name)
                 how = "estimated on the fly"
@@ -131,11 +149,19 @@ def run(args: argparse.Namespace) -> int:
         pins[name] = acc
     inputs = load_inputs(args, say)
     plan, extra = make_plan(
-        inputs, args.device, objective=args.objective, max_switches=args.max_switches,
-        resolution_ms=args.resolution, contention=not args.no_contention,
-        time_limit_s=args.time_limit or None, max_loadables=args.max_loadables, pins=pins,
-        sat_solver=args.sat_solver, progress=say, accelerators=_accelerators(args),
-    )  # fmt: skip
+        inputs,
+        args.device,
+        objective=args.objective,
+        max_switches=args.max_switches,
+        resolution_ms=args.resolution,
+        contention=not args.no_contention,
+        time_limit_s=args.time_limit or None,
+        max_loadables=args.max_loadables,
+        pins=pins,
+        sat_solver=args.sat_solver,
+        progress=say,
+        accelerators=_accelerators(args),
+    )
     out = Path(args.output or "plan.yaml")
     save_plan(plan, out)
     chart = None
@@ -147,14 +173,23 @@ def run(args: argparse.Namespace) -> int:
         what = "one period" if plan.objective == "throughput" else "one frame"
         cyclic = plan.objective == "throughput"
         panels = [
-            panel_from_timeline(f"hxsched plan ({plan.objective}): {what}, "
-                                f"{plan.predicted['period_ms']:.3f} ms", plan.accelerators,
-                                plan.timeline, names, span,
-                                plan.predicted["period_ms"] if cyclic else None),
-            panel_from_timeline(f"baseline {base.name}: {base.evaluation.period * res:.3f} ms",
-                                plan.accelerators, timeline_records(names, base.evaluation, res),
-                                names, span, base.evaluation.period * res if cyclic else None),
-        ]  # fmt: skip
+            panel_from_timeline(
+                f"hxsched plan ({plan.objective}): {what}, {plan.predicted['period_ms']:.3f} ms",
+                plan.accelerators,
+                plan.timeline,
+                names,
+                span,
+                plan.predicted["period_ms"] if cyclic else None,
+            ),
+            panel_from_timeline(
+                f"baseline {base.name}: {base.evaluation.period * res:.3f} ms",
+                plan.accelerators,
+                timeline_records(names, base.evaluation, res),
+                names,
+                span,
+                base.evaluation.period * res if cyclic else None,
+            ),
+        ]
         chart = str(write_chart(panels, args.chart))
     s = plan.solver
     data = {
@@ -178,11 +213,11 @@ def run(args: argparse.Namespace) -> int:
             "variables": s["variables"],
             "clauses": s["clauses"],
             "sat_calls": len(s["sat_calls"]),
-        },  # fmt: skip
+        },
         "baselines": {
             k: {"period_ms": v["period_ms"], "fps": v["fps"], "latency_ms": v["latency_ms"]}
             for k, v in plan.baselines.items()
-        },  # fmt: skip
+        },
         "instances": [
             {
                 "name": i.name,
@@ -200,25 +235,40 @@ def run(args: argparse.Namespace) -> int:
                 ],
             }
             for i in plan.instances
-        ],  # fmt: skip
+        ],
         "predicted_source": plan.predicted["source"],
         "warnings": plan.warnings,
     }
 
     def human() -> str:
         lines = [i.describe() for i in plan.instances]
-        rows = [["hxsched", f"{plan.predicted['period_ms']:.3f}", f"{plan.predicted['fps']:.1f}",
-                 f"{plan.predicted['latency_ms']:.3f}", "1.00"]]  # fmt: skip
+        rows = [
+            [
+                "hxsched",
+                f"{plan.predicted['period_ms']:.3f}",
+                f"{plan.predicted['fps']:.1f}",
+                f"{plan.predicted['latency_ms']:.3f}",
+                "1.00",
+            ]
+        ]
         for name, b in plan.baselines.items():
             ratio = (
                 b["period_ms"] / plan.predicted["period_ms"] if plan.predicted["period_ms"] else 0
             )
-            rows.append([name, f"{b['period_ms']:.3f}", f"{b['fps']:.1f}", f"{b['latency_ms']:.3f}",
-                         f"{ratio:.2f}"])  # fmt: skip
+            rows.append(
+                [
+                    name,
+                    f"{b['period_ms']:.3f}",
+                    f"{b['fps']:.1f}",
+                    f"{b['latency_ms']:.3f}",
+                    f"{ratio:.2f}",
+                ]
+            )
         value = "period" if plan.objective == "throughput" else "makespan"
-        proof = {"unsat": f"proven optimal (UNSAT at {plan.predicted['period_ms'] - plan.resolution_ms:.3f} ms)",
-                 "lp-bound": "proven optimal (equals the LP bound)"}.get(s["proof"],
-                 f"not proven optimal: gap {s['gap']:.1%} at the time limit")  # fmt: skip
+        proof = {
+            "unsat": f"proven optimal (UNSAT at {plan.predicted['period_ms'] - plan.resolution_ms:.3f} ms)",
+            "lp-bound": "proven optimal (equals the LP bound)",
+        }.get(s["proof"], f"not proven optimal: gap {s['gap']:.1%} at the time limit")
         lines += [
             "",
             table(rows, ["plan", f"{value} ms", "FPS", "latency ms", "x hxsched"]),

@@ -22,12 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", nargs="?", help="ONNX model to profile")
     p.add_argument("--backend", choices=("estimate", "ort", "trt", "trtexec"), default="estimate")
-    p.add_argument("--device", default=None,
-                   help="orin-agx (default), orin-nx, orin-nano, xavier-agx; ort profiles are "
-                   "always device cpu; with --list: only this device")  # fmt: skip
+    p.add_argument(
+        "--device",
+        default=None,
+        help="orin-agx (default), orin-nx, orin-nano, xavier-agx; ort profiles are "
+        "always device cpu; with --list: only this device",
+    )
     p.add_argument("--precision", choices=("fp16", "int8"), default="fp16")
-    p.add_argument("--trt", choices=("8.5", "8.6", "10", "11"), default=None,
-                   help="TensorRT version whose DLA rules decide which groups may run on DLA")  # fmt: skip
+    p.add_argument(
+        "--trt",
+        choices=("8.5", "8.6", "10", "11"),
+        default=None,
+        help="TensorRT version whose DLA rules decide which groups may run on DLA",
+    )
     p.add_argument("--max-groups", type=int, default=40, help="upper bound on groups (default 40)")
     p.add_argument("--name", help="model name recorded in the profile (default: file stem)")
     p.add_argument("-o", "--output", help="profile YAML to write (default: <stem>.<device>.yaml)")
@@ -37,8 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpu-profile", help="trtexec: --exportProfile JSON of a GPU-only engine")
     p.add_argument("--dla-profile", help="trtexec: --exportProfile JSON of a DLA engine")
     p.add_argument("--list", action="store_true", help="list shipped and found profiles")
-    p.add_argument("--calibration", action="store_true",
-                   help="print the cost model against the published figures it is calibrated on")  # fmt: skip
+    p.add_argument(
+        "--calibration",
+        action="store_true",
+        help="print the cost model against the published figures it is calibrated on",
+    )
     add_shape(p)
     add_quiet(p)
     add_json(p)
@@ -60,22 +70,39 @@ def run(args: argparse.Namespace) -> int:
     if args.backend == "estimate":
         from hxsched.scheduler.cost.estimate import estimate_profile
 
-        profile = estimate_profile(graph, args.device, precision=args.precision,
-                                   max_groups=args.max_groups, model_name=name, trt=args.trt)  # fmt: skip
+        profile = estimate_profile(
+            graph,
+            args.device,
+            precision=args.precision,
+            max_groups=args.max_groups,
+            model_name=name,
+            trt=args.trt,
+        )
     elif args.backend == "ort":
         from hxsched.runtime.ort_profile import measure_ort_profile
         from hxsched.scheduler.cost.groups import make_groups
         from hxsched.scheduler.dla.check import check_graph
 
         verdicts = check_graph(graph, target="orin", trt=args.trt)
-        groups = make_groups(graph, {v.node: v.dla for v in verdicts.verdicts},
-                             max_groups=args.max_groups)  # fmt: skip
-        m = measure_ort_profile(graph, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                                model_name=name, groups=groups, progress=say)  # fmt: skip
+        groups = make_groups(
+            graph, {v.node: v.dla for v in verdicts.verdicts}, max_groups=args.max_groups
+        )
+        m = measure_ort_profile(
+            graph,
+            runs=args.runs,
+            warmup=args.warmup,
+            threads=args.threads,
+            model_name=name,
+            groups=groups,
+            progress=say,
+        )
         profile = m.profile
-        extra = {"groups_sum_ms": round(m.groups_sum_ms, 4), "whole_model_ms": round(m.whole_ms, 4),
-                 "groups_over_whole": round(m.ratio, 4),
-                 "unattributed_ms": round(m.unattributed_ms, 4)}  # fmt: skip
+        extra = {
+            "groups_sum_ms": round(m.groups_sum_ms, 4),
+            "whole_model_ms": round(m.whole_ms, 4),
+            "groups_over_whole": round(m.ratio, 4),
+            "unattributed_ms": round(m.unattributed_ms, 4),
+        }
     elif args.backend == "trtexec":
         from hxsched.scheduler.profile.from_trtexec import import_trtexec
         from hxsched.scheduler.profile.trtexec import load_export_profile
@@ -85,16 +112,28 @@ def run(args: argparse.Namespace) -> int:
                 "--backend trtexec needs --gpu-profile (and optionally --dla-profile)"
             )
         profile = import_trtexec(
-            graph, args.device, load_export_profile(args.gpu_profile),
+            graph,
+            args.device,
+            load_export_profile(args.gpu_profile),
             load_export_profile(args.dla_profile) if args.dla_profile else None,
-            precision=args.precision, max_groups=args.max_groups, model_name=name, trt=args.trt,
-        )  # fmt: skip
+            precision=args.precision,
+            max_groups=args.max_groups,
+            model_name=name,
+            trt=args.trt,
+        )
     else:
         from hxsched.runtime.backends.trt.profile import measure_trt_profile
 
-        profile = measure_trt_profile(graph, args.device, precision=args.precision,
-                                      max_groups=args.max_groups, model_name=name,
-                                      runs=args.runs, warmup=args.warmup, progress=say)  # fmt: skip
+        profile = measure_trt_profile(
+            graph,
+            args.device,
+            precision=args.precision,
+            max_groups=args.max_groups,
+            model_name=name,
+            runs=args.runs,
+            warmup=args.warmup,
+            progress=say,
+        )
     from hxsched.scheduler.profile.schema import save_profile
 
     out = Path(args.output or f"{name}.{profile.device}.yaml")
@@ -104,19 +143,28 @@ def run(args: argparse.Namespace) -> int:
     def human() -> str:
         accels = profile.accelerators
         rows = [
-            [g.label, "DLA ok" if g.dla and "dla" in g.time_ms else "-", str(g.nodes or ""),
-             *(f"{g.time_ms[a]:.4f}" if a in g.time_ms else "-" for a in accels),
-             f"{g.first} .. {g.last}" if g.first else ""]
+            [
+                g.label,
+                "DLA ok" if g.dla and "dla" in g.time_ms else "-",
+                str(g.nodes or ""),
+                *(f"{g.time_ms[a]:.4f}" if a in g.time_ms else "-" for a in accels),
+                f"{g.first} .. {g.last}" if g.first else "",
+            ]
             for g in profile.groups
-        ]  # fmt: skip
+        ]
         text = table(rows, ["group", "dla", "nodes", *[f"{a} ms" for a in accels], "nodes range"])
         src = profile.provenance[profile.default_source]
         totals = ", ".join(
-            f"{a} {profile.group_total_ms(a):.3f} ms" for a in accels
+            f"{a} {profile.group_total_ms(a):.3f} ms"
+            for a in accels
             if profile.group_total_ms(a) is not None
-        )  # fmt: skip
-        lines = [text, "", f"wrote {out}: {len(profile.groups)} groups on {profile.device} "
-                 f"({profile.precision}); group sums: {totals}; numbers {src.describe()}"]  # fmt: skip
+        )
+        lines = [
+            text,
+            "",
+            f"wrote {out}: {len(profile.groups)} groups on {profile.device} "
+            f"({profile.precision}); group sums: {totals}; numbers {src.describe()}",
+        ]
         if extra:
             lines.append(
                 f"whole model (no profiler): {extra['whole_model_ms']:.3f} ms; groups sum to "
@@ -142,14 +190,36 @@ def _list(args: argparse.Namespace) -> int:
             continue
         kinds = ", ".join(f"{k} {n}" for k, n in p.kinds_of_numbers().items())
         src = p.provenance[p.default_source]
-        rows.append([str(it.path), p.device, p.model.name, str(len(p.groups)), p.precision,
-                     f"{kinds} ({src.tool})"])  # fmt: skip
-        data.append({"path": str(it.path), "device": p.device, "model": p.model.name,
-                     "structural_hash": p.model.structural_hash, "groups": len(p.groups),
-                     "precision": p.precision, "shipped": it.shipped, "numbers": p.kinds_of_numbers(),
-                     "sources": {k: v.to_dict() for k, v in p.provenance.items()}})  # fmt: skip
-    emit(args, data, lambda: table(rows, ["file", "device", "model", "groups", "precision",
-                                          "numbers (how obtained)"]))  # fmt: skip
+        rows.append(
+            [
+                str(it.path),
+                p.device,
+                p.model.name,
+                str(len(p.groups)),
+                p.precision,
+                f"{kinds} ({src.tool})",
+            ]
+        )
+        data.append(
+            {
+                "path": str(it.path),
+                "device": p.device,
+                "model": p.model.name,
+                "structural_hash": p.model.structural_hash,
+                "groups": len(p.groups),
+                "precision": p.precision,
+                "shipped": it.shipped,
+                "numbers": p.kinds_of_numbers(),
+                "sources": {k: v.to_dict() for k, v in p.provenance.items()},
+            }
+        )
+    emit(
+        args,
+        data,
+        lambda: table(
+            rows, ["file", "device", "model", "groups", "precision", "numbers (how obtained)"]
+        ),
+    )
     return 0
 
 
@@ -166,9 +236,24 @@ def _calibration(args: argparse.Namespace) -> int:
         return cache[name]
 
     rows = calibration_table(load)
-    emit(args, rows, lambda: table(
-        [[r["kind"], r["device"], r["model"], r["what"], str(r["published"]), str(r["estimated"]),
-          "" if r["ratio"] is None else f"{r['ratio']:.2f}", r["source"]] for r in rows],
-        ["kind", "device", "model", "quantity", "published", "estimated", "ratio", "source"],
-    ))  # fmt: skip
+    emit(
+        args,
+        rows,
+        lambda: table(
+            [
+                [
+                    r["kind"],
+                    r["device"],
+                    r["model"],
+                    r["what"],
+                    str(r["published"]),
+                    str(r["estimated"]),
+                    "" if r["ratio"] is None else f"{r['ratio']:.2f}",
+                    r["source"],
+                ]
+                for r in rows
+            ],
+            ["kind", "device", "model", "quantity", "published", "estimated", "ratio", "source"],
+        ),
+    )
     return 0

@@ -40,9 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--samples", type=int, default=2, help="inputs --verify tries (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="first input seed for --verify (default: 0)")
     p.add_argument(
-        "--tolerance", type=float, default=1e-4,
+        "--tolerance",
+        type=float,
+        default=1e-4,
         help="largest max-abs difference --verify accepts (default: 1e-4, FP32)",
-    )  # fmt: skip
+    )
     add_quiet(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -55,8 +57,9 @@ def run(args: argparse.Namespace) -> int:
 
     say = progress(args)
     if os.path.abspath(args.output) == os.path.abspath(args.model):
-        raise HxschedError("refusing to overwrite the input model; choose another -o path",
-                           path=args.model)  # fmt: skip
+        raise HxschedError(
+            "refusing to overwrite the input model; choose another -o path", path=args.model
+        )
     if args.samples < 1:
         raise HxschedError("--samples must be at least 1")
     original = load_graph(args.model, args.shape)
@@ -70,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
         from hxsched.runtime.reference import compare_graphs
 
         say(f"verifying on {args.samples} seeded input(s) with ONNX Runtime (CPU, FP32)")
-        verify = compare_graphs(original, graph, samples=args.samples, seed=args.seed,
-                                tolerance=args.tolerance)  # fmt: skip
+        verify = compare_graphs(
+            original, graph, samples=args.samples, seed=args.seed, tolerance=args.tolerance
+        )
         if not verify.passed:
             raise HxschedError(
                 f"--verify failed: max abs difference {verify.worst:.3g} exceeds "
@@ -97,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
     def human() -> str:
         parts = []
         if result.rewrites:
-            rows = [[r.node, str(list(r.pads)), r.slice_node,
-                     f"{list(r.starts)}..{list(r.ends)}"] for r in result.rewrites]  # fmt: skip
+            rows = [
+                [r.node, str(list(r.pads)), r.slice_node, f"{list(r.starts)}..{list(r.ends)}"]
+                for r in result.rewrites
+            ]
             parts.append(table(rows, ["ConvTranspose", "pads", "crop node", "crop H,W"]))
         for r in result.refusals:
             parts.append(f"refused {r.node}: {r.reason}")

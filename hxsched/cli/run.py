@@ -21,31 +21,60 @@ def register(sub: argparse._SubParsersAction) -> None:
         "and the achieved rate against the plan's prediction.",
     )
     p.add_argument("plan", help="plan.yaml (from hxsched plan) or a pipeline YAML")
-    p.add_argument("--backend", choices=("ort", "sim", "trt"), default=None,
-                   help="ort: ONNX Runtime CPU (default); sim: the plan's times; trt: TensorRT")  # fmt: skip
+    p.add_argument(
+        "--backend",
+        choices=("ort", "sim", "trt"),
+        default=None,
+        help="ort: ONNX Runtime CPU (default); sim: the plan's times; trt: TensorRT",
+    )
     p.add_argument("--frames", type=int, default=100, help="frames to run (default 100)")
     p.add_argument("--inflight", type=int, help="frames in flight (default: what the plan needs)")
-    p.add_argument("--verify", action="store_true",
-                   help="also run each whole model on ONNX Runtime; max |diff| per output")  # fmt: skip
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also run each whole model on ONNX Runtime; max |diff| per output",
+    )
     p.add_argument("--threads", type=int, help="ort: threads per accelerator worker")
     p.add_argument("--real-time", action="store_true", help="sim: real sleeps, not a virtual clock")
     p.add_argument("--time-scale", type=float, default=1.0, help="sim: stretch all times")
     p.add_argument("--jitter", type=float, default=0.0, help="sim: log-normal sigma per run")
-    p.add_argument("--slow", action="append", default=[], metavar="SEG=FACTOR[@FRAME]",
-                   help="sim: slow a segment from a frame on, e.g. p2p#0/s1=1.6@100 (a fallback)")  # fmt: skip
+    p.add_argument(
+        "--slow",
+        action="append",
+        default=[],
+        metavar="SEG=FACTOR[@FRAME]",
+        help="sim: slow a segment from a frame on, e.g. p2p#0/s1=1.6@100 (a fallback)",
+    )
     p.add_argument("--precision", choices=("fp16", "int8"), default="fp16", help="trt precision")
-    p.add_argument("--allow-gpu-fallback", action="store_true",
-                   help="trt: let TensorRT move DLA-incompatible layers to the GPU (reported)")  # fmt: skip
+    p.add_argument(
+        "--allow-gpu-fallback",
+        action="store_true",
+        help="trt: let TensorRT move DLA-incompatible layers to the GPU (reported)",
+    )
     p.add_argument("--calibration-cache", help="trt: INT8 calibration cache")
     p.add_argument("--engine-cache", help="trt: engine cache folder (default ~/.cache/hxsched)")
-    p.add_argument("--drift-threshold", type=float, default=1.3,
-                   help="segment time / expected that counts as drift (default 1.3)")  # fmt: skip
-    p.add_argument("--drift-sustain", type=int, default=20,
-                   help="consecutive frames over the threshold before an event (default 20)")  # fmt: skip
-    p.add_argument("--replan", action="store_true",
-                   help="on drift, re-plan with the measured times and write PLAN-replanned.yaml")  # fmt: skip
-    p.add_argument("--nsys", action="store_true",
-                   help="print the nsys profile command line for this run and exit")  # fmt: skip
+    p.add_argument(
+        "--drift-threshold",
+        type=float,
+        default=1.3,
+        help="segment time / expected that counts as drift (default 1.3)",
+    )
+    p.add_argument(
+        "--drift-sustain",
+        type=int,
+        default=20,
+        help="consecutive frames over the threshold before an event (default 20)",
+    )
+    p.add_argument(
+        "--replan",
+        action="store_true",
+        help="on drift, re-plan with the measured times and write PLAN-replanned.yaml",
+    )
+    p.add_argument(
+        "--nsys",
+        action="store_true",
+        help="print the nsys profile command line for this run and exit",
+    )
     add_quiet(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -71,8 +100,13 @@ def run(args: argparse.Namespace) -> int:
     from hxsched.runtime.session import replan, run_plan, write_plan_beside
 
     if args.nsys:
-        print(nsys_command(["run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else
-                           ["run", args.plan, "--backend", args.backend or "trt"]))  # fmt: skip
+        print(
+            nsys_command(
+                ["run", *sys.argv[2:]]
+                if sys.argv[1:2] == ["run"]
+                else ["run", args.plan, "--backend", args.backend or "trt"]
+            )
+        )
         return 0
     say = progress(args)
     plan, backend = load_run_target(args.plan, args.backend)
@@ -87,15 +121,27 @@ def run(args: argparse.Namespace) -> int:
         say(f"FALLBACK/DRIFT {where}: {e.reason}")
 
     stats, report = run_plan(
-        plan, backend, frames=args.frames, inflight=args.inflight, verify=3 if args.verify else 0,
-        backend_opts={"threads": args.threads, "real_time": args.real_time,
-                      "time_scale": args.time_scale, "jitter": args.jitter, "slowdowns": slow,
-                      "precision": args.precision, "allow_gpu_fallback": args.allow_gpu_fallback,
-                      "calibration_cache": args.calibration_cache,
-                      "engine_cache": args.engine_cache},
-        drift_threshold=args.drift_threshold, drift_sustain=args.drift_sustain, progress=say,
+        plan,
+        backend,
+        frames=args.frames,
+        inflight=args.inflight,
+        verify=3 if args.verify else 0,
+        backend_opts={
+            "threads": args.threads,
+            "real_time": args.real_time,
+            "time_scale": args.time_scale,
+            "jitter": args.jitter,
+            "slowdowns": slow,
+            "precision": args.precision,
+            "allow_gpu_fallback": args.allow_gpu_fallback,
+            "calibration_cache": args.calibration_cache,
+            "engine_cache": args.engine_cache,
+        },
+        drift_threshold=args.drift_threshold,
+        drift_sustain=args.drift_sustain,
+        progress=say,
         on_event=on_event,
-    )  # fmt: skip
+    )
     d = stats.to_dict()
     data = {
         "plan": args.plan,
@@ -122,9 +168,13 @@ def run(args: argparse.Namespace) -> int:
         else:
             new, info = replan(plan, stats)
             out = write_plan_beside(new, plan.path, "-replanned")
-            data["replan"] = {"done": True, "plan": str(out), **info,
-                              "period_ms_before": plan.predicted["period_ms"],
-                              "period_ms_after": new.predicted["period_ms"]}  # fmt: skip
+            data["replan"] = {
+                "done": True,
+                "plan": str(out),
+                **info,
+                "period_ms_before": plan.predicted["period_ms"],
+                "period_ms_after": new.predicted["period_ms"],
+            }
 
     def human() -> str:
         c = data["comparison"]
@@ -135,15 +185,21 @@ def run(args: argparse.Namespace) -> int:
             f"  numbers: {stats.source}",
         ]
         if "achieved_over_plan" in c:
-            lines.append(f"  plan ({plan.device}) predicted {c['plan_fps']} fps: achieved "
-                         f"{c['achieved_over_plan']:.3f} of it")  # fmt: skip
+            lines.append(
+                f"  plan ({plan.device}) predicted {c['plan_fps']} fps: achieved "
+                f"{c['achieved_over_plan']:.3f} of it"
+            )
         else:
             lines.append(f"  plan predicted {c['plan_fps']} fps on {plan.device} (not this device)")
         if "measured_segments_fps" in c:
-            lines.append(f"  this run's own segment times allow {c['measured_segments_fps']:.2f} "
-                         f"fps: achieved {c['achieved_over_measured_segments']:.3f} of it")  # fmt: skip
-        rows = [[name, s["accelerator"], str(s["runs"]), f"{s['median_ms']}",
-                 f"{s['expected_ms']}"] for name, s in d["segments"].items()]  # fmt: skip
+            lines.append(
+                f"  this run's own segment times allow {c['measured_segments_fps']:.2f} "
+                f"fps: achieved {c['achieved_over_measured_segments']:.3f} of it"
+            )
+        rows = [
+            [name, s["accelerator"], str(s["runs"]), f"{s['median_ms']}", f"{s['expected_ms']}"]
+            for name, s in d["segments"].items()
+        ]
         lines += ["", table(rows, ["segment", "accelerator", "runs", "median ms", "planned ms"])]
         lines.append("busy: " + ", ".join(f"{a} {v:.0%}" for a, v in d["busy"].items()))
         ev = data["fallback_events"]
@@ -156,8 +212,14 @@ def run(args: argparse.Namespace) -> int:
                     lines.append(f"verify {inst} {name}: max |diff| {diff:.2e} vs ONNX Runtime")
         if "replan" in data:
             r = data["replan"]
-            lines.append("replan: " + (f"{r['plan']} ({r['period_ms_before']} -> "
-                                       f"{r['period_ms_after']} ms period)" if r["done"] else r["why"]))  # fmt: skip
+            lines.append(
+                "replan: "
+                + (
+                    f"{r['plan']} ({r['period_ms_before']} -> {r['period_ms_after']} ms period)"
+                    if r["done"]
+                    else r["why"]
+                )
+            )
         for n in data.get("notes", []):
             lines.append(f"note: {n}")
         return "\n".join(lines)

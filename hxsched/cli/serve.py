@@ -26,8 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pipeline", help="pipeline YAML, e.g. pipelines/ct2mri_stroke.yaml")
     p.add_argument("--backend", choices=("ort", "trt", "sim"), help="override the pipeline's")
     p.add_argument("--input", type=Path, help="folder to watch (overrides the folder source)")
-    p.add_argument("--output", type=Path, default=Path("hxsched-out"),
-                   help="outputs, journal, quarantine (default hxsched-out)")  # fmt: skip
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("hxsched-out"),
+        help="outputs, journal, quarantine (default hxsched-out)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address for HTTP and SCP (127.0.0.1)")
     p.add_argument("--port", type=_port, default=8080, help="HTTP port (0: any free; default 8080)")
     p.add_argument("--no-http", action="store_true", help="no HTTP server")
@@ -37,8 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--inflight", type=int, help="frames in flight (default: what the plan needs)")
     p.add_argument("--real-time", action="store_true", help="sim: real sleeps")
     p.add_argument("--time-scale", type=float, default=1.0, help="sim: stretch all times")
-    p.add_argument("--log-level", default="INFO", type=str.upper,
-                   choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level (default INFO)")  # fmt: skip
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="log level (default INFO)",
+    )
     p.add_argument("--summary", type=Path, help="write a JSON summary here on exit")
     add_quiet(p)
     add_json(p)
@@ -62,11 +71,17 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level.upper())
     pipe = load_pipeline(args.pipeline)
     opts = ServiceOptions(
-        output=args.output, backend=args.backend, input_dir=args.input, host=args.host,
-        http_port=None if args.no_http else args.port, scp_port=args.scp_port,
-        phantom=args.phantom, stop_after=args.stop_after, inflight=args.inflight,
+        output=args.output,
+        backend=args.backend,
+        input_dir=args.input,
+        host=args.host,
+        http_port=None if args.no_http else args.port,
+        scp_port=args.scp_port,
+        phantom=args.phantom,
+        stop_after=args.stop_after,
+        inflight=args.inflight,
         backend_opts={"real_time": args.real_time, "time_scale": args.time_scale},
-    )  # fmt: skip
+    )
     svc = Service(pipe, opts, progress(args))
     svc.install_signal_handlers()
     try:
@@ -77,8 +92,12 @@ def run(args: argparse.Namespace) -> int:
             pass
     finally:
         svc.stop()
-    summary = {"pipeline": pipe.name, "backend": svc.backend_name, "counts": svc.counts(),
-               "error": svc.error}  # fmt: skip
+    summary = {
+        "pipeline": pipe.name,
+        "backend": svc.backend_name,
+        "counts": svc.counts(),
+        "error": svc.error,
+    }
     if args.summary:
         try:
             args.summary.write_text(json.dumps(summary, indent=1) + "\n")

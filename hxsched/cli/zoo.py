@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                 ],
                 ["name", "input", "output", "params", "description"],
                 max_width=80,
-            ),  # fmt: skip
+            ),
         )
         return 0
     if not args.name:
@@ -58,8 +58,14 @@ def run(args: argparse.Namespace) -> int:
         raise HxschedError(f"say where to write it: hxsched zoo {args.name} -o {args.name}.onnx")
     info = write_zoo_model(args.name, args.output, seed=args.seed, say=progress(args))
     entry = zoo_entry(args.name)
-    emit(args, info, lambda: f"wrote {info['path']}: {entry.description}, "
-         f"{info['params']:,} parameters, {info['nodes']} nodes, seed {args.seed}")  # fmt: skip
+    emit(
+        args,
+        info,
+        lambda: (
+            f"wrote {info['path']}: {entry.description}, "
+            f"{info['params']:,} parameters, {info['nodes']} nodes, seed {args.seed}"
+        ),
+    )
     return 0
 
 

@@ -46,8 +46,13 @@ class Backend(Protocol):
     name: str
     computes: bool  # False: no tensors are produced (sim)
 
-    def prepare(self, specs: Sequence[InstanceSpec], *, inflight: int,
-                progress: Callable[[str], None] | None = None) -> None: ...  # fmt: skip
+    def prepare(
+        self,
+        specs: Sequence[InstanceSpec],
+        *,
+        inflight: int,
+        progress: Callable[[str], None] | None = None,
+    ) -> None: ...
 
     def stream(self, accelerator: str) -> Stream: ...
 

@@ -44,8 +44,9 @@ class OrtStream:
         self.backend = backend
         self.accelerator = accelerator
         self._q: queue.Queue[Any] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name=f"hxsched-{accelerator}",
-                                        daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._loop, name=f"hxsched-{accelerator}", daemon=True
+        )
         self._thread.start()
 
     def enqueue(self, seg: SegmentSpec, frame: FrameState, waits: Sequence[OrtEvent]) -> OrtEvent:
@@ -100,8 +101,13 @@ class OrtBackend:
         self._t0 = time.perf_counter()
         self.thread_budget = 1
 
-    def prepare(self, specs: Sequence[InstanceSpec], *, inflight: int,
-                progress: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    def prepare(
+        self,
+        specs: Sequence[InstanceSpec],
+        *,
+        inflight: int,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         from hxsched.runtime.reference import OrtModel
 
         accels = sorted({s.accelerator for i in specs for s in i.segments})
@@ -112,8 +118,10 @@ class OrtBackend:
                 if seg.graph is None:
                     raise HxschedError(f"segment {seg.name} has no model: ort needs the ONNX file")
                 if progress:
-                    progress(f"ONNX Runtime session for {seg.name} ({seg.accelerator}, "
-                             f"{self.thread_budget} thread(s))")  # fmt: skip
+                    progress(
+                        f"ONNX Runtime session for {seg.name} ({seg.accelerator}, "
+                        f"{self.thread_budget} thread(s))"
+                    )
                 self.sessions[seg.name] = OrtModel(seg.graph, threads=self.thread_budget)
                 later = {t for s in inst.segments[k + 1 :] for t in s.inputs}
                 self.still_needed[seg.name] = later | set(inst.outputs)
@@ -130,8 +138,10 @@ class OrtBackend:
     def source(self) -> str:
         import onnxruntime
 
-        return (f"measured: ONNX Runtime {onnxruntime.__version__} CPUExecutionProvider on this "
-                f"machine ({os.cpu_count()} cores, {self.thread_budget} thread(s) per worker)")  # fmt: skip
+        return (
+            f"measured: ONNX Runtime {onnxruntime.__version__} CPUExecutionProvider on this "
+            f"machine ({os.cpu_count()} cores, {self.thread_budget} thread(s) per worker)"
+        )
 
     def close(self) -> None:
         for s in self._streams.values():

@@ -52,8 +52,9 @@ def parse_slowdown(text: str) -> tuple[str, float, int]:
     except ValueError:
         factor, frame = math.nan, -1
     if not sep or not name or not factor > 0 or frame < 0:
-        raise HxschedError(f"--slow {text!r}: expected SEGMENT=FACTOR[@FRAME], e.g. "
-                           "pix2pix#0/s1=1.5@200")  # fmt: skip
+        raise HxschedError(
+            f"--slow {text!r}: expected SEGMENT=FACTOR[@FRAME], e.g. pix2pix#0/s1=1.5@200"
+        )
     return name, factor, frame
 
 
@@ -81,13 +82,19 @@ class SimBackend:
         self._t0 = time.perf_counter()
         self._vnow = 0.0
 
-    def prepare(self, specs: Sequence[InstanceSpec], *, inflight: int,
-                progress: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    def prepare(
+        self,
+        specs: Sequence[InstanceSpec],
+        *,
+        inflight: int,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         names = {s.name for i in specs for s in i.segments}
         unknown = sorted(set(self.slowdowns) - names)
         if unknown:
-            raise HxschedError(f"--slow names unknown segment(s) {unknown}; the plan has "
-                               f"{sorted(names)}")  # fmt: skip
+            raise HxschedError(
+                f"--slow names unknown segment(s) {unknown}; the plan has {sorted(names)}"
+            )
         self._t0 = time.perf_counter()
         self._vnow = 0.0
 

@@ -27,10 +27,26 @@ REASONS = (
     "oversize",
     "unsupported",
 )
-PATIENT_KEYS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-                "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName")  # fmt: skip
-REF_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID",
-            "FrameOfReferenceUID", "InstanceNumber", "Modality")  # fmt: skip
+PATIENT_KEYS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "AccessionNumber",
+    "StudyID",
+    "ReferringPhysicianName",
+)
+REF_KEYS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "FrameOfReferenceUID",
+    "InstanceNumber",
+    "Modality",
+)
 
 
 _PNG = b"\x89PNG\r\n\x1a\n"
@@ -68,12 +84,19 @@ class Slice:
         return str(self.meta.get("Modality") or "OT")
 
     def __repr__(self) -> str:
-        return (f"Slice({self.kind}, {self.pixels.shape[1]}x{self.pixels.shape[0]}, "
-                f"hu={self.is_hu}, id={self.log_id})")  # fmt: skip
+        return (
+            f"Slice({self.kind}, {self.pixels.shape[1]}x{self.pixels.shape[0]}, "
+            f"hu={self.is_hu}, id={self.log_id})"
+        )
 
 
-def read_slice(path: str | os.PathLike[str], *, max_bytes: int = 64 << 20, min_side: int = 32,
-               max_side: int = 4096) -> Slice:  # fmt: skip
+def read_slice(
+    path: str | os.PathLike[str],
+    *,
+    max_bytes: int = 64 << 20,
+    min_side: int = 32,
+    max_side: int = 4096,
+) -> Slice:
     """One slice from a DICOM file or a PNG/TIFF image; BadInput with its reason otherwise."""
     path = Path(path)
     try:
@@ -139,8 +162,9 @@ def _read_dicom(data: bytes, path: Path) -> Slice:
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
         spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
     except (AttributeError, ValueError, TypeError):
-        raise BadInput("not-an-image", "image attributes (Rows, Columns, Bits) missing",
-                       path=path) from None  # fmt: skip
+        raise BadInput(
+            "not-an-image", "image attributes (Rows, Columns, Bits) missing", path=path
+        ) from None
     if frames > 1:
         raise BadInput("wrong-size", f"a {frames}-frame volume, not one slice", path=path)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
@@ -148,18 +172,21 @@ def _read_dicom(data: bytes, path: Path) -> Slice:
         try:
             arr = ds.pixel_array
         except Exception:  # noqa: BLE001 - no decoder for this compression
-            raise BadInput("unsupported", f"compressed pixel data ({ts.name}) has no decoder "
-                           "here", path=path) from None  # fmt: skip
+            raise BadInput(
+                "unsupported", f"compressed pixel data ({ts.name}) has no decoder here", path=path
+            ) from None
     else:
         need = rows * cols * spp * bits // 8
         if len(ds.PixelData) < need:
-            raise BadInput("truncated", f"pixel data has {len(ds.PixelData)} of {need} bytes",
-                           path=path)  # fmt: skip
+            raise BadInput(
+                "truncated", f"pixel data has {len(ds.PixelData)} of {need} bytes", path=path
+            )
         try:
             arr = ds.pixel_array
         except Exception as exc:  # noqa: BLE001
-            raise BadInput("unreadable", f"pixel data cannot be decoded ({type(exc).__name__})",
-                           path=path) from None  # fmt: skip
+            raise BadInput(
+                "unreadable", f"pixel data cannot be decoded ({type(exc).__name__})", path=path
+            ) from None
     px = np.asarray(arr, dtype=np.float32)
     if px.ndim == 3 and spp > 1:
         px = px.mean(axis=-1)
@@ -285,8 +312,9 @@ def write_secondary_capture(
     ds.SeriesNumber = series_number
     ds.InstanceNumber = int(source.meta.get("InstanceNumber") or 1)
     ds.SeriesDescription = series_description[:64]
-    ds.DerivationDescription = ("Synthetic MRI generated from CT by a neural network (hxsched). "
-                                + LABEL)  # fmt: skip
+    ds.DerivationDescription = (
+        "Synthetic MRI generated from CT by a neural network (hxsched). " + LABEL
+    )
     ds.ImageComments = LABEL
     ds.BurnedInAnnotation = "NO"  # the label is in the header, not burned into the pixels
     ds.RecognizableVisualFeatures = source.meta.get("RecognizableVisualFeatures") or "NO"
@@ -369,12 +397,24 @@ def synthetic_phantom(index: int, size: int = 512, seed: int = 0) -> Slice:
         hu[bleed & (head <= 0.8)] = 70.0
     hu += rng.normal(0.0, 4.0, hu.shape).astype(np.float32) * (head <= 1.0)
     study = _uid("phantom-study", seed)
-    meta = {"StudyInstanceUID": study, "SeriesInstanceUID": _uid("phantom-series", seed),
-            "SOPInstanceUID": _uid("phantom-sop", seed, index), "SOPClassUID": CT_IMAGE,
-            "FrameOfReferenceUID": _uid("phantom-for", seed), "InstanceNumber": str(index + 1),
-            "Modality": "CT", "PixelSpacing": [0.5, 0.5], "Rows": size, "Columns": size}  # fmt: skip
-    patient = {"PatientName": "PHANTOM^HXSCHED", "PatientID": "PHANTOM-0001",
-               "StudyDate": "20260101", "StudyTime": "120000"}  # fmt: skip
+    meta = {
+        "StudyInstanceUID": study,
+        "SeriesInstanceUID": _uid("phantom-series", seed),
+        "SOPInstanceUID": _uid("phantom-sop", seed, index),
+        "SOPClassUID": CT_IMAGE,
+        "FrameOfReferenceUID": _uid("phantom-for", seed),
+        "InstanceNumber": str(index + 1),
+        "Modality": "CT",
+        "PixelSpacing": [0.5, 0.5],
+        "Rows": size,
+        "Columns": size,
+    }
+    patient = {
+        "PatientName": "PHANTOM^HXSCHED",
+        "PatientID": "PHANTOM-0001",
+        "StudyDate": "20260101",
+        "StudyTime": "120000",
+    }
     return Slice(hu, "dicom", True, f"phantom_{index:06d}.dcm", meta, patient)
 
 

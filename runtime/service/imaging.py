@@ -8,12 +8,21 @@ from typing import Any
 
 import numpy as np
 
-WINDOWS = {"brain": (40.0, 80.0), "stroke": (40.0, 40.0), "bone": (600.0, 2800.0),
-           "soft": (50.0, 400.0)}  # fmt: skip
+WINDOWS = {
+    "brain": (40.0, 80.0),
+    "stroke": (40.0, 40.0),
+    "bone": (600.0, 2800.0),
+    "soft": (50.0, 400.0),
+}
 
 
-def window_hu(hu: np.ndarray, center: float | None = None, width: float | None = None, *,
-              preset: str = "brain") -> np.ndarray:  # fmt: skip
+def window_hu(
+    hu: np.ndarray,
+    center: float | None = None,
+    width: float | None = None,
+    *,
+    preset: str = "brain",
+) -> np.ndarray:
     """Hounsfield units to [0, 1] through a CT window (a preset or center/width)."""
     c, w = WINDOWS[preset]
     c = c if center is None else center
@@ -87,8 +96,11 @@ class Detection:
     class_id: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"box_xyxy": [round(v, 2) for v in self.box_xyxy], "score": round(self.score, 4),
-                "class_id": self.class_id}  # fmt: skip
+        return {
+            "box_xyxy": [round(v, 2) for v in self.box_xyxy],
+            "score": round(self.score, 4),
+            "class_id": self.class_id,
+        }
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -110,8 +122,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     return keep
 
 
-def decode_yolov8(out: np.ndarray, info: LetterboxInfo, conf: float = 0.25, iou: float = 0.45,
-                  max_det: int = 100, classes: list[int] | None = None) -> list[Detection]:  # fmt: skip
+def decode_yolov8(
+    out: np.ndarray,
+    info: LetterboxInfo,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 100,
+    classes: list[int] | None = None,
+) -> list[Detection]:
     """YOLOv8's [1, 4 + nc, N] output (cx, cy, w, h in input pixels, class scores) to boxes in
     source pixels, per-class NMS."""
     a = np.asarray(out, np.float32)
@@ -128,8 +146,15 @@ def decode_yolov8(out: np.ndarray, info: LetterboxInfo, conf: float = 0.25, iou:
     boxes, score, cls = boxes[mask], score[mask], cls[mask]
     if not len(score):
         return []
-    xyxy = np.stack([boxes[:, 0] - boxes[:, 2] / 2, boxes[:, 1] - boxes[:, 3] / 2,
-                     boxes[:, 0] + boxes[:, 2] / 2, boxes[:, 1] + boxes[:, 3] / 2], axis=1)  # fmt: skip
+    xyxy = np.stack(
+        [
+            boxes[:, 0] - boxes[:, 2] / 2,
+            boxes[:, 1] - boxes[:, 3] / 2,
+            boxes[:, 0] + boxes[:, 2] / 2,
+            boxes[:, 1] + boxes[:, 3] / 2,
+        ],
+        axis=1,
+    )
     found = []
     for c in np.unique(cls):
         idx = np.flatnonzero(cls == c)
@@ -146,8 +171,11 @@ def decode_yolov8(out: np.ndarray, info: LetterboxInfo, conf: float = 0.25, iou:
 
 
 def detections_to_json(found: list[Detection], info: LetterboxInfo) -> dict[str, Any]:
-    return {"image_size": [info.src_w, info.src_h], "coordinates": "source pixels, xyxy",
-            "detections": [d.to_dict() for d in found]}  # fmt: skip
+    return {
+        "image_size": [info.src_w, info.src_h],
+        "coordinates": "source pixels, xyxy",
+        "detections": [d.to_dict() for d in found],
+    }
 
 
 def preview_png(ct01: np.ndarray, mri_uint8: np.ndarray, detections: list[Detection]) -> bytes:
@@ -157,8 +185,9 @@ def preview_png(ct01: np.ndarray, mri_uint8: np.ndarray, detections: list[Detect
     ct = (np.clip(np.asarray(ct01, np.float32), 0, 1) * 255).astype(np.uint8)
     zoom = max(1, -(-PREVIEW_MIN_SIDE // max(1, min(ct.shape[:2]))))  # small slices: enlarge
     if zoom > 1:
-        ct = cv2.resize(ct, (ct.shape[1] * zoom, ct.shape[0] * zoom),
-                        interpolation=cv2.INTER_NEAREST)  # fmt: skip
+        ct = cv2.resize(
+            ct, (ct.shape[1] * zoom, ct.shape[0] * zoom), interpolation=cv2.INTER_NEAREST
+        )
     mri = np.asarray(mri_uint8, np.uint8)
     if mri.shape != ct.shape:
         mri = cv2.resize(mri, (ct.shape[1], ct.shape[0]))
@@ -167,14 +196,29 @@ def preview_png(ct01: np.ndarray, mri_uint8: np.ndarray, detections: list[Detect
     for d in detections:
         x1, y1, x2, y2 = (int(round(v * zoom)) for v in d.box_xyxy)
         cv2.rectangle(left, (x1, y1), (x2, y2), (0, 0, 255), 2)
-        cv2.putText(left, f"{d.class_id}:{d.score:.2f}", (x1, max(10, y1 - 3)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 255), 1)  # fmt: skip
+        cv2.putText(
+            left,
+            f"{d.class_id}:{d.score:.2f}",
+            (x1, max(10, y1 - 3)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (0, 0, 255),
+            1,
+        )
     # The label must be whole: fit it to the width of the MRI half.
     font, margin = cv2.FONT_HERSHEY_SIMPLEX, 6
     (tw, th), _ = cv2.getTextSize(PREVIEW_LABEL, font, 1.0, 1)
     scale = min(1.0, (right.shape[1] - 2 * margin) / tw)
-    cv2.putText(right, PREVIEW_LABEL, (margin, margin + int(np.ceil(th * scale))), font, scale,
-                (0, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+    cv2.putText(
+        right,
+        PREVIEW_LABEL,
+        (margin, margin + int(np.ceil(th * scale))),
+        font,
+        scale,
+        (0, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
     ok, png = cv2.imencode(".png", np.concatenate([left, right], axis=1))
     if not ok:
         raise ValueError("PNG encoding failed")

@@ -450,8 +450,9 @@ class Journal:
                 (PROCESSING, MAX_ATTEMPTS),
             ).fetchall()
         for row in looping:  # it took the service down MAX_ATTEMPTS times: set it aside
-            self.quarantine(row["id"], "crashed-repeatedly",
-                            f"processing was interrupted {MAX_ATTEMPTS} times")  # fmt: skip
+            self.quarantine(
+                row["id"], "crashed-repeatedly", f"processing was interrupted {MAX_ATTEMPTS} times"
+            )
         with self._tx() as db:
             requeued = db.execute(
                 "UPDATE items SET state = ?, updated_at = ? WHERE state = ?",

@@ -87,8 +87,9 @@ def _need(d: dict, key: str, kind: type | tuple, where: str, path: str, default:
 
 def _choice(value: Any, choices: tuple, where: str, path: str) -> Any:
     if value not in choices:
-        raise HxschedError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}",
-                           path=path)  # fmt: skip
+        raise HxschedError(
+            f"{where}: {value!r} is not one of {', '.join(map(str, choices))}", path=path
+        )
     return value
 
 
@@ -125,8 +126,12 @@ def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
             key = "zoo" if zoo is not None else "path"
             raise HxschedError(f"{where}.{key}: expected str, got {(zoo or mpath)!r}", path=path)
         role = _choice(_need(m, "role", str, where, path), ROLES, f"{where}.role", path)
-        window = _choice(m.get("window", "brain" if role == "synth" else "stroke"), WINDOWS,
-                         f"{where}.window", path)  # fmt: skip
+        window = _choice(
+            m.get("window", "brain" if role == "synth" else "stroke"),
+            WINDOWS,
+            f"{where}.window",
+            path,
+        )
         instances = _need(m, "instances", int, where, path, 1)
         if instances < 1:
             raise HxschedError(f"{where}.instances: at least 1", path=path)
@@ -191,7 +196,7 @@ def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
         backend=backend,
         objective=_choice(
             data.get("objective", "throughput"), ("throughput", "latency"), "objective", path
-        ),  # fmt: skip
+        ),
         max_switches=_need(data, "max_switches", int, "pipeline", path, 1),
         models=models,
         sources=sources,
@@ -239,7 +244,9 @@ def _model_key(m: PipelineModel) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
 
-def model_files(pipe: Pipeline, work: Path, say: Callable[[str], None] | None = None) -> dict[str, Path]:  # fmt: skip
+def model_files(
+    pipe: Pipeline, work: Path, say: Callable[[str], None] | None = None
+) -> dict[str, Path]:
     """Each model as an ONNX file: the zoo's generated (cached in ``work``) or the user's;
     rewritten for the DLA where asked (and verified exact on ONNX Runtime)."""
     from hxsched.scheduler.graph.onnx_io import graph_from_proto, load_model, save_model
@@ -266,15 +273,18 @@ def model_files(pipe: Pipeline, work: Path, say: Callable[[str], None] | None = 
             rewrite_for_dla(graph)
             check = compare_graphs(original, graph, samples=1)
             if not check.passed:
-                raise HxschedError(f"the DLA rewrite of {m.name} is not exact "
-                                   f"(max |diff| {check.worst:.2e})", path=pipe.path)  # fmt: skip
+                raise HxschedError(
+                    f"the DLA rewrite of {m.name} is not exact (max |diff| {check.worst:.2e})",
+                    path=pipe.path,
+                )
         save_model(graph, target)
         out[m.name] = target
     return out
 
 
-def plan_for_pipeline(pipe: Pipeline, work: Path | None = None,
-                      say: Callable[[str], None] | None = None) -> Plan:  # fmt: skip
+def plan_for_pipeline(
+    pipe: Pipeline, work: Path | None = None, say: Callable[[str], None] | None = None
+) -> Plan:
     """The pipeline's plan: the named file, or one made on start for its device (cached by
     the pipeline's content, so a restart reuses it)."""
     from hxsched.scheduler.planning.plan import load_plan, save_plan
@@ -309,8 +319,13 @@ def plan_for_pipeline(pipe: Pipeline, work: Path | None = None,
         )
     if say:
         say(f"planning {sum(m.instances for m in pipe.models)} instance(s) for {pipe.device}")
-    plan, _ = make_plan(inputs, pipe.device, objective=pipe.objective,
-                        max_switches=pipe.max_switches, time_limit_s=30.0)  # fmt: skip
+    plan, _ = make_plan(
+        inputs,
+        pipe.device,
+        objective=pipe.objective,
+        max_switches=pipe.max_switches,
+        time_limit_s=30.0,
+    )
     tmp = cached.with_suffix(".yaml.tmp")
     save_plan(plan, tmp)
     os.replace(tmp, cached)  # a crash mid-write never leaves a broken cached plan

@@ -113,8 +113,7 @@ class Service:
             "hxsched_fallback_events_total", "fallback/drift events", ("segment",)
         )
         self.m_stage = r.histogram("hxsched_stage_latency_seconds", "per-stage latency", ("stage",))
-        self.m_e2e = r.histogram("hxsched_end_to_end_latency_seconds",
-                                 "accept to outputs written")  # fmt: skip
+        self.m_e2e = r.histogram("hxsched_end_to_end_latency_seconds", "accept to outputs written")
         self.m_queue = r.gauge("hxsched_queue_depth", "slices waiting or in flight", ("queue",))
         self.m_busy = r.gauge("hxsched_accelerator_busy_ratio", "fraction busy", ("accelerator",))
 
@@ -154,55 +153,100 @@ class Service:
         self.models = {m.name: m for m in self.pipe.models}
         for inst in self.plan.instances:
             if inst.model not in self.models:
-                raise HxschedError(f"plan instance {inst.name} is not a model of the pipeline",
-                                   path=self.plan.path)  # fmt: skip
+                raise HxschedError(
+                    f"plan instance {inst.name} is not a model of the pipeline", path=self.plan.path
+                )
         backend = make_backend(self.backend_name, **self.opts.backend_opts)
         self.executor = Executor(
-            self.plan, self.specs, backend, inflight=self.opts.inflight,
-            expected_from_plan=self.backend_name != "ort", on_event=self._on_fallback,
+            self.plan,
+            self.specs,
+            backend,
+            inflight=self.opts.inflight,
+            expected_from_plan=self.backend_name != "ort",
+            on_event=self._on_fallback,
             progress=self.say,
-        )  # fmt: skip
+        )
         self.executor.prepare()
         gate = Gate(self.journal, self.pipe.queue, self.stop_event)
         for src in self.pipe.sources:
             if src.kind == "folder":
                 folder = self.opts.input_dir or Path(src.path or "inbox")
-                self.sources.append(FolderSource(folder, self.journal, gate,
-                                                 max_bytes=self.pipe.max_bytes,
-                                                 on_accept=self._accepted))  # fmt: skip
+                self.sources.append(
+                    FolderSource(
+                        folder,
+                        self.journal,
+                        gate,
+                        max_bytes=self.pipe.max_bytes,
+                        on_accept=self._accepted,
+                    )
+                )
             elif src.kind == "scp":
-                scp = ScpSource(self.journal, gate, host=self.opts.host,
-                                port=self.opts.scp_port if self.opts.scp_port is not None
-                                else src.port, ae_title=src.ae_title,
-                                on_accept=self._accepted)  # fmt: skip
+                scp = ScpSource(
+                    self.journal,
+                    gate,
+                    host=self.opts.host,
+                    port=self.opts.scp_port if self.opts.scp_port is not None else src.port,
+                    ae_title=src.ae_title,
+                    on_accept=self._accepted,
+                )
                 self.sources.append(scp)
             elif src.kind == "phantom":
-                self.sources.append(PhantomSource(self.journal, gate, count=src.count,
-                                                  interval_ms=src.interval_ms,
-                                                  on_accept=self._accepted))  # fmt: skip
+                self.sources.append(
+                    PhantomSource(
+                        self.journal,
+                        gate,
+                        count=src.count,
+                        interval_ms=src.interval_ms,
+                        on_accept=self._accepted,
+                    )
+                )
         if self.opts.input_dir and not any(isinstance(s, FolderSource) for s in self.sources):
-            self.sources.append(FolderSource(self.opts.input_dir, self.journal, gate,
-                                             max_bytes=self.pipe.max_bytes,
-                                             on_accept=self._accepted))  # fmt: skip
+            self.sources.append(
+                FolderSource(
+                    self.opts.input_dir,
+                    self.journal,
+                    gate,
+                    max_bytes=self.pipe.max_bytes,
+                    on_accept=self._accepted,
+                )
+            )
         if self.opts.phantom:
-            self.sources.append(PhantomSource(self.journal, gate, count=self.opts.phantom,
-                                              interval_ms=0.0, on_accept=self._accepted))  # fmt: skip
+            self.sources.append(
+                PhantomSource(
+                    self.journal,
+                    gate,
+                    count=self.opts.phantom,
+                    interval_ms=0.0,
+                    on_accept=self._accepted,
+                )
+            )
         for s in self.sources:
             s.start()
         self.scp_port = next((s.port for s in self.sources if isinstance(s, ScpSource)), None)
         self._worker = threading.Thread(target=self._work_loop, name="hxsched-worker", daemon=True)
         self._worker.start()
         self.ready_reason = ""
-        _event("service ready", backend=self.backend_name, plan=str(self.plan.path),
-               instances=[i.name for i in self.plan.instances], scp_port=self.scp_port,
-               http_port=self.http.port if self.http else None)  # fmt: skip
+        _event(
+            "service ready",
+            backend=self.backend_name,
+            plan=str(self.plan.path),
+            instances=[i.name for i in self.plan.instances],
+            scp_port=self.scp_port,
+            http_port=self.http.port if self.http else None,
+        )
 
     def _start_http(self) -> None:
         from hxsched.runtime.service.http import StatusServer
 
-        self.http = StatusServer(self.opts.host, self.opts.http_port, registry=self.registry,
-                                 status=self.status, ready=self.ready, live=self.live,
-                                 latest_png=lambda: self.latest_png)  # fmt: skip
+        self.http = StatusServer(
+            self.opts.host,
+            self.opts.http_port,
+            registry=self.registry,
+            status=self.status,
+            ready=self.ready,
+            live=self.live,
+            latest_png=lambda: self.latest_png,
+        )
         self.http.start()
 
     # -- the worker -----------------------------------------------------------------------
@@ -321,8 +365,14 @@ class Service:
                         desc = m.series_description or f"hxsched {m.name} - NOT FOR DIAGNOSTIC USE"
                         if self.backend_name == "sim":
                             desc += " [sim backend: CT passed through, not a model output]"
-                        write_secondary_capture(img, sl, path, series_uid=self._series_uid(sl, spec.name),
-                                                series_number=1001 + k, series_description=desc)  # fmt: skip
+                        write_secondary_capture(
+                            img,
+                            sl,
+                            path,
+                            series_uid=self._series_uid(sl, spec.name),
+                            series_number=1001 + k,
+                            series_description=desc,
+                        )
                         outputs[f"dicom:{spec.name}"] = str(path)
                 else:
                     info = work.prep[f"letterbox:{spec.name}"]
@@ -330,9 +380,15 @@ class Service:
                     dets.extend(found)
                     if self.pipe.sinks.get("detections"):
                         doc = detections_to_json(found, info)
-                        doc.update({"item": item.id, "model": m.name, "instance": spec.name,
-                                    "backend": self.backend_name,
-                                    "note": "screening aid from synthetic weights; not for diagnosis"})  # fmt: skip
+                        doc.update(
+                            {
+                                "item": item.id,
+                                "model": m.name,
+                                "instance": spec.name,
+                                "backend": self.backend_name,
+                                "note": "screening aid from synthetic weights; not for diagnosis",
+                            }
+                        )
                         path = (
                             self.out
                             / "detections"
@@ -397,8 +453,10 @@ class Service:
         self.m_fb.labels(segment=event.segment).inc()
         self.alarms.append({"level": "warning", "message": f"{event.segment}: {event.reason}"})
         self.alarms = self.alarms[-20:]
-        log.warning("fallback/drift event", extra={"fields": {"segment": event.segment,
-                                                             "source": event.source}})  # fmt: skip
+        log.warning(
+            "fallback/drift event",
+            extra={"fields": {"segment": event.segment, "source": event.source}},
+        )
 
     # -- status -------------------------------------------------------------------------------
     def ready(self) -> tuple[bool, str]:

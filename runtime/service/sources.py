@@ -49,8 +49,16 @@ class FolderSource(threading.Thread):
 
     MIN_AGE_S = 0.5
 
-    def __init__(self, folder: Path, journal: Journal, gate: Gate, *, max_bytes: int,
-                 on_accept: Callable[[str], None], poll_s: float = 0.1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        folder: Path,
+        journal: Journal,
+        gate: Gate,
+        *,
+        max_bytes: int,
+        on_accept: Callable[[str], None],
+        poll_s: float = 0.1,
+    ) -> None:
         super().__init__(name="hxsched-folder", daemon=True)
         self.folder, self.journal, self.gate = folder, journal, gate
         self.max_bytes, self.on_accept, self.poll_s = max_bytes, on_accept, poll_s
@@ -85,9 +93,14 @@ class FolderSource(threading.Thread):
         name = path.name
         size = path.stat().st_size
         if size > self.max_bytes:
-            self.journal.quarantine_file(path, name, "oversize",
-                                         f"{size} bytes is over the limit of {self.max_bytes}",
-                                         source="folder", max_bytes=4096)  # fmt: skip
+            self.journal.quarantine_file(
+                path,
+                name,
+                "oversize",
+                f"{size} bytes is over the limit of {self.max_bytes}",
+                source="folder",
+                max_bytes=4096,
+            )
             path.unlink(missing_ok=True)
             self.on_accept("quarantined")
             return
@@ -106,8 +119,10 @@ class FolderSource(threading.Thread):
                 except FileNotFoundError:
                     self._sizes.pop(path.name, None)
                 except Exception as exc:  # noqa: BLE001 - one file never stops the source
-                    log.error("folder source: cannot take a file (%s); leaving it in place",
-                              type(exc).__name__)  # fmt: skip
+                    log.error(
+                        "folder source: cannot take a file (%s); leaving it in place",
+                        type(exc).__name__,
+                    )
                     self._bad.add(path.name)
             self.gate.stop.wait(self.poll_s)
 
@@ -115,8 +130,16 @@ class FolderSource(threading.Thread):
 class PhantomSource(threading.Thread):
     """Synthetic CT head phantoms as DICOM, for demos and soak runs."""
 
-    def __init__(self, journal: Journal, gate: Gate, *, count: int, interval_ms: float,
-                 on_accept: Callable[[str], None], start: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        journal: Journal,
+        gate: Gate,
+        *,
+        count: int,
+        interval_ms: float,
+        on_accept: Callable[[str], None],
+        start: int = 0,
+    ) -> None:
         super().__init__(name="hxsched-phantom", daemon=True)
         self.journal, self.gate, self.count = journal, gate, count
         self.interval_ms, self.on_accept, self.first = interval_ms, on_accept, start
@@ -142,8 +165,17 @@ class ScpSource:
     """A DICOM C-STORE SCP (pynetdicom): a scanner or PACS pushes slices; each is answered
     Success once spooled, or 0xA700 (out of resources) only when it cannot be spooled."""
 
-    def __init__(self, journal: Journal, gate: Gate, *, host: str, port: int, ae_title: str,
-                 on_accept: Callable[[str], None], wait_s: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        journal: Journal,
+        gate: Gate,
+        *,
+        host: str,
+        port: int,
+        ae_title: str,
+        on_accept: Callable[[str], None],
+        wait_s: float = 30.0,
+    ) -> None:
         self.journal, self.gate, self.on_accept = journal, gate, on_accept
         self.host, self.port, self.ae_title, self.wait_s = host, port, ae_title, wait_s
         self._server = None
@@ -176,11 +208,16 @@ class ScpSource:
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context("1.2.840.10008.1.1")  # Verification (C-ECHO)
         try:
-            self._server = ae.start_server((self.host, self.port), block=False,
-                                           evt_handlers=[(evt.EVT_C_STORE, self.handle_store)])  # fmt: skip
+            self._server = ae.start_server(
+                (self.host, self.port),
+                block=False,
+                evt_handlers=[(evt.EVT_C_STORE, self.handle_store)],
+            )
         except (OSError, OverflowError) as exc:
-            raise HxschedError(f"cannot listen for DICOM on {self.host}:{self.port}: "
-                               f"{getattr(exc, 'strerror', None) or exc}") from None  # fmt: skip
+            raise HxschedError(
+                f"cannot listen for DICOM on {self.host}:{self.port}: "
+                f"{getattr(exc, 'strerror', None) or exc}"
+            ) from None
         self.port = self._server.server_address[1]
 
     def stop(self) -> None:

@@ -42,15 +42,17 @@ class ContentionModel:
     def from_dict(cls, data: Mapping[str, float], path: str | None = None) -> ContentionModel:
         model = cls(float(data["peak_gbs"]), float(data["knee"]), float(data["max_slowdown"]))
         if not 0 < model.knee < 1:
-            raise HxschedError(f"contention.knee: expected a fraction in (0, 1), got {model.knee}",
-                               path=path)  # fmt: skip
+            raise HxschedError(
+                f"contention.knee: expected a fraction in (0, 1), got {model.knee}", path=path
+            )
         if model.max_slowdown < 1:
             raise HxschedError(
                 f"contention.max_slowdown: expected >= 1, got {model.max_slowdown}", path=path
             )
         if model.peak_gbs <= 0:
-            raise HxschedError(f"contention.peak_gbs: expected > 0, got {model.peak_gbs}",
-                               path=path)  # fmt: skip
+            raise HxschedError(
+                f"contention.peak_gbs: expected > 0, got {model.peak_gbs}", path=path
+            )
         return model
 
 

@@ -10,13 +10,45 @@ from hxsched.scheduler.graph.graph import Graph, Node, elem_bytes
 
 # FLOPs per output element of element-wise ops (transcendentals cost a few).
 _ELEMENTWISE_FLOPS = {
-    "Relu": 1, "LeakyRelu": 2, "PRelu": 2, "Clip": 2, "Add": 1, "Sub": 1, "Mul": 1, "Div": 1,
-    "Max": 1, "Min": 1, "Sum": 1, "Abs": 1, "Neg": 1, "Sigmoid": 4, "Tanh": 4, "Exp": 4,
-    "Log": 4, "Sqrt": 2, "Reciprocal": 1, "Pow": 4, "Erf": 8, "HardSigmoid": 3, "HardSwish": 4,
-    "Elu": 4, "Selu": 4, "Softplus": 4, "Mish": 8, "Gelu": 8, "BatchNormalization": 2,
-    "InstanceNormalization": 4, "LayerNormalization": 5, "Softmax": 5, "Resize": 4, "Equal": 1,
-    "Greater": 1, "Less": 1, "Where": 1, "Cast": 1,
-}  # fmt: skip
+    "Relu": 1,
+    "LeakyRelu": 2,
+    "PRelu": 2,
+    "Clip": 2,
+    "Add": 1,
+    "Sub": 1,
+    "Mul": 1,
+    "Div": 1,
+    "Max": 1,
+    "Min": 1,
+    "Sum": 1,
+    "Abs": 1,
+    "Neg": 1,
+    "Sigmoid": 4,
+    "Tanh": 4,
+    "Exp": 4,
+    "Log": 4,
+    "Sqrt": 2,
+    "Reciprocal": 1,
+    "Pow": 4,
+    "Erf": 8,
+    "HardSigmoid": 3,
+    "HardSwish": 4,
+    "Elu": 4,
+    "Selu": 4,
+    "Softplus": 4,
+    "Mish": 8,
+    "Gelu": 8,
+    "BatchNormalization": 2,
+    "InstanceNormalization": 4,
+    "LayerNormalization": 5,
+    "Softmax": 5,
+    "Resize": 4,
+    "Equal": 1,
+    "Greater": 1,
+    "Less": 1,
+    "Where": 1,
+    "Cast": 1,
+}
 # Pure data movement: no arithmetic, only bytes.
 _MOVEMENT = frozenset(
     {
@@ -35,7 +67,7 @@ _MOVEMENT = frozenset(
         "Pad",
         "Shape",
         "Dropout",
-    }  # fmt: skip
+    }
 )
 
 

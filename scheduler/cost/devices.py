@@ -90,7 +90,7 @@ DEVICES: dict[str, DeviceSpec] = {
                 0.50,
                 15.0,
                 "Orin NX 16GB: 1024-core Ampere GPU, ~1/3 of AGX Orin (derived, unverified)",
-            ),  # fmt: skip
+            ),
             dla=EngineSpec(
                 "dla",
                 5.0,
@@ -100,7 +100,7 @@ DEVICES: dict[str, DeviceSpec] = {
                 0.70,
                 2.0,
                 "2x NVDLA at 614 MHz, 20 sparse INT8 TOPS each -> 10 dense (derived)",
-            ),  # fmt: skip
+            ),
             dram_gbs=102.4,
             transition_us=35.0,
             reformat_gbs=40.0,
@@ -120,7 +120,7 @@ DEVICES: dict[str, DeviceSpec] = {
                 0.80,
                 35.0,
                 "Orin Nano 8GB: 1024-core Ampere GPU, 40 sparse INT8 TOPS (derived dense)",
-            ),  # fmt: skip
+            ),
             dla=None,
             dram_gbs=68.0,
             transition_us=0.0,
@@ -142,7 +142,7 @@ DEVICES: dict[str, DeviceSpec] = {
                 10.0,
                 "512-core Volta, 64 Tensor Cores; ~11 FP16 TFLOPS / 22 INT8 TOPS (commonly cited, "
                 "unverified); 137 GB/s LPDDR4x",
-            ),  # fmt: skip
+            ),
             dla=EngineSpec(
                 "dla",
                 2.5,
@@ -152,7 +152,7 @@ DEVICES: dict[str, DeviceSpec] = {
                 0.90,
                 3.0,
                 "2x DLA v1, 'up to 5 TOPS INT8 or 2.5 TFLOPS FP16' each",
-            ),  # fmt: skip
+            ),
             dram_gbs=137.0,
             transition_us=60.0,
             reformat_gbs=30.0,

@@ -37,21 +37,29 @@ class Published:
 
 
 CALIBRATION: tuple[Published, ...] = (
-    Published("orin-agx", "yolov8n", "gpu", 2.13,
-              "trtutils benchmark/data (TensorRT, 640x640, OrinAGX-64GB), peers.md §1.2"),
+    Published(
+        "orin-agx",
+        "yolov8n",
+        "gpu",
+        2.13,
+        "trtutils benchmark/data (TensorRT, 640x640, OrinAGX-64GB), peers.md §1.2",
+    ),
     Published("orin-agx", "yolov8s", "gpu", 3.18, "same source"),
     Published("orin-nx", "yolov8n", "gpu", 4.74, "trtutils benchmark/data, OrinNX-16GB"),
     Published("orin-nx", "yolov8s", "gpu", 7.38, "same source"),
     Published("orin-nano", "yolov8n", "gpu", 7.17, "trtutils benchmark/data, OrinNano-8GB"),
     Published("orin-nano", "yolov8s", "gpu", 11.30, "same source"),
-)  # fmt: skip
+)
 # Seed 004 runs Pix2Pix and YOLOv8 together in one DeepStream pipeline at 160.00 FPS with
 # everything on the GPU (Table IV, original model): a whole-pipeline figure, so we compare it with
 # the sum of both models' GPU estimates (the YOLOv8 variant is not stated; we take YOLOv8s).
 PIPELINE_CHECK = Published(
-    "orin-agx", "pix2pix_unet256+yolov8s", "gpu", 1000 / 160.0,
+    "orin-agx",
+    "pix2pix_unet256+yolov8s",
+    "gpu",
+    1000 / 160.0,
     "seed 004 Table IV: Pix2Pix + YOLOv8 pipeline, GPU only, 160.00 FPS (DeepStream)",
-)  # fmt: skip
+)
 # DLA vs GPU on the same convolutional model: Orin MAXN INT8 conv 405.3 vs 132.7 qps (3.05x,
 # NVIDIA forum 219770); Xavier GoogleNet 1.959 vs 3.656 ms (1.87x, HaX-CoNN). We aim for 2-3x.
 DLA_GPU_RATIO_RANGE = (2.0, 3.0)
@@ -120,8 +128,9 @@ def estimate_groups(
             moved = 0
             for name in g.nodes:
                 c = costs[name].scaled(elem, model_elem)
-                total += node_time_ms(c, engine, precision, fused=name in fused,
-                                      op_type=by_name[name].op_type)  # fmt: skip
+                total += node_time_ms(
+                    c, engine, precision, fused=name in fused, op_type=by_name[name].op_type
+                )
                 if name not in fused:
                     moved += c.bytes
             times[kind] = total
@@ -182,12 +191,20 @@ def estimate_profile(
     for g, e in zip(groups, ests, strict=True):
         profiles.append(
             GroupProfile(
-                id=g.id, name=g.name, first=g.first, last=g.last, nodes=len(g.nodes),
-                dla=g.dla and dev.dla is not None, flops=g.flops, bytes=g.bytes,
-                weight_bytes=g.weight_bytes, out_bytes=g.out_bytes,
-                time_ms=dict(e.time_ms), memory_bw=dict(e.memory_bw),
+                id=g.id,
+                name=g.name,
+                first=g.first,
+                last=g.last,
+                nodes=len(g.nodes),
+                dla=g.dla and dev.dla is not None,
+                flops=g.flops,
+                bytes=g.bytes,
+                weight_bytes=g.weight_bytes,
+                out_bytes=g.out_bytes,
+                time_ms=dict(e.time_ms),
+                memory_bw=dict(e.memory_bw),
             )
-        )  # fmt: skip
+        )
     transitions = []
     if dev.dla is not None:
         for g in groups[:-1]:
@@ -238,7 +255,7 @@ def whole_model_ms(
             precision,
             fused=n.name in fused,
             op_type=n.op_type,
-        )  # fmt: skip
+        )
         for n in graph.nodes
     )
 
@@ -273,18 +290,32 @@ def calibration_table(load_zoo_graph) -> list[dict]:
     for pub in CALIBRATION:
         est = whole_model_ms(load_zoo_graph(pub.model), get_device(pub.device), pub.accelerator)
         rows.append(
-            {"kind": "fit", "device": pub.device, "model": pub.model, "what": "GPU ms",
-             "published": pub.ms, "estimated": round(est, 3), "ratio": round(est / pub.ms, 3),
-             "source": pub.source}
-        )  # fmt: skip
+            {
+                "kind": "fit",
+                "device": pub.device,
+                "model": pub.model,
+                "what": "GPU ms",
+                "published": pub.ms,
+                "estimated": round(est, 3),
+                "ratio": round(est / pub.ms, 3),
+                "source": pub.source,
+            }
+        )
     pub = PIPELINE_CHECK
     dev = get_device(pub.device)
     est = sum(whole_model_ms(load_zoo_graph(m), dev, "gpu") for m in pub.model.split("+"))
     rows.append(
-        {"kind": "pipeline", "device": pub.device, "model": pub.model, "what": "GPU ms per frame",
-         "published": round(pub.ms, 3), "estimated": round(est, 3),
-         "ratio": round(est / pub.ms, 3), "source": pub.source}
-    )  # fmt: skip
+        {
+            "kind": "pipeline",
+            "device": pub.device,
+            "model": pub.model,
+            "what": "GPU ms per frame",
+            "published": round(pub.ms, 3),
+            "estimated": round(est, 3),
+            "ratio": round(est / pub.ms, 3),
+            "source": pub.source,
+        }
+    )
     lo, hi = DLA_GPU_RATIO_RANGE
     for dev in DEVICES.values():
         if dev.dla is None:
@@ -297,10 +328,16 @@ def calibration_table(load_zoo_graph) -> list[dict]:
             report = check_graph(graph, target=dev.dla_target)
             ratio = dla_gpu_ratio(graph, dev, {v.node: v.dla for v in report.verdicts})
             rows.append(
-                {"kind": "dla-ratio", "device": dev.name, "model": model,
-                 "what": "DLA / GPU time, DLA-capable part", "published": f"{lo:g}-{hi:g}",
-                 "estimated": round(ratio, 2), "ratio": None,
-                 "source": "Orin INT8 conv 3.05x (forum 219770); Xavier GoogleNet 1.87x "
-                 "(HaX-CoNN); vendor blog 2-4x"}
-            )  # fmt: skip
+                {
+                    "kind": "dla-ratio",
+                    "device": dev.name,
+                    "model": model,
+                    "what": "DLA / GPU time, DLA-capable part",
+                    "published": f"{lo:g}-{hi:g}",
+                    "estimated": round(ratio, 2),
+                    "ratio": None,
+                    "source": "Orin INT8 conv 3.05x (forum 219770); Xavier GoogleNet 1.87x "
+                    "(HaX-CoNN); vendor blog 2-4x",
+                }
+            )
     return rows

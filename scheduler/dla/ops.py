@@ -113,19 +113,19 @@ OPS: dict[str, OpSupport] = {
         "DLASW 'Native (as of TensorRT 8.6.12)'",
         since_trt=10,
         gpu_reason="DLA runs only Abs among unary ops before TensorRT 10 (8.6.12 on DRIVE)",
-    ),  # fmt: skip
+    ),
     "Cos": OpSupport(
         "Unary(kCOS)",
         "DLASW 'Native (as of TensorRT 8.6.12)'",
         since_trt=10,
         gpu_reason="DLA runs only Abs among unary ops before TensorRT 10 (8.6.12 on DRIVE)",
-    ),  # fmt: skip
+    ),
     "Atanh": OpSupport(
         "Unary(kATANH)",
         "DLASW 'Native (as of TensorRT 8.6.12)'",
         since_trt=10,
         gpu_reason="DLA runs only Abs among unary ops before TensorRT 10 (8.6.12 on DRIVE)",
-    ),  # fmt: skip
+    ),
     "Reshape": OpSupport("Shuffle", "DLASW: Reshape 'Native'"),
     "Transpose": OpSupport("Shuffle", "DLASW: Transpose 'Native'"),
     "Gemm": OpSupport(

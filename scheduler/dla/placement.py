@@ -71,8 +71,10 @@ def default_placement(graph: Graph, dla_ok: Mapping[str, bool]) -> Placement:
             candidates = sorted({part[p.name] for p in preds if p.name in part})
             for cand in candidates:
                 # Joining is safe if no predecessor outside the loadable is reachable from it.
-                if all(p.name in part and part[p.name] == cand or cand not in reach[p.name]
-                       for p in preds):  # fmt: skip
+                if all(
+                    p.name in part and part[p.name] == cand or cand not in reach[p.name]
+                    for p in preds
+                ):
                     chosen = cand
                     break
             if chosen is None:

@@ -175,18 +175,34 @@ class Graph:
     def copy(self) -> Graph:
         """An independent copy: nodes and tensor records are new, constant data is shared."""
         nodes = [
-            Node(n.name, n.op_type, list(n.inputs), list(n.outputs), dict(n.attrs), n.domain,
-                 dict(n.attr_protos), n.doc_string)
+            Node(
+                n.name,
+                n.op_type,
+                list(n.inputs),
+                list(n.outputs),
+                dict(n.attrs),
+                n.domain,
+                dict(n.attr_protos),
+                n.doc_string,
+            )
             for n in self.nodes
-        ]  # fmt: skip
+        ]
         tensors = {
             k: Tensor(t.name, t.elem_type, t.shape, t.const, t._value, t.loader, t.proto)
             for k, t in self.tensors.items()
         }
         meta = dict(self.model_meta)
         meta["warnings"] = list(meta.get("warnings", []))
-        return Graph(self.name, nodes, tensors, list(self.inputs), list(self.outputs),
-                     dict(self.opset), path=self.path, model_meta=meta)  # fmt: skip
+        return Graph(
+            self.name,
+            nodes,
+            tensors,
+            list(self.inputs),
+            list(self.outputs),
+            dict(self.opset),
+            path=self.path,
+            model_meta=meta,
+        )
 
     # -- indexes ---------------------------------------------------------------------------
     def reindex(self) -> None:

@@ -26,8 +26,9 @@ def segment_io(graph: Graph, first: int, last: int) -> SegmentIO:
     """Which tensors cross into and out of nodes ``first..last`` (inclusive)."""
     n = len(graph.nodes)
     if not 0 <= first <= last < n:
-        raise HxschedError(f"segment {first}..{last} is outside the model's {n} nodes",
-                           path=graph.path)  # fmt: skip
+        raise HxschedError(
+            f"segment {first}..{last} is outside the model's {n} nodes", path=graph.path
+        )
     inside = graph.nodes[first : last + 1]
     produced = {o for node in inside for o in node.outputs if o}
     later = {i for node in graph.nodes[last + 1 :] for i in node.inputs if i}
@@ -48,10 +49,18 @@ def extract_segment(graph: Graph, first: int, last: int, *, name: str | None = N
     """Nodes ``first..last`` of ``graph`` as a standalone Graph (constants shared, not copied)."""
     io = segment_io(graph, first, last)
     nodes = [
-        Node(n.name, n.op_type, list(n.inputs), list(n.outputs), dict(n.attrs), n.domain,
-             dict(n.attr_protos), n.doc_string)
+        Node(
+            n.name,
+            n.op_type,
+            list(n.inputs),
+            list(n.outputs),
+            dict(n.attrs),
+            n.domain,
+            dict(n.attr_protos),
+            n.doc_string,
+        )
         for n in graph.nodes[first : last + 1]
-    ]  # fmt: skip
+    ]
     used = {i for n in nodes for i in n.inputs if i} | {o for n in nodes for o in n.outputs if o}
     tensors: dict[str, Tensor] = {}
     for key in used | set(io.inputs) | set(io.outputs):

@@ -29,8 +29,10 @@ class Baseline:
 
 
 def gpu_only(problem: Problem) -> Baseline:
-    sel = [config_from_spans(problem, i, [(0, inst.n_groups - 1, "gpu")])
-           for i, inst in enumerate(problem.instances)]  # fmt: skip
+    sel = [
+        config_from_spans(problem, i, [(0, inst.n_groups - 1, "gpu")])
+        for i, inst in enumerate(problem.instances)
+    ]
     return Baseline("gpu-only", sel, evaluate(problem, sel))
 
 
@@ -79,10 +81,17 @@ def trt_default(problem: Problem) -> Baseline | None:
                     spans[k] = (a, b, "gpu")
                 else:
                     used += 1
-        sel.append(config_from_spans(problem, i, merge_spans([acc for a, b, acc in spans
-                                                              for _ in range(a, b + 1)])))  # fmt: skip
-    return Baseline("trt-default", sel, evaluate(problem, sel),
-                    f"every DLA-capable group on {core}, GPU fallback for the rest")  # fmt: skip
+        sel.append(
+            config_from_spans(
+                problem, i, merge_spans([acc for a, b, acc in spans for _ in range(a, b + 1)])
+            )
+        )
+    return Baseline(
+        "trt-default",
+        sel,
+        evaluate(problem, sel),
+        f"every DLA-capable group on {core}, GPU fallback for the rest",
+    )
 
 
 def all_baselines(problem: Problem) -> list[Baseline]:

@@ -68,8 +68,15 @@ def _solve_master(problem: Problem, columns: list[list[Config]]):
     a_eq = np.zeros((len(columns), n))
     for k, (i, _) in enumerate(cols):
         a_eq[i, k] = 1.0
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=np.ones(len(columns)),
-                  bounds=[(0, None)] * n, method="highs")  # fmt: skip
+    res = linprog(
+        cost,
+        A_ub=a_ub,
+        b_ub=b_ub,
+        A_eq=a_eq,
+        b_eq=np.ones(len(columns)),
+        bounds=[(0, None)] * n,
+        method="highs",
+    )
     if res.status != 0:  # pragma: no cover - the master always has a feasible point
         raise RuntimeError(f"LP relaxation failed: {res.message}")
     duals_ub = -np.asarray(res.ineqlin.marginals)
@@ -90,8 +97,9 @@ def relax(problem: Problem, max_rounds: int = 200) -> Relaxation:
     for chain in problem.chains:
         # start with the cheapest chain (least total busy time) and the fewest loadables
         _, c1 = chain.price({a: 1.0 for a in problem.accelerators}, {})
-        _, c2 = chain.price({a: 1.0 for a in problem.accelerators},
-                            {c: 1e4 for c in problem.dla_cores})  # fmt: skip
+        _, c2 = chain.price(
+            {a: 1.0 for a in problem.accelerators}, {c: 1e4 for c in problem.dla_cores}
+        )
         cols = [c for c in (c1, c2) if c is not None]
         if not cols:  # pragma: no cover - Chain raises earlier when nothing can run
             raise RuntimeError("no configuration")

@@ -34,9 +34,14 @@ class Panel:
     span_ms: float
 
 
-def panel_from_timeline(title: str, rows: Sequence[str], timeline: Sequence[dict],
-                        names: Sequence[str], span_ms: float,
-                        wrap_ms: float | None = None) -> Panel:  # fmt: skip
+def panel_from_timeline(
+    title: str,
+    rows: Sequence[str],
+    timeline: Sequence[dict],
+    names: Sequence[str],
+    span_ms: float,
+    wrap_ms: float | None = None,
+) -> Panel:
     """Bars from timeline records; with ``wrap_ms`` (one period of a cyclic schedule), a
     segment that runs past the period's end continues at its start."""
     colour = {n: k for k, n in enumerate(names)}
@@ -70,9 +75,11 @@ def _layout(panels: Sequence[Panel]) -> tuple[int, list[int]]:
 
 def to_svg(panels: Sequence[Panel]) -> str:
     height, tops = _layout(panels)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{height}" '
-           f'font-family="sans-serif" font-size="11">',
-           '<rect width="100%" height="100%" fill="white"/>']  # fmt: skip
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{height}" '
+        f'font-family="sans-serif" font-size="11">',
+        '<rect width="100%" height="100%" fill="white"/>',
+    ]
     for p, top in zip(panels, tops, strict=True):
         scale = (_W - _LEFT - 20) / p.span_ms if p.span_ms > 0 else 1.0
         out.append(
@@ -91,13 +98,17 @@ def to_svg(panels: Sequence[Panel]) -> str:
             x = _LEFT + b.start_ms * scale
             w = max(1.0, (b.end_ms - b.start_ms) * scale)
             fill = PALETTE[b.colour % len(PALETTE)]
-            out.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{_ROW - 8}" fill="{fill}" '
-                       f'stroke="white"><title>{escape(b.label)} {b.start_ms:.3f}-{b.end_ms:.3f} ms'
-                       '</title></rect>')  # fmt: skip
+            out.append(
+                f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{_ROW - 8}" fill="{fill}" '
+                f'stroke="white"><title>{escape(b.label)} {b.start_ms:.3f}-{b.end_ms:.3f} ms'
+                "</title></rect>"
+            )
             if b.transition_ms > 0:
                 tw = max(1.0, b.transition_ms * scale)
-                out.append(f'<rect x="{x:.1f}" y="{y}" width="{tw:.1f}" height="{_ROW - 8}" '
-                           'fill="black" opacity="0.35"/>')  # fmt: skip
+                out.append(
+                    f'<rect x="{x:.1f}" y="{y}" width="{tw:.1f}" height="{_ROW - 8}" '
+                    'fill="black" opacity="0.35"/>'
+                )
             if w > 40:
                 out.append(
                     f'<text x="{x + 3:.1f}" y="{y + 17}" fill="white">{escape(b.label)}</text>'

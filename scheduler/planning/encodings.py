@@ -75,8 +75,9 @@ class Cnf:
             self.add([-v, lit])
         return v
 
-    def choice_sum_at_most(self, choices: Sequence[Sequence[int]], weights: Sequence[Sequence[int]],
-                           bound: int) -> None:  # fmt: skip
+    def choice_sum_at_most(
+        self, choices: Sequence[Sequence[int]], weights: Sequence[Sequence[int]], bound: int
+    ) -> None:
         """sum over groups of the chosen item's weight <= bound, where each group of ``choices``
         has exactly one true literal. Partial sums are order-encoded, so unit propagation keeps
         them bounds-consistent (the strength of a decision diagram, size ~ groups x bound x
@@ -87,8 +88,10 @@ class Cnf:
                 if w > bound:
                     self.add([-lit])
             levels = sorted({w for w in ws if 0 < w <= bound})
-            at_least = {v: self.or_of([lit for lit, w in zip(lits, ws, strict=True) if w >= v])
-                        for v in levels}  # fmt: skip
+            at_least = {
+                v: self.or_of([lit for lit, w in zip(lits, ws, strict=True) if w >= v])
+                for v in levels
+            }
             cur = [self.var() for _ in range(bound)]
             for t in range(1, bound):
                 self.add([-cur[t], cur[t - 1]])

@@ -119,8 +119,9 @@ def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
         f"# hxsched plan ({plan.objective}) for {plan.device}: predicted numbers are "
         f"{plan.predicted.get('source', 'simulated')}.\n"
     )
-    out.write_text(header + yaml.safe_dump(plan.to_dict(), sort_keys=False, width=100,
-                                           default_flow_style=None))  # fmt: skip
+    out.write_text(
+        header + yaml.safe_dump(plan.to_dict(), sort_keys=False, width=100, default_flow_style=None)
+    )
     return out
 
 
@@ -129,8 +130,9 @@ def _need(d: dict, key: str, kind: type | tuple, where: str, path: str) -> Any:
         raise HxschedError(f"{where}.{key}: missing (required)", path=path)
     value = d[key]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise HxschedError(f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}",
-                           path=path)  # fmt: skip
+        raise HxschedError(
+            f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}", path=path
+        )
     return value
 
 
@@ -156,23 +158,39 @@ def plan_from_dict(data: Any, path: str = "<plan>") -> Plan:
             w = f"{where}.segments[{j}]"
             groups = _need(seg, "groups", list, w, path)
             if len(groups) != 2 or groups[0] != last + 1 or groups[1] < groups[0]:
-                raise HxschedError(f"{w}.groups: expected [first, last] continuing at group {last + 1}",
-                                   path=path)  # fmt: skip
+                raise HxschedError(
+                    f"{w}.groups: expected [first, last] continuing at group {last + 1}", path=path
+                )
             last = groups[1]
             acc = _need(seg, "accelerator", str, w, path)
             if acc not in accelerators:
-                raise HxschedError(f"{w}.accelerator: {acc!r} is not one of {list(accelerators)}",
-                                   path=path)  # fmt: skip
-            segs.append(PlanSegment(groups[0], groups[1], seg.get("first_node"), seg.get("last_node"),
-                                    acc, float(seg.get("ms", 0.0)), float(seg.get("busy_ms", 0.0)),
-                                    float(seg.get("transition_ms", 0.0))))  # fmt: skip
+                raise HxschedError(
+                    f"{w}.accelerator: {acc!r} is not one of {list(accelerators)}", path=path
+                )
+            segs.append(
+                PlanSegment(
+                    groups[0],
+                    groups[1],
+                    seg.get("first_node"),
+                    seg.get("last_node"),
+                    acc,
+                    float(seg.get("ms", 0.0)),
+                    float(seg.get("busy_ms", 0.0)),
+                    float(seg.get("transition_ms", 0.0)),
+                )
+            )
         if not segs:
             raise HxschedError(f"{where}.segments: expected at least one segment", path=path)
-        instances.append(PlanInstance(
-            _need(inst, "name", str, where, path), _need(inst, "model", str, where, path),
-            tuple(segs), inst.get("model_path"), inst.get("structural_hash"),
-            inst.get("profile") or {},
-        ))  # fmt: skip
+        instances.append(
+            PlanInstance(
+                _need(inst, "name", str, where, path),
+                _need(inst, "model", str, where, path),
+                tuple(segs),
+                inst.get("model_path"),
+                inst.get("structural_hash"),
+                inst.get("profile") or {},
+            )
+        )
     return Plan(
         objective=objective,
         device=_need(data, "device", str, "plan", path),

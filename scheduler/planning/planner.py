@@ -73,8 +73,14 @@ def check_profile_matches(graph: Graph, profile: Profile, where: str) -> None:
         )
 
 
-def _plan_segments(cfg: Config, profile: Profile, resolution: float, levels: dict | None,
-                   ev: Evaluation, index: int) -> tuple[PlanSegment, ...]:  # fmt: skip
+def _plan_segments(
+    cfg: Config,
+    profile: Profile,
+    resolution: float,
+    levels: dict | None,
+    ev: Evaluation,
+    index: int,
+) -> tuple[PlanSegment, ...]:
     out = []
     by_slot = {(a.instance, a.segment): a for a in ev.timeline if a.frame == 0}
     for s, seg in enumerate(cfg.segments):
@@ -82,10 +88,16 @@ def _plan_segments(cfg: Config, profile: Profile, resolution: float, levels: dic
         busy = (act.end - act.start) if act is not None else seg.busy
         out.append(
             PlanSegment(
-                seg.first, seg.last, profile.groups[seg.first].first, profile.groups[seg.last].last,
-                seg.accelerator, seg.ms, busy * resolution, seg.transition * resolution,
+                seg.first,
+                seg.last,
+                profile.groups[seg.first].first,
+                profile.groups[seg.last].last,
+                seg.accelerator,
+                seg.ms,
+                busy * resolution,
+                seg.transition * resolution,
             )
-        )  # fmt: skip
+        )
     return tuple(out)
 
 
@@ -101,11 +113,16 @@ def _numbers(ev: Evaluation, res: float) -> dict:
 def timeline_records(names: Sequence[str], ev: Evaluation, res: float) -> list[dict]:
     """The evaluation's timeline in ms, instances by name."""
     return [
-        {"instance": names[a.instance], "segment": a.segment, "accelerator": a.accelerator,
-         "start_ms": round(a.start * res, 5), "end_ms": round(a.end * res, 5),
-         "transition_ms": round(a.transition * res, 5)}
+        {
+            "instance": names[a.instance],
+            "segment": a.segment,
+            "accelerator": a.accelerator,
+            "start_ms": round(a.start * res, 5),
+            "end_ms": round(a.end * res, 5),
+            "transition_ms": round(a.transition * res, 5),
+        }
         for a in ev.timeline
-    ]  # fmt: skip
+    ]
 
 
 def make_plan(
@@ -155,9 +172,14 @@ def make_plan(
         if not inst.profile.transitions and len(inst.profile.groups) > 1 and len(accelerators) > 1:
             warnings.append(f"{inst.name}: its profile has no hand-over costs; counted as 0")
     problem = build_problem(
-        instances, accelerators, objective=objective, max_switches=max_switches,
-        resolution_ms=resolution_ms, contention=cmodel, max_loadables=max_loadables,
-    )  # fmt: skip
+        instances,
+        accelerators,
+        objective=objective,
+        max_switches=max_switches,
+        resolution_ms=resolution_ms,
+        contention=cmodel,
+        max_loadables=max_loadables,
+    )
     import scipy.optimize  # noqa: F401 - module start-up is not solving time
 
     result = solve(problem, time_limit_s=time_limit_s, solver_name=sat_solver, progress=progress)
@@ -196,12 +218,20 @@ def make_plan(
         prov = {k: v.to_dict() for k, v in m.profile.provenance.items()}
         plan_instances.append(
             PlanInstance(
-                inst.name, inst.model, _plan_segments(cfg, inst.profile, res, ev.levels, ev, idx),
-                m.path, m.profile.model.structural_hash,
-                {"path": m.profile.path, "how": m.how, "device": m.profile.device,
-                 "default_source": m.profile.default_source, "sources": prov},
+                inst.name,
+                inst.model,
+                _plan_segments(cfg, inst.profile, res, ev.levels, ev, idx),
+                m.path,
+                m.profile.model.structural_hash,
+                {
+                    "path": m.profile.path,
+                    "how": m.how,
+                    "device": m.profile.device,
+                    "default_source": m.profile.default_source,
+                    "sources": prov,
+                },
             )
-        )  # fmt: skip
+        )
     timeline = timeline_records([i.name for i in instances], ev, res)
     plan = Plan(
         objective=objective,

@@ -390,8 +390,14 @@ class Chain:
                 raise HxschedError(f"{self.inst.name}: internal error tracing a configuration")
         return spans
 
-    def enumerate(self, w: dict[str, float], u: dict[str, float], budget: float, load_cap: int,
-                  limit: int = 200_000) -> list[Config]:  # fmt: skip
+    def enumerate(
+        self,
+        w: dict[str, float],
+        u: dict[str, float],
+        budget: float,
+        load_cap: int,
+        limit: int = 200_000,
+    ) -> list[Config]:
         """Every configuration with cost <= budget whose load on each accelerator and whose
         chain stay within ``load_cap`` ticks."""
         R = self.completion(w, u)
@@ -456,9 +462,15 @@ def build_problem(
     if levels < 1:
         raise HxschedError("contention levels must be >= 1")
     problem = Problem(
-        list(instances), tuple(accelerators), objective, max_switches, resolution_ms,
-        contention, levels, max_loadables,
-    )  # fmt: skip
+        list(instances),
+        tuple(accelerators),
+        objective,
+        max_switches,
+        resolution_ms,
+        contention,
+        levels,
+        max_loadables,
+    )
     cache: dict[tuple, Chain] = {}
     for inst in instances:
         key = (id(inst.profile), inst.pin)

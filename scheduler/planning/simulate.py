@@ -138,8 +138,10 @@ def _circle_offsets(
         prev_end[i] = spot + d
     for acc in failed:  # fall back to packing the accelerator back to back
         cursor = 0
-        for p in sorted((p for p in offset if selection[p[0]].segments[p[1]].accelerator == acc),
-                        key=lambda p: (offset[p], p)):  # fmt: skip
+        for p in sorted(
+            (p for p in offset if selection[p[0]].segments[p[1]].accelerator == acc),
+            key=lambda p: (offset[p], p),
+        ):
             offset[p] = cursor
             cursor += dur[p]
     return offset

@@ -196,7 +196,7 @@ class ThroughputEncoding:
                             )
                             for c in cfgs
                         ],
-                    )  # fmt: skip
+                    )
                     for i, cfgs in enumerate(problem.configs)
                 ]
                 self.other_bits[acc] = cnf.sum_numbers(numbers)
@@ -401,8 +401,9 @@ def solve(
         if c is not None:
             extra.append(c)
         try:  # near-LP-optimal configurations give the heuristic good material
-            near = chain.enumerate(rel.w, rel.u, 0.05 * rel.value + rel.mu[i], 2 * lp + 1,
-                                   limit=HEURISTIC_POOL)  # fmt: skip
+            near = chain.enumerate(
+                rel.w, rel.u, 0.05 * rel.value + rel.mu[i], 2 * lp + 1, limit=HEURISTIC_POOL
+            )
         except _TooMany:
             near = []
         extra += sorted(near, key=lambda cf: rel.reduced_cost(i, cf, problem))[
@@ -416,8 +417,10 @@ def solve(
     if heur is not None:
         best_sel, ev = heur
         best_value, best_edges = ev.period, ev.edges
-    say(f"LP bound {lp} ticks ({rel.value:.2f}), heuristic {best_value} ticks; "
-        f"{sum(len(c) for c in rel.columns)} LP columns")  # fmt: skip
+    say(
+        f"LP bound {lp} ticks ({rel.value:.2f}), heuristic {best_value} ticks; "
+        f"{sum(len(c) for c in rel.columns)} LP columns"
+    )
     lb = lp
     upper = best_value
     largest: list[int] = [0] * len(problem.instances)
@@ -461,11 +464,18 @@ def solve(
         else:
             result, sel, edges, size = _latency_decide(problem, view, probe, solver_name, deadline)
             variables, clauses = max(variables, size[0]), max(clauses, size[1])
-        calls.append({"bound": probe, "configurations": sizes,
-                      "result": {True: "sat", False: "unsat", None: "timeout"}[result],
-                      "seconds": round(time.monotonic() - start, 4)})  # fmt: skip
-        say(f"  T = {probe} ticks: {calls[-1]['result']} ({calls[-1]['seconds']:.3f} s, "
-            f"{sum(sizes)} configurations)")  # fmt: skip
+        calls.append(
+            {
+                "bound": probe,
+                "configurations": sizes,
+                "result": {True: "sat", False: "unsat", None: "timeout"}[result],
+                "seconds": round(time.monotonic() - start, 4),
+            }
+        )
+        say(
+            f"  T = {probe} ticks: {calls[-1]['result']} ({calls[-1]['seconds']:.3f} s, "
+            f"{sum(sizes)} configurations)"
+        )
         if result is None:
             break
         if result:
@@ -500,8 +510,13 @@ def solve(
                 lenc.delete()
         except _Timeout:
             result = None
-        calls.append({"bound": best_value - 1, "result": {True: "sat", False: "unsat", None: "timeout"}[result],
-                      "seconds": round(time.monotonic() - start, 4)})  # fmt: skip
+        calls.append(
+            {
+                "bound": best_value - 1,
+                "result": {True: "sat", False: "unsat", None: "timeout"}[result],
+                "seconds": round(time.monotonic() - start, 4),
+            }
+        )
         if result is False:
             proof = "unsat"
         elif result:  # pragma: no cover - would contradict the LP bound
@@ -544,17 +559,24 @@ def _scaled(view: Problem, factor: int, up: bool) -> Problem:
 
     configs = [
         [
-            Config(tuple(replace(seg, ticks=tuple(sc(t) for t in seg.ticks),
-                                 transition=sc(seg.transition)) for seg in cfg.segments))
+            Config(
+                tuple(
+                    replace(
+                        seg, ticks=tuple(sc(t) for t in seg.ticks), transition=sc(seg.transition)
+                    )
+                    for seg in cfg.segments
+                )
+            )
             for cfg in cfgs
         ]
         for cfgs in view.configs
-    ]  # fmt: skip
+    ]
     return replace(view, configs=configs)
 
 
-def _latency_decide(problem: Problem, view: Problem, probe: int, solver_name: str,
-                    deadline: float | None):  # fmt: skip
+def _latency_decide(
+    problem: Problem, view: Problem, probe: int, solver_name: str, deadline: float | None
+):
     """(result, selection, order edges, (variables, clauses)) for "makespan <= probe"."""
     size = (0, 0)
     if probe > COARSE_MIN_TICKS:
@@ -573,8 +595,11 @@ def _latency_decide(problem: Problem, view: Problem, probe: int, solver_name: st
         if result is None:
             return None, None, None, size
         if result:
-            where = {id(c): (i, k) for i, cfgs in enumerate(high_view.configs)
-                     for k, c in enumerate(cfgs)}  # fmt: skip
+            where = {
+                id(c): (i, k)
+                for i, cfgs in enumerate(high_view.configs)
+                for k, c in enumerate(cfgs)
+            }
             orig = [view.configs[i][k] for i, k in (where[id(c)] for c in sel)]
             if evaluate(problem, orig, edges).period <= probe:
                 return True, orig, edges, size

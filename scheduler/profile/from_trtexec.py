@@ -32,8 +32,14 @@ def import_trtexec(
     proportion to the cost model's DLA estimates. Numbers neither file covers stay estimated
     and say so."""
     dev = get_device(device_name)
-    base = estimate_profile(graph, device_name, precision=precision, max_groups=max_groups,
-                            model_name=model_name, trt=trt)  # fmt: skip
+    base = estimate_profile(
+        graph,
+        device_name,
+        precision=precision,
+        max_groups=max_groups,
+        model_name=model_name,
+        trt=trt,
+    )
     if dev.dla_target:
         verdicts = check_graph(graph, target=dev.dla_target, trt=trt, precision=precision)
         dla_ok = {v.node: v.dla for v in verdicts.verdicts}
@@ -69,17 +75,22 @@ def import_trtexec(
     today = datetime.date.today().isoformat()
     provenance = {
         "trtexec-gpu": Provenance(
-            "imported", f"trtexec --exportProfile ({gpu.path})",
-            {"iterations": str(gpu.iterations)}, today,
+            "imported",
+            f"trtexec --exportProfile ({gpu.path})",
+            {"iterations": str(gpu.iterations)},
+            today,
             "GPU engine: per-layer times summed per group",
         ),
         "cost-model": Provenance("estimated", COST_MODEL_VERSION, {"hxsched": __version__}, today),
-    }  # fmt: skip
+    }
     if dla is not None:
         provenance["trtexec-dla"] = Provenance(
-            "imported", f"trtexec --exportProfile ({dla.path})", {"iterations": str(dla.iterations)},
-            today, "DLA subgraph totals split over their groups by the cost model's DLA estimates",
-        )  # fmt: skip
+            "imported",
+            f"trtexec --exportProfile ({dla.path})",
+            {"iterations": str(dla.iterations)},
+            today,
+            "DLA subgraph totals split over their groups by the cost model's DLA estimates",
+        )
     out_groups = []
     for g, bg in zip(groups, base.groups, strict=True):
         times = dict(bg.time_ms)

@@ -291,15 +291,16 @@ def profile_from_dict(data: Any, path: str = "<profile>") -> Profile:
             "whole_model_ms",
             "contention",
             "notes",
-        },  # fmt: skip
+        },
         {"schema", "device", "precision", "model", "provenance", "groups"},
     )
     if top["schema"] != SCHEMA:
         raise r.fail("schema", SCHEMA, top["schema"])
     device = r.choice(top["device"], "device", _known_devices())
     precision = r.choice(top["precision"], "precision", PRECISIONS)
-    m = r.mapping(top["model"], "model", {"name", "structural_hash", "source", "nodes", "inputs"},
-                  {"name"})  # fmt: skip
+    m = r.mapping(
+        top["model"], "model", {"name", "structural_hash", "source", "nodes", "inputs"}, {"name"}
+    )
     model = ModelInfo(
         name=r.string(m["name"], "model.name"),
         structural_hash=r.string(m["structural_hash"], "model.structural_hash")
@@ -311,8 +312,9 @@ def profile_from_dict(data: Any, path: str = "<profile>") -> Profile:
     )
     if model.structural_hash is not None and not model.structural_hash.startswith("sha256:"):
         raise r.fail("model.structural_hash", "'sha256:<hex>'", model.structural_hash)
-    prov_doc = r.mapping(top["provenance"], "provenance", {"default", "sources"},
-                         {"default", "sources"})  # fmt: skip
+    prov_doc = r.mapping(
+        top["provenance"], "provenance", {"default", "sources"}, {"default", "sources"}
+    )
     sources_doc = prov_doc["sources"]
     if not isinstance(sources_doc, dict) or not sources_doc:
         raise r.fail("provenance.sources", "a non-empty mapping id -> source", sources_doc)
@@ -329,8 +331,9 @@ def profile_from_dict(data: Any, path: str = "<profile>") -> Profile:
         )
     default = str(prov_doc["default"])
     if default not in provenance:
-        raise r.fail("provenance.default", f"one of the source ids ({', '.join(provenance)})",
-                      default)  # fmt: skip
+        raise r.fail(
+            "provenance.default", f"one of the source ids ({', '.join(provenance)})", default
+        )
     from hxsched.scheduler.cost.devices import DEVICES
 
     has_dla = device in DEVICES and DEVICES[device].dla is not None
@@ -341,11 +344,26 @@ def profile_from_dict(data: Any, path: str = "<profile>") -> Profile:
     for i, gdoc in enumerate(groups_doc):
         key = f"groups[{i}]"
         g = r.mapping(
-            gdoc, key,
-            {"id", "name", "first", "last", "nodes", "dla", "flops", "bytes", "weight_bytes",
-             "out_bytes", "time_ms", "spread_ms", "memory_bw", "sources"},
+            gdoc,
+            key,
+            {
+                "id",
+                "name",
+                "first",
+                "last",
+                "nodes",
+                "dla",
+                "flops",
+                "bytes",
+                "weight_bytes",
+                "out_bytes",
+                "time_ms",
+                "spread_ms",
+                "memory_bw",
+                "sources",
+            },
             {"id", "time_ms"},
-        )  # fmt: skip
+        )
         gid = r.integer(g["id"], f"{key}.id")
         if gid != i:
             raise r.fail(f"{key}.id", f"{i} (groups are numbered 0.. in model order)", gid)
@@ -409,12 +427,17 @@ def profile_from_dict(data: Any, path: str = "<profile>") -> Profile:
     seen = set()
     for i, t in enumerate(tdoc):
         key = f"transitions[{i}]"
-        td = r.mapping(t, key, {"after", "gpu_to_dla_ms", "dla_to_gpu_ms", "bytes", "source"},
-                       {"after", "gpu_to_dla_ms", "dla_to_gpu_ms"})  # fmt: skip
+        td = r.mapping(
+            t,
+            key,
+            {"after", "gpu_to_dla_ms", "dla_to_gpu_ms", "bytes", "source"},
+            {"after", "gpu_to_dla_ms", "dla_to_gpu_ms"},
+        )
         after = r.integer(td["after"], f"{key}.after")
         if after >= len(groups) - 1:
-            raise r.fail(f"{key}.after", f"a group id below {len(groups) - 1} (a cut between groups)",
-                         after)  # fmt: skip
+            raise r.fail(
+                f"{key}.after", f"a group id below {len(groups) - 1} (a cut between groups)", after
+            )
         if after in seen:
             raise r.fail(f"{key}.after", "each cut once", after)
         seen.add(after)
@@ -437,8 +460,9 @@ def profile_from_dict(data: Any, path: str = "<profile>") -> Profile:
     if "contention" in top:
         from hxsched.scheduler.cost.contention import ContentionModel
 
-        cdoc = r.mapping(top["contention"], "contention", set(ContentionModel.KEYS),
-                         set(ContentionModel.KEYS))  # fmt: skip
+        cdoc = r.mapping(
+            top["contention"], "contention", set(ContentionModel.KEYS), set(ContentionModel.KEYS)
+        )
         contention = {k: r.number(cdoc[k], f"contention.{k}") for k in ContentionModel.KEYS}
         ContentionModel.from_dict(contention, path)
     return Profile(

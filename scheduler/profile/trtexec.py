@@ -72,13 +72,15 @@ def parse_export_profile(data: Any, path: str = "<trtexec profile>") -> Exported
     rows = []
     for i, item in enumerate(data[1:], start=1):
         if not isinstance(item, dict) or "name" not in item or "averageMs" not in item:
-            raise HxschedError(f"entry {i}: expected {{name, timeMs, averageMs, ...}}, got {item!r:.80}",
-                               path=path)  # fmt: skip
+            raise HxschedError(
+                f"entry {i}: expected {{name, timeMs, averageMs, ...}}, got {item!r:.80}", path=path
+            )
         try:
             avg = float(item["averageMs"])
         except (TypeError, ValueError):
-            raise HxschedError(f"entry {i} ({item['name']!r}): averageMs is not a number",
-                               path=path) from None  # fmt: skip
+            raise HxschedError(
+                f"entry {i} ({item['name']!r}): averageMs is not a number", path=path
+            ) from None
         if avg < 0:
             raise HxschedError(f"entry {i} ({item['name']!r}): negative time {avg}", path=path)
         rows.append(

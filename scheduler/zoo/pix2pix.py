@@ -37,9 +37,15 @@ class _Unet:
         if bias:
             inputs.append(b.weight(f"{prefix}.bias", np.zeros(cout, np.float32)))
         return b.op(
-            scope, op, inputs, dilations=[1, 1], group=1, kernel_shape=[4, 4],
-            pads=[1, 1, 1, 1], strides=[2, 2],
-        )  # fmt: skip
+            scope,
+            op,
+            inputs,
+            dilations=[1, 1],
+            group=1,
+            kernel_shape=[4, 4],
+            pads=[1, 1, 1, 1],
+            strides=[2, 2],
+        )
 
     def norm(self, scope: str, x: str, c: int) -> str:
         b = self.b

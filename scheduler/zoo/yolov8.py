@@ -51,9 +51,15 @@ class _Yolo:
         bias = b.weight(f"{prefix}.bias", np.zeros(cout, np.float32))
         p = k // 2
         out = b.op(
-            scope, "Conv", [x, w, bias], dilations=[1, 1], group=1, kernel_shape=[k, k],
-            pads=[p, p, p, p], strides=[s, s],
-        )  # fmt: skip
+            scope,
+            "Conv",
+            [x, w, bias],
+            dilations=[1, 1],
+            group=1,
+            kernel_shape=[k, k],
+            pads=[p, p, p, p],
+            strides=[s, s],
+        )
         self.targets[b.nodes[-1].name] = target
         c, h, wd = self.shapes[x]
         self.shapes[out] = (cout, (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1)
@@ -102,9 +108,15 @@ class _Yolo:
         for i in range(3):
             sub = f"{scope}/m" if i == 0 else f"{scope}/m_{i}"
             out = self.b.op(
-                sub, "MaxPool", [y[-1]], ceil_mode=0, dilations=[1, 1], kernel_shape=[k, k],
-                pads=[k // 2] * 4, strides=[1, 1],
-            )  # fmt: skip
+                sub,
+                "MaxPool",
+                [y[-1]],
+                ceil_mode=0,
+                dilations=[1, 1],
+                kernel_shape=[k, k],
+                pads=[k // 2] * 4,
+                strides=[1, 1],
+            )
             self.shapes[out] = self.shapes[y[-1]]
             y.append(out)
         return self.conv(f"{scope}/cv2", self.concat(scope, y), cout, 1, 1)
@@ -112,9 +124,14 @@ class _Yolo:
     def upsample(self, scope: str, x: str) -> str:
         scales = self.b.const(scope, [1.0, 1.0, 2.0, 2.0], np.float32)
         out = self.b.op(
-            scope, "Resize", [x, "", scales], coordinate_transformation_mode="asymmetric",
-            cubic_coeff_a=-0.75, mode="nearest", nearest_mode="floor",
-        )  # fmt: skip
+            scope,
+            "Resize",
+            [x, "", scales],
+            coordinate_transformation_mode="asymmetric",
+            cubic_coeff_a=-0.75,
+            mode="nearest",
+            nearest_mode="floor",
+        )
         c, h, w = self.shapes[x]
         self.shapes[out] = (c, h * 2, w * 2)
         return out
@@ -174,16 +191,23 @@ class _Yolo:
             np.arange(reg_max, dtype=np.float32).reshape(1, reg_max, 1, 1),
         )
         d = b.op(
-            f"{dfl}/conv", "Conv", [sm, w_dfl], dilations=[1, 1], group=1, kernel_shape=[1, 1],
-            pads=[0, 0, 0, 0], strides=[1, 1],
-        )  # fmt: skip
+            f"{dfl}/conv",
+            "Conv",
+            [sm, w_dfl],
+            dilations=[1, 1],
+            group=1,
+            kernel_shape=[1, 1],
+            pads=[0, 0, 0, 0],
+            strides=[1, 1],
+        )
         dist = b.op(dfl, "Reshape", [d, b.const(dfl, [1, 4, n_anchor])], allowzero=0)
         # dist2bbox: lt, rb = distance.chunk(2, 1), which torch writes as shape arithmetic.
         axis = b.const(scope, [1])
         dim = b.op(scope, "Gather", [b.op(scope, "Shape", [dist]), axis], axis=0)
         start = b.const(scope, [0])
-        half = b.op(scope, "Div", [b.op(scope, "Add", [dim, b.const(scope, [1])]),
-                                   b.const(scope, [2])])  # fmt: skip
+        half = b.op(
+            scope, "Div", [b.op(scope, "Add", [dim, b.const(scope, [1])]), b.const(scope, [2])]
+        )
         end0 = b.op(scope, "Mul", [half, b.const(scope, [1])])
         lt = b.op(scope, "Slice", [dist, start, end0, axis])
         end1 = b.op(scope, "Mul", [half, b.const(scope, [2])])
@@ -199,8 +223,9 @@ class _Yolo:
         anchor_points = np.concatenate(anchors, 1)[None]
         x1y1 = b.op(scope, "Sub", [b.const(scope, anchor_points, np.float32), lt])
         x2y2 = b.op(scope, "Add", [b.const(scope, anchor_points, np.float32), rb])
-        c_xy = b.op(scope, "Div", [b.op(scope, "Add", [x1y1, x2y2]),
-                                   b.const(scope, 2.0, np.float32)])  # fmt: skip
+        c_xy = b.op(
+            scope, "Div", [b.op(scope, "Add", [x1y1, x2y2]), b.const(scope, 2.0, np.float32)]
+        )
         wh = b.op(scope, "Sub", [x2y2, x1y1])
         dbox = b.op(scope, "Concat", [c_xy, wh], axis=1)
         dbox = b.op(scope, "Mul", [dbox, b.const(scope, np.concatenate(stride_row, 1), np.float32)])

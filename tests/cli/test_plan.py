@@ -8,15 +8,36 @@ from hxsched.cli import main
 from hxsched.scheduler.planning.plan import load_plan
 from hxsched.scheduler.profile.store import shipped_dir
 
-KEYS = {"objective", "period_ms", "fps", "latency_ms", "optimal", "gap", "solve_time_s",
-        "lower_bound_ms", "baselines", "instances"}  # fmt: skip
+KEYS = {
+    "objective",
+    "period_ms",
+    "fps",
+    "latency_ms",
+    "optimal",
+    "gap",
+    "solve_time_s",
+    "lower_bound_ms",
+    "baselines",
+    "instances",
+}
 
 
 def test_plan_zoo_models_json(pix2pix_path, yolov8n_path, tmp_path, capsys):
     """The zoo's models find the shipped profiles by structural hash."""
     out = tmp_path / "plan.yaml"
-    code = main(["plan", str(pix2pix_path), str(yolov8n_path), "-o", str(out), "--json", "-q",
-                 "--chart", str(tmp_path / "g.svg")])  # fmt: skip
+    code = main(
+        [
+            "plan",
+            str(pix2pix_path),
+            str(yolov8n_path),
+            "-o",
+            str(out),
+            "--json",
+            "-q",
+            "--chart",
+            str(tmp_path / "g.svg"),
+        ]
+    )
     assert code == 0
     data = json.loads(capsys.readouterr().out)
     assert set(data) >= KEYS
@@ -39,10 +60,28 @@ def test_plan_readable_and_estimated_on_the_fly(data_dir, tmp_path, capsys):
 
 def test_plan_group_level_profiles(tmp_path, capsys):
     pub = shipped_dir() / "published"
-    assert main(["plan", "--profile", str(pub / "haxconn_googlenet_xavier.yaml"), "--profile",
-                 str(pub / "haxconn_alexnet_xavier.yaml"), "--device", "xavier-agx",
-                 "--accelerators", "gpu,dla0", "--objective", "latency", "--json", "-q",
-                 "-o", str(tmp_path / "h.yaml")]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "plan",
+                "--profile",
+                str(pub / "haxconn_googlenet_xavier.yaml"),
+                "--profile",
+                str(pub / "haxconn_alexnet_xavier.yaml"),
+                "--device",
+                "xavier-agx",
+                "--accelerators",
+                "gpu,dla0",
+                "--objective",
+                "latency",
+                "--json",
+                "-q",
+                "-o",
+                str(tmp_path / "h.yaml"),
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["period_ms"] == 2.42 and data["optimal"]
 

@@ -20,8 +20,25 @@ def test_estimate_writes_a_valid_profile(yolov8n_path, tmp_path, capsys):
 def test_ort_backend_json(data_dir, tmp_path, capsys):
     out = tmp_path / "t.yaml"
     src = data_dir / "torch" / "torch_unet_tiny.onnx"
-    assert main(["profile", str(src), "--backend", "ort", "-o", str(out), "--runs", "3",
-                 "--warmup", "1", "--json", "-q"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "profile",
+                str(src),
+                "--backend",
+                "ort",
+                "-o",
+                str(out),
+                "--runs",
+                "3",
+                "--warmup",
+                "1",
+                "--json",
+                "-q",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert data["profile"]["device"] == "cpu"
     assert data["whole_model_ms"] > 0 and data["groups_sum_ms"] > 0
@@ -29,13 +46,37 @@ def test_ort_backend_json(data_dir, tmp_path, capsys):
 
 
 def test_trtexec_backend(data_dir, tmp_path, capsys):
-    assert main(["profile", str(data_dir / "torch" / "torch_unet_tiny.onnx"), "--backend",
-                 "trtexec", "-o", str(tmp_path / "x.yaml")]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "profile",
+                str(data_dir / "torch" / "torch_unet_tiny.onnx"),
+                "--backend",
+                "trtexec",
+                "-o",
+                str(tmp_path / "x.yaml"),
+            ]
+        )
+        == 1
+    )
     assert "--gpu-profile" in capsys.readouterr().err
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
-    assert main(["profile", str(data_dir / "torch" / "torch_unet_tiny.onnx"), "--backend",
-                 "trtexec", "--gpu-profile", str(bad), "-o", str(tmp_path / "x.yaml")]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "profile",
+                str(data_dir / "torch" / "torch_unet_tiny.onnx"),
+                "--backend",
+                "trtexec",
+                "--gpu-profile",
+                str(bad),
+                "-o",
+                str(tmp_path / "x.yaml"),
+            ]
+        )
+        == 1
+    )
     assert "not a trtexec --exportProfile file" in capsys.readouterr().err
 
 

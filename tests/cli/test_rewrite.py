@@ -36,8 +36,20 @@ def test_rewrite_refuses_to_overwrite_input(pix2pix_path, capsys):
 def test_rewrite_failed_verification_writes_nothing(pix2pix_path, tmp_path, capsys):
     out = tmp_path / "never.onnx"
     # a tolerance no FP32 computation meets: the verification must fail and write nothing
-    code = main(["rewrite", str(pix2pix_path), "-o", str(out), "--verify", "--tolerance", "0",
-                 "--samples", "1", "-q"])  # fmt: skip
+    code = main(
+        [
+            "rewrite",
+            str(pix2pix_path),
+            "-o",
+            str(out),
+            "--verify",
+            "--tolerance",
+            "0",
+            "--samples",
+            "1",
+            "-q",
+        ]
+    )
     assert code == 1
     assert "nothing was written" in capsys.readouterr().err
     assert not out.exists()

@@ -21,8 +21,19 @@ def test_run_sim_json(small_plan, tmp_path, capsys):
 def test_run_sim_readable_with_drift_and_replan(small_plan, tmp_path, capsys):
     path = save_plan(small_plan, tmp_path / "p.yaml")
     seg = f"{small_plan.instances[1].name}/s0"
-    code = main(["run", str(path), "--backend", "sim", "--frames", "300", "--slow",
-                 f"{seg}=1.7@50", "--replan"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            str(path),
+            "--backend",
+            "sim",
+            "--frames",
+            "300",
+            "--slow",
+            f"{seg}=1.7@50",
+            "--replan",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0
     assert "fallback/drift events: 1" in out.out and "runtime-drift" in out.out

@@ -50,8 +50,9 @@ def _torch_plan(graph, path, cut: int) -> Plan:
         PlanSegment(1, 1, names[cut + 1], names[-1], "gpu", 1.0, 1.0),
     )
     inst = PlanInstance("unet#0", "unet", segs, str(path))
-    return Plan("throughput", "orin-agx", ("gpu", "dla0"), 0.01, 1, [inst],
-                {"period_ms": 1.0}, {}, {}, [])  # fmt: skip
+    return Plan(
+        "throughput", "orin-agx", ("gpu", "dla0"), 0.01, 1, [inst], {"period_ms": 1.0}, {}, {}, []
+    )
 
 
 def test_a_torch_export_cut_anywhere_is_exact(data_dir):

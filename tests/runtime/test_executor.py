@@ -103,8 +103,11 @@ def test_a_failing_frame_goes_to_on_error_and_the_others_carry_on(small_plan):
     specs = plan_instance_specs(small_plan, with_models=False)
     got, errors = [], []
     ex = Executor(small_plan, specs, _FailingSim())
-    stats = ex.run(((k, {}) for k in range(8)), on_output=lambda r: got.append(r.tag),
-                   on_error=lambda tag, index, msg: errors.append((tag, index, msg)))  # fmt: skip
+    stats = ex.run(
+        ((k, {}) for k in range(8)),
+        on_output=lambda r: got.append(r.tag),
+        on_error=lambda tag, index, msg: errors.append((tag, index, msg)),
+    )
     assert got == [0, 1, 2, 4, 5, 6, 7] and stats.frames == 7
     assert errors and errors[0][:2] == (3, 3) and "failed on frame 3" in errors[0][2]
     with pytest.raises(HxschedError, match="failed on frame 3"):

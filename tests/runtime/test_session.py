@@ -26,8 +26,9 @@ def test_dual_pix2pix_on_ort_matches(dual_gan_plan):
 
 def test_sim_comparison_and_replan(small_plan, tmp_path):
     seg = f"{small_plan.instances[0].name}/s{len(small_plan.instances[0].segments) - 1}"
-    stats, report = run_plan(small_plan, "sim", frames=300,
-                             backend_opts={"slowdowns": [(seg, 2.0, 0)]})  # fmt: skip
+    stats, report = run_plan(
+        small_plan, "sim", frames=300, backend_opts={"slowdowns": [(seg, 2.0, 0)]}
+    )
     assert report["comparison"]["achieved_over_plan"] < 0.95
     assert stats.fallback_events
     new, info = replan(small_plan, stats, time_limit_s=20)

@@ -75,16 +75,24 @@ def unpack_vectorized(buf: np.ndarray, shape: Sequence[int], vec: int) -> np.nda
     return v.reshape(n, groups * vec, h, w)[:, :c].astype(np.float32)
 
 
-def segment_config(seg: SegmentSpec, precision: str, *, allow_gpu_fallback: bool,
-                   calibration_cache: str | None, trt_version: str) -> BuildConfig:  # fmt: skip
+def segment_config(
+    seg: SegmentSpec,
+    precision: str,
+    *,
+    allow_gpu_fallback: bool,
+    calibration_cache: str | None,
+    trt_version: str,
+) -> BuildConfig:
     """The build decisions for one planned segment (pure); refuses what cannot run before any
     build starts (INT8 DLA tensors handed to or from the host)."""
     if precision == "int8" and seg.accelerator.startswith("dla"):
         edge = [t for t, src in seg.inputs_from.items() if src is None]
         edge += [t for t, dst in seg.outputs_to.items() if dst is None]
         if edge:
-            raise HxschedError(f"{seg.name}: INT8 DLA tensors cannot cross to the host "
-                               f"({', '.join(edge)}); plan a GPU segment at the model's edges")  # fmt: skip
+            raise HxschedError(
+                f"{seg.name}: INT8 DLA tensors cannot cross to the host "
+                f"({', '.join(edge)}); plan a GPU segment at the model's edges"
+            )
     return build_config_for(
         seg.accelerator,
         precision,
@@ -108,8 +116,14 @@ def _ranks(seg: SegmentSpec) -> dict[str, int]:
     return out
 
 
-def engine_key(seg: SegmentSpec, cfg: BuildConfig, *, trt_version: str, device_name: str,
-               compute_capability: str) -> EngineKey:  # fmt: skip
+def engine_key(
+    seg: SegmentSpec,
+    cfg: BuildConfig,
+    *,
+    trt_version: str,
+    device_name: str,
+    compute_capability: str,
+) -> EngineKey:
     return EngineKey(
         trt_version=trt_version,
         device_name=device_name,
@@ -123,14 +137,17 @@ def engine_key(seg: SegmentSpec, cfg: BuildConfig, *, trt_version: str, device_n
     )
 
 
-def check_fallbacks(seg: SegmentSpec, inspector_json: str | None, log: list[str]) -> list[FallbackEvent]:  # fmt: skip
+def check_fallbacks(
+    seg: SegmentSpec, inspector_json: str | None, log: list[str]
+) -> list[FallbackEvent]:
     """Planned-DLA nodes that TensorRT put on the GPU (by name, with TensorRT's reason)."""
     if not seg.accelerator.startswith("dla") or seg.graph is None:
         return []
     planned = [n.name for n in seg.graph.nodes]
     layers = parse_inspector_json(inspector_json) if inspector_json else None
-    return find_fallbacks(planned, layers=layers, log=parse_builder_log(log), segment=seg.name,
-                          node_order=planned)  # fmt: skip
+    return find_fallbacks(
+        planned, layers=layers, log=parse_builder_log(log), segment=seg.name, node_order=planned
+    )
 
 
 @dataclass
@@ -191,8 +208,11 @@ class TrtStream:
             end.record(self.stream)
         to_host = [n for n in seg.outputs if seg.outputs_to.get(n) is None]
         for name in to_host:
-            cuda.memcpy_dtoh_async(b.host[(seg.instance, name, slot)],
-                                   b.buffers[(seg.instance, name, slot)], self.stream)  # fmt: skip
+            cuda.memcpy_dtoh_async(
+                b.host[(seg.instance, name, slot)],
+                b.buffers[(seg.instance, name, slot)],
+                self.stream,
+            )
         done.record(self.stream)
 
         def fill() -> None:
@@ -257,8 +277,13 @@ class TrtBackend:
         from hxsched.scheduler.graph.onnx_io import to_model_proto
 
         version, device, cc = self.device_identity()
-        cfg = segment_config(seg, self.precision, allow_gpu_fallback=self.allow_gpu_fallback,
-                             calibration_cache=self.calibration_cache, trt_version=version)  # fmt: skip
+        cfg = segment_config(
+            seg,
+            self.precision,
+            allow_gpu_fallback=self.allow_gpu_fallback,
+            calibration_cache=self.calibration_cache,
+            trt_version=version,
+        )
         key = engine_key(seg, cfg, trt_version=version, device_name=device, compute_capability=cc)
         cached = self.cache.get(key)
         if cached is not None:
@@ -268,8 +293,10 @@ class TrtBackend:
                 progress(f"{seg.name}: engine from cache ({self.cache.path_for(key).name})")
             return cached
         if progress:
-            progress(f"{seg.name}: building a TensorRT {cfg.precision} engine on "
-                     f"{seg.accelerator} (this takes minutes)")  # fmt: skip
+            progress(
+                f"{seg.name}: building a TensorRT {cfg.precision} engine on "
+                f"{seg.accelerator} (this takes minutes)"
+            )
         log: list[str] = []
         t0 = time.monotonic()
         try:
@@ -278,7 +305,9 @@ class TrtBackend:
             report = parse_builder_log(log)
             named = "; ".join(f"{k}: {v}" for k, v in list(report.switched.items())[:5])
             hint = " (allow GPU fallback with --allow-gpu-fallback)" if named else ""
-            raise HxschedError(f"{seg.name}: {exc}" + (f" [not on DLA: {named}]{hint}" if named else "")) from None  # fmt: skip
+            raise HxschedError(
+                f"{seg.name}: {exc}" + (f" [not on DLA: {named}]{hint}" if named else "")
+            ) from None
         engine = self._deserialize(blob, cfg.dla_core)
         inspector = engine.create_engine_inspector()
         info = inspector.get_engine_information(self.trt.LayerInformationFormat.JSON)
@@ -287,8 +316,15 @@ class TrtBackend:
         del engine
         found = check_fallbacks(seg, info, log)
         self.fallbacks.extend(found)
-        self.cache.put(key, blob, {"segment": seg.name, "build_s": round(time.monotonic() - t0, 1),
-                                   "fallbacks": [asdict(e) for e in found]})  # fmt: skip
+        self.cache.put(
+            key,
+            blob,
+            {
+                "segment": seg.name,
+                "build_s": round(time.monotonic() - t0, 1),
+                "fallbacks": [asdict(e) for e in found],
+            },
+        )
         return blob
 
     def _deserialize(self, blob: bytes, dla_core: int | None) -> Any:
@@ -297,13 +333,20 @@ class TrtBackend:
             runtime.DLA_core = dla_core  # before deserialising, or the engine lands on core 0
         engine = runtime.deserialize_cuda_engine(blob)
         if engine is None:
-            raise HxschedError("TensorRT could not deserialize the engine (corrupt or built by "
-                               "another TensorRT): rebuild with hxsched build")  # fmt: skip
+            raise HxschedError(
+                "TensorRT could not deserialize the engine (corrupt or built by "
+                "another TensorRT): rebuild with hxsched build"
+            )
         self._engines[id(engine)] = (runtime, engine)
         return engine
 
-    def prepare(self, specs: Sequence[InstanceSpec], *, inflight: int,
-                progress: Callable[[str], None] | None = None) -> None:  # fmt: skip
+    def prepare(
+        self,
+        specs: Sequence[InstanceSpec],
+        *,
+        inflight: int,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
         self._import()
         self.inflight = inflight
         total = sum(len(i.segments) for i in specs)
@@ -336,8 +379,10 @@ class TrtBackend:
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             fmt = str(engine.get_tensor_format(name)).rsplit(".", 1)[-1].lower()
             if dtype.name not in _ITEM:
-                raise HxschedError(f"{seg.name}: tensor {name} has type {dtype.name}; segment "
-                                   "boundaries must be float32, float16 or int8")  # fmt: skip
+                raise HxschedError(
+                    f"{seg.name}: tensor {name} has type {dtype.name}; segment "
+                    "boundaries must be float32, float16 or int8"
+                )
             nbytes = padded_nbytes(shape, dtype.name, fmt)
             vec = _VECTOR.get(fmt, 1)
             self.layout[(seg.instance, name)] = (vec, shape)
@@ -349,8 +394,10 @@ class TrtBackend:
                     or (name in seg.outputs and seg.outputs_to.get(name) is None)
                 )
             ):
-                raise HxschedError(f"{seg.name}: INT8 DLA tensors cannot cross to the host; "
-                                   "plan a GPU segment at the model's edges")  # fmt: skip
+                raise HxschedError(
+                    f"{seg.name}: INT8 DLA tensors cannot cross to the host; "
+                    "plan a GPU segment at the model's edges"
+                )
             for slot in range(self.inflight):
                 key = (seg.instance, name, slot)
                 if key not in self.buffers:  # the producer's buffer is the consumer's
@@ -374,8 +421,7 @@ class TrtBackend:
 
     def source(self) -> str:
         version, device, cc = self.device_identity()
-        return (f"measured: TensorRT {version} on {device} (sm {cc}), CUDA events, "
-                f"{self.precision}")  # fmt: skip
+        return f"measured: TensorRT {version} on {device} (sm {cc}), CUDA events, {self.precision}"
 
     def close(self) -> None:
         self.contexts.clear()

@@ -108,28 +108,36 @@ def load_engine_file(
         key = EngineKey(**meta["key"])
         want_sha = meta["sha256"]
     except FileNotFoundError:
-        raise HxschedError(f"no sidecar {meta_file.name}: not an engine hxsched built; "
-                           "rebuild with hxsched build", path=path) from None  # fmt: skip
+        raise HxschedError(
+            f"no sidecar {meta_file.name}: not an engine hxsched built; rebuild with hxsched build",
+            path=path,
+        ) from None
     except (ValueError, KeyError, TypeError, OSError) as exc:
-        raise HxschedError(f"engine sidecar {meta_file.name} is unreadable ({exc}); rebuild",
-                           path=path) from None  # fmt: skip
+        raise HxschedError(
+            f"engine sidecar {meta_file.name} is unreadable ({exc}); rebuild", path=path
+        ) from None
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise HxschedError(f"cannot read the engine: {exc.strerror}", path=path) from None
     if hashlib.sha256(data).hexdigest() != want_sha:
-        raise HxschedError("engine file is corrupt (checksum differs from when it was built); "
-                           "delete it and rebuild", path=path)  # fmt: skip
+        raise HxschedError(
+            "engine file is corrupt (checksum differs from when it was built); "
+            "delete it and rebuild",
+            path=path,
+        )
     version = trt_version or (expect.trt_version if expect else None)
     if version and key.trt_version != version:
-        raise HxschedError(f"stale engine: built with TensorRT {key.trt_version}, this is "
-                           f"TensorRT {version}; rebuild with hxsched build", path=path)  # fmt: skip
+        raise HxschedError(
+            f"stale engine: built with TensorRT {key.trt_version}, this is "
+            f"TensorRT {version}; rebuild with hxsched build",
+            path=path,
+        )
     if expect is not None and key != expect:
         diffs = [
             f"{k} {v!r} (want {getattr(expect, k)!r})"
             for k, v in asdict(key).items()
             if getattr(expect, k) != v
         ]
-        raise HxschedError("stale engine: built for " + ", ".join(diffs) + "; rebuild",
-                           path=path)  # fmt: skip
+        raise HxschedError("stale engine: built for " + ", ".join(diffs) + "; rebuild", path=path)
     return data

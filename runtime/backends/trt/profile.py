@@ -87,8 +87,9 @@ def measure_trt_profile(
             "--backend trt needs TensorRT (on a Jetson: JetPack's python3-libnvinfer) and "
             "pycuda (pip install 'hxsched[jetson]'); use --backend estimate or ort elsewhere"
         )
-    base = estimate_profile(graph, device_name, precision=precision, max_groups=max_groups,
-                            model_name=model_name)  # fmt: skip
+    base = estimate_profile(
+        graph, device_name, precision=precision, max_groups=max_groups, model_name=model_name
+    )
     log: list[str] = []
     runners: dict[tuple[int, str], te.EngineRunner] = {}
     measured: dict[tuple[int, str], tuple[float, float]] = {}
@@ -98,9 +99,11 @@ def measure_trt_profile(
         a, b = _node_range(graph, g)
         seg = extract_segment(graph, a, b)
         cfg = te.build_config_for(
-            job.accelerator, precision,
-            inputs_from={n: None for n in seg.inputs}, outputs_to={n: None for n in seg.outputs},
-        )  # fmt: skip
+            job.accelerator,
+            precision,
+            inputs_from={n: None for n in seg.inputs},
+            outputs_to={n: None for n in seg.outputs},
+        )
         say(f"[{k}/{len(jobs)}] building {g.label} on {job.accelerator}")
         try:
             blob = te.build_engine(to_model_proto(seg).SerializeToString(), cfg, log)
@@ -120,8 +123,16 @@ def measure_trt_profile(
                 times[kind], spread[kind] = measured[(g.id, acc)]
                 sources[f"time_ms.{kind}"] = "trt"
         mem = {k: (g.bytes or 0) / (v / 1e3) for k, v in times.items() if v > 0}
-        groups.append(replace(g, time_ms=times, spread_ms=spread, memory_bw=mem, sources=sources,
-                              dla="dla" in times))  # fmt: skip
+        groups.append(
+            replace(
+                g,
+                time_ms=times,
+                spread_ms=spread,
+                memory_bw=mem,
+                sources=sources,
+                dla="dla" in times,
+            )
+        )
     transitions = []
     for a_id, b_id in transition_pairs(base):
         vals = {}
@@ -156,10 +167,12 @@ def measure_trt_profile(
         say("co-running the heaviest GPU and DLA groups to fit the contention model")
         ta, tb = te.time_concurrently(ra, rb, runs)
         ga, gb = groups[heavy_gpu], groups[heavy_dla]
-        samples += corun_samples(ga.time_ms["gpu"], ta, ga.memory_bw.get("gpu", 0.0),
-                                 gb.memory_bw.get("dla", 0.0))  # fmt: skip
-        samples += corun_samples(gb.time_ms["dla"], tb, gb.memory_bw.get("dla", 0.0),
-                                 ga.memory_bw.get("gpu", 0.0))  # fmt: skip
+        samples += corun_samples(
+            ga.time_ms["gpu"], ta, ga.memory_bw.get("gpu", 0.0), gb.memory_bw.get("dla", 0.0)
+        )
+        samples += corun_samples(
+            gb.time_ms["dla"], tb, gb.memory_bw.get("dla", 0.0), ga.memory_bw.get("gpu", 0.0)
+        )
         if samples:
             model, rmse = fit_contention(samples, base.contention.get("peak_gbs", 204.8))
             contention = model.to_dict()
@@ -167,9 +180,17 @@ def measure_trt_profile(
     versions = {"hxsched": __version__, "tensorrt": str(te.trt.__version__)}
     provenance = dict(base.provenance)
     provenance["trt"] = Provenance(
-        "measured", "TensorRT engines timed with CUDA events around execute_async_v3", versions,
+        "measured",
+        "TensorRT engines timed with CUDA events around execute_async_v3",
+        versions,
         datetime.datetime.now().isoformat(timespec="seconds"),
         f"{warmup} warm-up + {runs} runs per engine; median, IQR spread",
-    )  # fmt: skip
-    return replace(base, provenance=provenance, default_source="trt", groups=tuple(groups),
-                   transitions=tuple(transitions), contention=contention)  # fmt: skip
+    )
+    return replace(
+        base,
+        provenance=provenance,
+        default_source="trt",
+        groups=tuple(groups),
+        transitions=tuple(transitions),
+        contention=contention,
+    )

@@ -17,8 +17,19 @@ def specs_for(graph, cut):
     segs = []
     for k, (a, b, acc) in enumerate([(0, cut, "dla0"), (cut + 1, len(graph.nodes) - 1, "gpu")]):
         io = segment_io(graph, a, b)
-        s = SegmentSpec("u#0", k, acc, k, k, 1.0, a, b, io.inputs, io.outputs,
-                        graph=extract_segment(graph, a, b))  # fmt: skip
+        s = SegmentSpec(
+            "u#0",
+            k,
+            acc,
+            k,
+            k,
+            1.0,
+            a,
+            b,
+            io.inputs,
+            io.outputs,
+            graph=extract_segment(graph, a, b),
+        )
         segs.append(s)
     return [InstanceSpec("u#0", "u", segs, graph)]
 
@@ -28,8 +39,11 @@ def test_two_workers_chain_a_torch_model(data_dir):
     specs = specs_for(graph, len(graph.nodes) // 2)
     b = OrtBackend(threads=1)
     b.prepare(specs, inflight=2)
-    feeds = {graph.inputs[0]: np.random.default_rng(0).standard_normal(
-        graph.tensors[graph.inputs[0]].shape).astype(np.float32)}  # fmt: skip
+    feeds = {
+        graph.inputs[0]: np.random.default_rng(0)
+        .standard_normal(graph.tensors[graph.inputs[0]].shape)
+        .astype(np.float32)
+    }
     f = FrameState(0, {"u#0": feeds})
     e0 = b.stream("dla0").enqueue(specs[0].segments[0], f, [])
     e1 = b.stream("gpu").enqueue(specs[0].segments[1], f, [e0])

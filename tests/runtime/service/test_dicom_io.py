@@ -324,8 +324,9 @@ def test_secondary_capture_keeps_accented_names_and_is_readable_by_others(tmp_pa
 
 def test_secondary_capture_module_attributes(ct, tmp_path):
     src = pydicom.dcmread(CT_SMALL)
-    same = pydicom.dcmread(write_secondary_capture(np.zeros((128, 128), np.uint8), ct,
-                                                   tmp_path / "same.dcm"))  # fmt: skip
+    same = pydicom.dcmread(
+        write_secondary_capture(np.zeros((128, 128), np.uint8), ct, tmp_path / "same.dcm")
+    )
     assert same.BurnedInAnnotation == "NO"
     assert same.RecognizableVisualFeatures == "NO"
     assert same.ConversionType == "WSD" and same.Manufacturer == "hxsched"
@@ -335,8 +336,9 @@ def test_secondary_capture_module_attributes(ct, tmp_path):
     assert same.FrameOfReferenceUID == src.FrameOfReferenceUID  # same grid: linked series
     np.testing.assert_allclose(same.ImagePositionPatient, src.ImagePositionPatient, atol=1e-5)
     np.testing.assert_allclose(same.PixelSpacing, src.PixelSpacing, atol=1e-6)
-    half = pydicom.dcmread(write_secondary_capture(np.zeros((64, 64), np.uint8), ct,
-                                                   tmp_path / "half.dcm"))  # fmt: skip
+    half = pydicom.dcmread(
+        write_secondary_capture(np.zeros((64, 64), np.uint8), ct, tmp_path / "half.dcm")
+    )
     np.testing.assert_allclose(half.PixelSpacing, [2 * float(v) for v in src.PixelSpacing])
     assert "FrameOfReferenceUID" not in half  # another grid: no claim of alignment
 
@@ -344,9 +346,18 @@ def test_secondary_capture_module_attributes(ct, tmp_path):
 def test_secondary_capture_type2_attributes_present_for_phantom(tmp_path):
     ph = synthetic_phantom(1, size=64)
     ds = pydicom.dcmread(write_secondary_capture(np.zeros((64, 64), np.uint8), ph, tmp_path / "p"))
-    for k in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-              "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
-              "PatientOrientation"):  # fmt: skip
+    for k in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "StudyID",
+        "ReferringPhysicianName",
+        "PatientOrientation",
+    ):
         assert k in ds, k
     assert str(ds.PatientName) == "PHANTOM^HXSCHED"
     assert ds.StudyInstanceUID == ph.meta["StudyInstanceUID"]

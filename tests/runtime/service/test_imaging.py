@@ -104,8 +104,11 @@ def test_decode_yolov8_source_pixels_and_nms():
     np.testing.assert_allclose(found[1].box_xyxy, (104.0, 54.0, 204.0, 154.0), atol=1e-3)
     js = detections_to_json(found, info)
     assert js["image_size"] == [512, 256]
-    assert js["detections"][0] == {"box_xyxy": [100.0, 50.0, 200.0, 150.0], "score": 0.9,
-                                   "class_id": 0}  # fmt: skip
+    assert js["detections"][0] == {
+        "box_xyxy": [100.0, 50.0, 200.0, 150.0],
+        "score": 0.9,
+        "class_id": 0,
+    }
 
 
 def test_decode_yolov8_class_filter_max_det_and_clip():
@@ -142,7 +145,11 @@ def test_to_pix2pix_input():
     assert x.min() < -0.9 and x.max() > 0.9
     np.testing.assert_array_equal(x[0, 0], x[0, 2])
     assert to_pix2pix_input(np.zeros((100, 80), np.float32), channels=1, size=128).shape == (
-        1, 1, 128, 128)  # fmt: skip
+        1,
+        1,
+        128,
+        128,
+    )
     np.testing.assert_allclose(to_pix2pix_input(np.zeros((64, 64), np.float32)), -1.0)
 
 

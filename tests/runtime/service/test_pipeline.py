@@ -37,9 +37,16 @@ def test_ct2mri_stroke_loads():
     p = load_pipeline(PIPELINES / "ct2mri_stroke.yaml")
     assert p.name == "ct2mri_stroke"
     assert (p.device, p.backend, p.objective, p.queue, p.plan) == (
-        "orin-agx", "ort", "throughput", 64, None)  # fmt: skip
+        "orin-agx",
+        "ort",
+        "throughput",
+        64,
+        None,
+    )
     assert [(m.name, m.role, m.zoo) for m in p.models] == [
-        ("pix2pix", "synth", "pix2pix_unet256"), ("yolov8n", "detect", "yolov8n")]  # fmt: skip
+        ("pix2pix", "synth", "pix2pix_unet256"),
+        ("yolov8n", "detect", "yolov8n"),
+    ]
     pix, yolo = p.models
     assert pix.rewrite and pix.window == "brain" and pix.size == 256
     assert yolo.window == "stroke" and yolo.size == 640 and yolo.conf == 0.25
@@ -57,8 +64,13 @@ def test_dual_pix2pix_loads():
 
 
 def test_defaults():
-    p = pipeline_from_dict({"schema": SCHEMA, "name": "t",
-                            "models": [{"name": "d", "role": "detect", "zoo": "yolov8n"}]})  # fmt: skip
+    p = pipeline_from_dict(
+        {
+            "schema": SCHEMA,
+            "name": "t",
+            "models": [{"name": "d", "role": "detect", "zoo": "yolov8n"}],
+        }
+    )
     assert p.sources == [] and p.sinks == {"dicom": True, "detections": True, "previews": True}
     m = p.models[0]
     assert (m.window, m.size, m.instances, m.conf, m.iou) == ("stroke", 640, 1, 0.25, 0.45)

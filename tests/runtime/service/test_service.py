@@ -30,8 +30,15 @@ def pipeline_dict(plan, sources, queue=16):
     for inst in plan.instances:
         role = "detect" if "yolo" in inst.model else "synth"
         models.append({"name": inst.model, "role": role, "path": inst.model_path})
-    return {"schema": "hxsched.pipeline/1", "name": "test", "backend": "sim", "plan": plan.path,
-            "queue": queue, "models": models, "sources": sources}  # fmt: skip
+    return {
+        "schema": "hxsched.pipeline/1",
+        "name": "test",
+        "backend": "sim",
+        "plan": plan.path,
+        "queue": queue,
+        "models": models,
+        "sources": sources,
+    }
 
 
 def wait_for(pred, timeout=60.0):
@@ -46,8 +53,11 @@ def wait_for(pred, timeout=60.0):
 def test_folder_and_scp_with_real_dicom_and_bad_inputs(gan_yolo_plan, tmp_path):
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
-    pipe = pipeline_from_dict(pipeline_dict(gan_yolo_plan, [{"kind": "folder", "path": str(inbox)},
-                                                            {"kind": "scp", "port": 0}]))  # fmt: skip
+    pipe = pipeline_from_dict(
+        pipeline_dict(
+            gan_yolo_plan, [{"kind": "folder", "path": str(inbox)}, {"kind": "scp", "port": 0}]
+        )
+    )
     svc = Service(pipe, ServiceOptions(output=out, http_port=0, scp_port=0))
     svc.start()
     try:
@@ -138,8 +148,20 @@ def test_sigkill_midstream_then_restart_processes_every_slice_once(gan_yolo_plan
             pipeline_dict(gan_yolo_plan, [{"kind": "folder", "path": str(inbox)}], queue=6)
         )
     )
-    cmd = [sys.executable, "-m", "hxsched", "serve", str(pfile), "--output", str(out),
-           "--no-http", "--real-time", "--time-scale", "40", "-q"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hxsched",
+        "serve",
+        str(pfile),
+        "--output",
+        str(out),
+        "--no-http",
+        "--real-time",
+        "--time-scale",
+        "40",
+        "-q",
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -177,8 +199,12 @@ def test_overload_keeps_the_queue_bounded_and_counts_consistent(gan_yolo_plan, t
     pipe = pipeline_from_dict(
         pipeline_dict(gan_yolo_plan, [{"kind": "folder", "path": str(inbox)}], queue=5)
     )
-    svc = Service(pipe, ServiceOptions(output=out, http_port=None,
-                                       backend_opts={"real_time": True, "time_scale": 3.0}))  # fmt: skip
+    svc = Service(
+        pipe,
+        ServiceOptions(
+            output=out, http_port=None, backend_opts={"real_time": True, "time_scale": 3.0}
+        ),
+    )
     svc.start()
     peak = 0
     try:
@@ -211,8 +237,12 @@ def test_dcmtk_storescu_pushes_to_the_scp(gan_yolo_plan, tmp_path):
     svc.start()
     try:
         ct = get_testdata_file("CT_small.dcm")
-        run = subprocess.run([storescu, "-aec", "HXSCHED", "127.0.0.1", str(svc.scp_port), ct],
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        run = subprocess.run(
+            [storescu, "-aec", "HXSCHED", "127.0.0.1", str(svc.scp_port), ct],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 0, run.stderr
         assert wait_for(lambda: svc.counts().get("done", 0) == 1)
         (written,) = list((out / "dicom").rglob("*.dcm"))
@@ -250,8 +280,18 @@ def test_serve_bad_ports_are_one_line_errors(gan_yolo_plan, tmp_path, capsys):
     busy.listen()
     try:
         port = busy.getsockname()[1]
-        code = main(["serve", str(pfile), "--no-http", "--scp-port", str(port), "-q",
-                     "--output", str(tmp_path / "o")])  # fmt: skip
+        code = main(
+            [
+                "serve",
+                str(pfile),
+                "--no-http",
+                "--scp-port",
+                str(port),
+                "-q",
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
     finally:
         busy.close()
     err = capsys.readouterr().err

@@ -25,8 +25,11 @@ def test_piecewise_shape():
 
 def test_fit_recovers_parameters():
     truth = ContentionModel(204.8, 0.4, 1.8)
-    samples = [CoRun(o * 1e9, x * 1e9, truth.slowdown(o * 1e9, x * 1e9))
-               for o in (20, 60, 100, 140) for x in (10, 50, 90, 130)]  # fmt: skip
+    samples = [
+        CoRun(o * 1e9, x * 1e9, truth.slowdown(o * 1e9, x * 1e9))
+        for o in (20, 60, 100, 140)
+        for x in (10, 50, 90, 130)
+    ]
     model, rmse = fit_contention(samples, 204.8)
     assert rmse < 0.01
     assert model.knee == pytest.approx(0.4, abs=0.02) and model.max_slowdown == pytest.approx(

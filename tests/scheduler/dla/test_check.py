@@ -37,8 +37,15 @@ def test_yolov8n_flags_head_not_backbone(yolov8n_graph):
     assert not [v for v in report.incompatible if v.op_type == "Conv" and "/dfl/" not in v.node]
     # The nodes real TensorRT logs flag (ultralytics#16449, #18012): Reshape (SHUFFLE), Div,
     # non-channel Concat, 3-D Slice.
-    must = {"/model.22/Reshape", "/model.22/Concat_3", "/model.22/Div_1", "/model.22/Slice",
-            "/model.22/Slice_1", "/model.22/dfl/Reshape", "/model.22/dfl/Softmax"}  # fmt: skip
+    must = {
+        "/model.22/Reshape",
+        "/model.22/Concat_3",
+        "/model.22/Div_1",
+        "/model.22/Slice",
+        "/model.22/Slice_1",
+        "/model.22/dfl/Reshape",
+        "/model.22/dfl/Softmax",
+    }
     assert must <= flagged
     reasons = {v.node: v.reasons for v in report.incompatible}
     assert any("concatenation on the C dimension" in r for r in reasons["/model.22/Concat_3"])

@@ -42,8 +42,9 @@ def conv_model(path, *, external=False):
     kept = onnx.ModelProto()
     kept.CopyFrom(model)  # onnx.save_model moves data out of the proto it is given
     if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, location="w.bin",
-                        size_threshold=0)  # fmt: skip
+        onnx.save_model(
+            model, str(path), save_as_external_data=True, location="w.bin", size_threshold=0
+        )
     else:
         onnx.save_model(model, str(path))
     return kept

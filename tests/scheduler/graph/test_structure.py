@@ -17,8 +17,10 @@ def test_same_architecture_other_weights():
 
 
 def test_other_architectures_differ():
-    hashes = {structural_hash(zoo(n)) for n in ("yolov8n", "yolov8s", "pix2pix_unet256",
-                                                 "pix2pix_unet256_1ch")}  # fmt: skip
+    hashes = {
+        structural_hash(zoo(n))
+        for n in ("yolov8n", "yolov8s", "pix2pix_unet256", "pix2pix_unet256_1ch")
+    }
     assert len(hashes) == 4
     g = zoo("pix2pix_unet256")
     before = structural_hash(g)

@@ -49,8 +49,12 @@ def test_paper_workloads_are_solved_to_proven_optimality(models, objective):
 def test_haxconn_googlenet_alexnet_instance():
     g = load_profile(shipped_dir() / "published" / "haxconn_googlenet_xavier.yaml")
     a = load_profile(shipped_dir() / "published" / "haxconn_alexnet_xavier.yaml")
-    plan, _ = make_plan([ModelInput("googlenet", g, "given"), ModelInput("alexnet", a, "given")],
-                        "xavier-agx", objective="latency", accelerators=("gpu", "dla0"))  # fmt: skip
+    plan, _ = make_plan(
+        [ModelInput("googlenet", g, "given"), ModelInput("alexnet", a, "given")],
+        "xavier-agx",
+        objective="latency",
+        accelerators=("gpu", "dla0"),
+    )
     assert plan.solver["optimal"]
     # our model: 2.42 ms, below the GPU-only 3.51 ms (sum of both on the GPU)
     assert plan.predicted["period_ms"] == pytest.approx(2.42)
@@ -74,8 +78,12 @@ def test_pins_and_infeasibility():
         make_plan([ModelInput("yolov8n", y, "shipped")], "orin-agx", pins={"nope#0": "gpu"})
     p = shipped("pix2pix_unet256_dla")
     with pytest.raises(HxschedError, match="no plan satisfies"):
-        make_plan([ModelInput("p", p, "shipped", count=3)], "orin-agx", max_loadables=0,
-                  pins={"p#0": "dla0"})  # fmt: skip
+        make_plan(
+            [ModelInput("p", p, "shipped", count=3)],
+            "orin-agx",
+            max_loadables=0,
+            pins={"p#0": "dla0"},
+        )
 
 
 def test_device_without_dla_degenerates():

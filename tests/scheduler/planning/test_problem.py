@@ -19,8 +19,12 @@ from hxsched.scheduler.planning.problem import (
 
 def problem(seed=0, n=5, k=2, objective="throughput", accs=("gpu", "dla0", "dla1")):
     rng = np.random.default_rng(seed)
-    return build_problem([Instance("m#0", "m", random_profile(rng, n, "m"))], accs,
-                         objective=objective, max_switches=k)  # fmt: skip
+    return build_problem(
+        [Instance("m#0", "m", random_profile(rng, n, "m"))],
+        accs,
+        objective=objective,
+        max_switches=k,
+    )
 
 
 def test_enumeration_matches_brute_force():
@@ -35,10 +39,15 @@ def test_enumeration_matches_brute_force():
         assert best == pytest.approx(min(costs))
         assert sum(w[a] * cfg.load(a) for a in p.accelerators) == pytest.approx(best)
         budget = best + 5
-        got = {tuple((s.first, s.last, s.accelerator) for s in c.segments)
-               for c in chain.enumerate(w, u, budget, 10**9)}  # fmt: skip
-        want = {tuple((s.first, s.last, s.accelerator) for s in c.segments)
-                for c, cost in zip(brute, costs, strict=True) if cost <= budget + 1e-9}  # fmt: skip
+        got = {
+            tuple((s.first, s.last, s.accelerator) for s in c.segments)
+            for c in chain.enumerate(w, u, budget, 10**9)
+        }
+        want = {
+            tuple((s.first, s.last, s.accelerator) for s in c.segments)
+            for c, cost in zip(brute, costs, strict=True)
+            if cost <= budget + 1e-9
+        }
         assert got == want
 
 

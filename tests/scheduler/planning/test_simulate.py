@@ -19,8 +19,9 @@ from hxsched.scheduler.planning.simulate import (
 def two(seed=0, contention=None, objective="throughput"):
     rng = np.random.default_rng(seed)
     insts = [Instance(f"m{i}#0", f"m{i}", random_profile(rng, 4, f"m{i}")) for i in range(2)]
-    return build_problem(insts, ("gpu", "dla0"), objective=objective, max_switches=1,
-                         contention=contention, levels=2)  # fmt: skip
+    return build_problem(
+        insts, ("gpu", "dla0"), objective=objective, max_switches=1, contention=contention, levels=2
+    )
 
 
 def test_period_is_the_bottleneck_without_contention():

@@ -22,12 +22,22 @@ def make_problem(seed, objective, contention, n_inst, n_groups, k, accs, max_loa
         Instance(f"m{i}#0", f"m{i}", random_profile(rng, n_groups, f"m{i}")) for i in range(n_inst)
     ]
     cm = ContentionModel(204.8, 0.3, 1.8) if contention else None
-    return build_problem(insts, accs, objective=objective, max_switches=k, contention=cm,
-                         levels=2, max_loadables=max_loadables)  # fmt: skip
+    return build_problem(
+        insts,
+        accs,
+        objective=objective,
+        max_switches=k,
+        contention=cm,
+        levels=2,
+        max_loadables=max_loadables,
+    )
 
 
-SETTINGS = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @SETTINGS
@@ -69,8 +79,11 @@ def test_latency_optimum_equals_exhaustive_search(seed, contention, n_inst, n_gr
     assert evaluate(p, r.selection, r.evaluation.edges).period == r.value
 
 
-@settings(max_examples=80, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(
     seed=st.integers(0, 10**6),
     contention=st.booleans(),
@@ -102,8 +115,14 @@ def test_contention_without_slowdown_reduces_to_the_plain_model(objective):
         flat.contention = ContentionModel(204.8, 0.3, 1.0)  # slowdown 1: contention has no effect
         from hxsched.scheduler.planning.problem import build_problem as rebuild
 
-        flat = rebuild(flat.instances, flat.accelerators, objective=objective, max_switches=1,
-                       contention=ContentionModel(204.8, 0.3, 1.0), levels=2)  # fmt: skip
+        flat = rebuild(
+            flat.instances,
+            flat.accelerators,
+            objective=objective,
+            max_switches=1,
+            contention=ContentionModel(204.8, 0.3, 1.0),
+            levels=2,
+        )
         assert solve(plain, time_limit_s=None).value == solve(flat, time_limit_s=None).value
 
 

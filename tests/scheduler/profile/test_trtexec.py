@@ -18,13 +18,37 @@ from hxsched.scheduler.profile.trtexec import (
     split_aux,
 )
 
-_INC = ["1x1", "relu_1x1", "3x3_reduce", "relu_3x3_reduce", "3x3", "relu_3x3", "5x5_reduce",
-        "relu_5x5_reduce", "5x5", "relu_5x5", "pool", "pool_proj", "relu_pool_proj", "output"]  # fmt: skip
+_INC = [
+    "1x1",
+    "relu_1x1",
+    "3x3_reduce",
+    "relu_3x3_reduce",
+    "3x3",
+    "relu_3x3",
+    "5x5_reduce",
+    "relu_5x5_reduce",
+    "5x5",
+    "relu_5x5",
+    "pool",
+    "pool_proj",
+    "relu_pool_proj",
+    "output",
+]
 
 
 def googlenet_names() -> list[str]:
-    names = ["conv1/7x7_s2", "conv1/relu_7x7", "pool1/3x3_s2", "pool1/norm1", "conv2/3x3_reduce",
-             "conv2/relu_3x3_reduce", "conv2/3x3", "conv2/relu_3x3", "conv2/norm2", "pool2/3x3_s2"]  # fmt: skip
+    names = [
+        "conv1/7x7_s2",
+        "conv1/relu_7x7",
+        "pool1/3x3_s2",
+        "pool1/norm1",
+        "conv2/3x3_reduce",
+        "conv2/relu_3x3_reduce",
+        "conv2/3x3",
+        "conv2/relu_3x3",
+        "conv2/norm2",
+        "pool2/3x3_s2",
+    ]
     for block in ("3a", "3b", None, "4a", "4b", "4c", "4d", "4e", None, "5a", "5b"):
         if block is None:
             names.append("pool3/3x3_s2" if "pool3/3x3_s2" not in names else "pool4/3x3_s2")
@@ -55,7 +79,9 @@ def test_parse_gpu_profile(data_dir):
 
 def test_aux_rows_and_members(googlenet):
     assert split_aux("conv1/7x7_s2 + conv1/relu_7x7 input reformatter 0") == (
-        "conv1/7x7_s2 + conv1/relu_7x7", True)  # fmt: skip
+        "conv1/7x7_s2 + conv1/relu_7x7",
+        True,
+    )
     assert split_aux("data to nvm") == ("data", True)
     assert split_aux("Reformatting CopyNode for Input Tensor 0 to prob") == ("prob", True)
     assert split_aux("pool1/norm1") == ("pool1/norm1", False)
@@ -106,7 +132,7 @@ def test_attribute_whole_dla_engine(data_dir, googlenet):
         [{"name": "x"}],
         [{"count": 1}, {"name": "a"}],
         [{"count": 1}, {"name": "a", "averageMs": -1}],
-    ],  # fmt: skip
+    ],
 )
 def test_bad_profile_files(data):
     with pytest.raises(HxschedError):
@@ -117,8 +143,12 @@ def test_layer_info_both_verbosities():
     names_only = {"Layers": ["conv1", "{ForeignNode[a...b]}"], "Bindings": ["in", "out"]}
     layers = parse_layer_info(names_only)
     assert [x.dla for x in layers] == [False, True]
-    detailed = {"Layers": [{"Name": "/m/Conv", "LayerType": "CaskConvolution"},
-                           {"Name": "{ForeignNode[/a...b]}", "LayerType": "DLA"}]}  # fmt: skip
+    detailed = {
+        "Layers": [
+            {"Name": "/m/Conv", "LayerType": "CaskConvolution"},
+            {"Name": "{ForeignNode[/a...b]}", "LayerType": "DLA"},
+        ]
+    }
     layers = parse_layer_info(json.loads(json.dumps(detailed)))
     assert layers[0].layer_type == "CaskConvolution" and layers[1].dla
     with pytest.raises(HxschedError):

@@ -43,8 +43,9 @@ def test_batchnorm_stats_come_from_the_data():
     model = small_net()
     rng = np.random.default_rng(1)
     samples = {"x": rng.standard_normal((8, 3, 8, 8)).astype(np.float32)}
-    out = calibrate(model, {"/bn/BatchNormalization": BatchNormStats(gamma=(1, 1), beta_std=0)},
-                    samples, rng)  # fmt: skip
+    out = calibrate(
+        model, {"/bn/BatchNormalization": BatchNormStats(gamma=(1, 1), beta_std=0)}, samples, rng
+    )
     y = run(out, rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
     per_channel = y.reshape(4, -1)
     assert np.all(np.abs(per_channel.mean(axis=1)) < 0.5)

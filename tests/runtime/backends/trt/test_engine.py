@@ -31,8 +31,9 @@ def test_dla_segment_without_fallback_uses_direct_io():
 def test_fallback_turns_off_direct_io_and_gpu_never_falls_back():
     cfg = build_config_for("dla0", "fp16", inputs_from={}, outputs_to={}, allow_gpu_fallback=True)
     assert cfg.gpu_fallback and not cfg.direct_io
-    gpu = build_config_for("gpu", "fp16", inputs_from={"x": None}, outputs_to={"y": "dla0"},
-                           allow_gpu_fallback=True)  # fmt: skip
+    gpu = build_config_for(
+        "gpu", "fp16", inputs_from={"x": None}, outputs_to={"y": "dla0"}, allow_gpu_fallback=True
+    )
     assert gpu.dla_core is None and not gpu.gpu_fallback and not gpu.direct_io
     assert gpu.outputs["y"] == TensorIO("float16", "chw16")
 
@@ -63,8 +64,12 @@ def test_build_and_time_a_dla_engine(pix2pix_graph):  # pragma: no cover - needs
     from hxsched.scheduler.graph.segments import extract_segment
 
     seg = extract_segment(pix2pix_graph, 0, 3)
-    cfg = te.build_config_for("dla0", "fp16", inputs_from={i: None for i in seg.inputs},
-                              outputs_to={o: None for o in seg.outputs})  # fmt: skip
+    cfg = te.build_config_for(
+        "dla0",
+        "fp16",
+        inputs_from={i: None for i in seg.inputs},
+        outputs_to={o: None for o in seg.outputs},
+    )
     log: list[str] = []
     blob = te.build_engine(to_model_proto(seg).SerializeToString(), cfg, log)
     runner = te.EngineRunner(blob, 0, log)
@@ -78,6 +83,7 @@ def test_low_rank_boundaries_stay_linear_on_the_dla():
     assert boundary_io("dla0", "gpu", "fp16", rank=2) == TensorIO("float16", "linear")
     assert boundary_io("dla0", None, "fp16", rank=2) == TensorIO("float32", "linear")
     assert boundary_io("dla0", "gpu", "fp16", rank=3).format == "chw16"
-    cfg = build_config_for("dla1", "fp16", inputs_from={"x": "gpu"}, outputs_to={"y": "gpu"},
-                           ranks={"x": 4, "y": 2})  # fmt: skip
+    cfg = build_config_for(
+        "dla1", "fp16", inputs_from={"x": "gpu"}, outputs_to={"y": "gpu"}, ranks={"x": 4, "y": 2}
+    )
     assert cfg.inputs["x"].format == "chw16" and cfg.outputs["y"].format == "linear"
