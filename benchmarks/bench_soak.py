@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         ModelInput(n, load_profile(shipped_dir() / "orin-agx" / f"{n}.yaml"), "shipped")
         for n in ("pix2pix_unet256_dla", "yolov8n")
     ]
-    plan, _ = make_plan(models, "orin-agx", time_limit_s=30)
+    plan = make_plan(models, "orin-agx", time_limit_s=30).plan
     plan_path = save_plan(plan, work / "plan.yaml")
     pipe = pipeline_from_dict(
         {

@@ -243,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-    # Libraries are imported before any timing, for both sides (z3 above; scipy's LP and the
+    # Libraries are imported before any timing, for both sides (z3 above; HiGHS (the LP) and the
     # SAT solvers here), so no case pays a one-time import.
-    import scipy.optimize  # noqa: F401
+    import highspy._core  # noqa: F401
     from pysat.solvers import Solver
 
     Solver(name="glucose4").delete()

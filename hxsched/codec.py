@@ -182,7 +182,8 @@ def _value(tp: Any, value: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise _expected(where, tp, value)
-            return tuple(_value(a, v, _join(where, i)) for i, (a, v) in enumerate(zip(args, value)))
+            pairs = enumerate(zip(args, value, strict=True))  # lengths checked just above
+            return tuple(_value(a, v, _join(where, i)) for i, (a, v) in pairs)
         item = args[0] if args else Any
         items = [_value(item, v, _join(where, i)) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -215,7 +216,7 @@ def _record(cls: type[T], data: Any, where: str) -> T:
         raise _Fail(where or "(top)", f"expected a mapping, got {_show(data)}")
     hints = _hints(cls)
     known: dict[str, dataclasses.Field[Any]] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in _fields(cls):
         if not f.init:
             continue
         opts = _opts(f)
@@ -232,7 +233,7 @@ def _record(cls: type[T], data: Any, where: str) -> T:
                 f"unknown key{hint}; expected one of: {', '.join(names)}",
             )
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in _fields(cls):
         if not f.init:
             continue
         opts = _opts(f)
@@ -259,9 +260,14 @@ def _record(cls: type[T], data: Any, where: str) -> T:
         raise _Fail(_join(where, exc.key) if exc.key else where or "(top)", exc.message) from None
 
 
+def _fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
+    """The fields of a record class (a bare ``type``: mypy rejects ``type[T]`` for ``fields``)."""
+    return dataclasses.fields(cls)
+
+
 def _aliases(cls: type) -> set[str]:
     out: set[str] = set()
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in dataclasses.fields(cls):
         out.update(_opts(f)["aliases"])
     return out
 

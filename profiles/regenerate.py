@@ -1,9 +1,19 @@
-"""Rebuild the shipped estimated profiles from the zoo and the current cost model."""
+"""Rebuild the shipped estimated profiles from the zoo and the current cost model.
+
+python -m hxsched.profiles.regenerate            # rewrite profiles/<device>/<model>.yaml
+python -m hxsched.profiles.regenerate --check    # exit 1 if any shipped profile is stale
+"""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hxsched.scheduler.profile.schema import Profile
 
 SHIPPED_DEVICES = ("orin-agx", "xavier-agx")
 # (file stem, zoo model, rewrite for the DLA first)
@@ -15,7 +25,7 @@ SHIPPED_MODELS = (
 )
 
 
-def shipped_profiles():
+def shipped_profiles() -> Iterator[tuple[Path, Profile]]:
     """Yield (relative path, Profile) for every shipped profile, computed now."""
     from hxsched.scheduler.cost.estimate import estimate_profile
     from hxsched.scheduler.dla.rewrite import rewrite_for_dla
@@ -35,14 +45,43 @@ def shipped_profiles():
             yield Path(dev) / f"{stem}.yaml", profile
 
 
-def main(argv: list[str] | None = None) -> int:
-    from hxsched.scheduler.profile.schema import save_profile
+def comparable(profile: Profile) -> dict[str, Any]:
+    """The profile as data without the dates (which change on every regeneration)."""
+    data = profile.to_dict()
+    for src in data["provenance"]["sources"].values():
+        src.pop("date", None)
+    return data
 
-    out = Path(argv[0]) if argv else Path(__file__).parent
+
+def main(argv: list[str] | None = None) -> int:
+    from hxsched.scheduler.profile.schema import load_profile, save_profile
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hxsched.profiles.regenerate", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "out",
+        nargs="?",
+        type=Path,
+        default=Path(__file__).parent,
+        help="folder to write (default: the shipped profiles)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a profile is stale"
+    )
+    args = parser.parse_args(argv)
+    stale = 0
     for rel, profile in shipped_profiles():
-        save_profile(profile, out / rel)
-        print(f"wrote {out / rel}")
-    return 0
+        path = args.out / rel
+        if args.check:
+            fresh = path.exists() and comparable(load_profile(path)) == comparable(profile)
+            if not fresh:
+                stale += 1
+                print(f"stale: {path}")
+            continue
+        save_profile(profile, path)
+        print(f"wrote {path}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

@@ -4,15 +4,18 @@ graphs, with what crosses each boundary and which accelerator sits on the other 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hxsched.errors import HxschedError
+from hxsched.errors import HxschedError, ModelError
 from hxsched.scheduler.graph.graph import Graph
 from hxsched.scheduler.graph.segments import extract_segment, segment_io
 from hxsched.scheduler.planning.plan import Plan, PlanInstance
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,7 +74,7 @@ def resolve_model_path(inst: PlanInstance, plan_path: str | None) -> Path:
     for t in tries:
         if t.exists():
             return t
-    raise HxschedError(
+    raise ModelError(
         f"model {inst.model_path} of instance {inst.name} not found (looked in "
         + ", ".join(str(t) for t in tries)
         + ")",
@@ -83,7 +86,7 @@ def _node_index(graph: Graph, name: str | None, inst: PlanInstance, plan_path: s
     for k, node in enumerate(graph.nodes):
         if node.name == name:
             return k
-    raise HxschedError(
+    raise ModelError(
         f"plan/model mismatch: instance {inst.name} cuts at node {name!r}, which model "
         f"{graph.path} does not have (was the plan made for another model?)",
         path=plan_path,
@@ -185,7 +188,6 @@ def plan_instance_specs(
 def write_segments(
     specs: Sequence[InstanceSpec],
     out_dir: str | os.PathLike[str],
-    say: Callable[[str], None] | None = None,
 ) -> list[dict]:
     """Each segment as ``<instance>_s<k>.onnx`` (weights inline or beside it); a manifest row
     per segment."""
@@ -199,8 +201,13 @@ def write_segments(
             if seg.graph is None:
                 raise HxschedError(f"segment {seg.name} has no model to write")
             fname = f"{inst.name.replace('#', '_')}_s{seg.index}.onnx"
-            if say:
-                say(f"writing {fname} ({seg.accelerator}, nodes {seg.first_node}-{seg.last_node})")
+            log.info(
+                "writing %s (%s, nodes %d-%d)",
+                fname,
+                seg.accelerator,
+                seg.first_node,
+                seg.last_node,
+            )
             save_model(seg.graph, out / fname)
             rows.append(
                 {

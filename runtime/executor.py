@@ -4,6 +4,7 @@ back-pressure, outputs in frame order, per-segment drift watched against the exp
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import statistics
 from collections import deque
@@ -39,8 +40,8 @@ def issue_schedule(plan: Plan, specs: Sequence[InstanceSpec]) -> list[Slot]:
     f + lag, at its offset. Throughput plans give the cyclic schedule; latency plans the one-frame
     schedule (all lags 0, so consecutive frames still overlap where streams allow)."""
     res = plan.resolution_ms or 0.01
-    period = round(float(plan.predicted.get("period_ms") or 0.0) / res)
-    starts = {(t["instance"], int(t["segment"])): t for t in plan.timeline}
+    period = round(plan.predicted.period_ms / res)
+    starts = {(t.instance, t.segment): t for t in plan.timeline}
     slots = []
     for i, inst in enumerate(specs):
         t = 0
@@ -50,8 +51,8 @@ def issue_schedule(plan: Plan, specs: Sequence[InstanceSpec]) -> list[Slot]:
                 slots.append(Slot(i, s, seg.accelerator, float(t), 0))
                 t += max(1, round(seg.expected_ms / res))
                 continue
-            off = round(float(rec["start_ms"]) / res)
-            end = round(float(rec["end_ms"]) / res)
+            off = round(rec.start_ms / res)
+            end = round(rec.end_ms / res)
             start = t + (off - t) % period
             slots.append(Slot(i, s, seg.accelerator, off * res, start // period))
             t = start + (end - off)
@@ -162,7 +163,6 @@ class Executor:
         drift_sustain: int = 20,
         expected_from_plan: bool = True,
         on_event: Callable[[FallbackEvent], None] | None = None,
-        progress: Callable[[str], None] | None = None,
     ) -> None:
         self.plan = plan
         self.specs = list(specs)
@@ -183,7 +183,6 @@ class Executor:
             else ""
         )
         self.on_event = on_event
-        self.progress = progress
         self._drift_on = drift
         self._drift_threshold = drift_threshold
         self._drift_sustain = drift_sustain
@@ -213,7 +212,7 @@ class Executor:
     # -- set-up ---------------------------------------------------------------------------
     def prepare(self) -> None:
         if not self._prepared:
-            self.backend.prepare(self.specs, inflight=self.inflight, progress=self.progress)
+            self.backend.prepare(self.specs, inflight=self.inflight)
             self._prepared = True
 
     def close(self) -> None:
@@ -234,6 +233,11 @@ class Executor:
         self.prepare()
         self._on_error = on_error
         it: Iterator = iter(frames)
+        # a backend with a per-thread device context (trt) makes it current on this thread
+        bind = getattr(self.backend, "on_this_thread", None)
+        thread = contextlib.ExitStack()
+        if bind is not None:
+            thread.enter_context(bind())
         try:
             while True:
                 if len(self._frames) >= self.inflight:
@@ -251,6 +255,8 @@ class Executor:
             self._drain(on_output)
         except SegmentFailed as exc:
             raise HxschedError(f"a segment failed on {self.backend.name}: {exc}") from None
+        finally:
+            thread.close()
         return self.summary()
 
     def _admit(self, inputs: dict[str, dict[str, Any]], tag: Any) -> None:
@@ -395,7 +401,7 @@ class Executor:
                 {"p50": 0.0, "p99": 0.0, "mean": 0.0},
                 {},
                 self.stats,
-                self.events,
+                list(self.events),
                 self.inflight,
             )
         start = self._first_admit or 0.0

@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import platform
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from hxsched._compat import require
 from hxsched.errors import HxschedError
 from hxsched.scheduler.cost.costs import node_cost
 from hxsched.scheduler.cost.groups import LayerGroup, make_groups
@@ -30,6 +32,9 @@ from hxsched.scheduler.graph.graph import Graph
 from hxsched.scheduler.graph.onnx_io import to_model_proto
 from hxsched.scheduler.graph.structure import structural_hash
 from hxsched.scheduler.profile.schema import GroupProfile, ModelInfo, Profile, Provenance
+from hxsched.scheduler.types import AcceleratorKind, Precision, ProvenanceKind
+
+log = logging.getLogger(__name__)
 
 
 def cpu_name() -> str:
@@ -101,6 +106,7 @@ class OrtMeasurement:
 
 
 def _session(model_bytes: bytes, threads: int, profile_dir: str | None):
+    require("onnxruntime", extra="ort")
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -123,9 +129,9 @@ def measure_ort_profile(
     max_groups: int = 40,
     model_name: str | None = None,
     groups: Sequence[LayerGroup] | None = None,
-    progress: Callable[[str], None] | None = None,
 ) -> OrtMeasurement:
     """Profile ``graph`` on this CPU with ONNX Runtime (device ``cpu``, FP32)."""
+    require("onnxruntime", extra="ort")
     import onnxruntime as ort
 
     from hxsched.runtime.reference import random_inputs
@@ -142,11 +148,12 @@ def measure_ort_profile(
         if groups is not None
         else make_groups(graph, {n.name: False for n in graph.nodes}, max_groups=max_groups)
     )
-    say = progress or (lambda _m: None)
-
-    say(
-        f"timing the whole model and profiling its nodes, interleaved: {warmup} warm-up + "
-        f"{runs} runs each ({threads} threads)"
+    log.info(
+        "timing the whole model and profiling its nodes, interleaved: %d warm-up + "
+        "%d runs each (%d threads)",
+        warmup,
+        runs,
+        threads,
     )
     whole = []
     with tempfile.TemporaryDirectory(prefix="hxsched-ortprof-") as tmp:
@@ -201,14 +208,14 @@ def measure_ort_profile(
                 bytes=g.bytes,
                 weight_bytes=g.weight_bytes,
                 out_bytes=g.out_bytes,
-                time_ms={"cpu": med},
-                spread_ms={"cpu": _iqr(samples)},
-                memory_bw={"cpu": moved / (med / 1e3) if med > 0 else 0.0},
+                time_ms={AcceleratorKind.CPU: med},
+                spread_ms={AcceleratorKind.CPU: _iqr(samples)},
+                memory_bw={AcceleratorKind.CPU: moved / (med / 1e3) if med > 0 else 0.0},
             )
         )
     whole_ms = statistics.median(whole)
     provenance = Provenance(
-        kind="measured",
+        kind=ProvenanceKind.MEASURED,
         tool="onnxruntime profiler (CPUExecutionProvider, graph optimisations off)",
         versions={
             "onnxruntime": ort.__version__,
@@ -221,22 +228,22 @@ def measure_ort_profile(
     )
     profile = Profile(
         device="cpu",
-        precision="fp32",
+        precision=Precision.FP32,
         model=ModelInfo(
             name=model_name or graph.name,
             structural_hash=structural_hash(graph),
             source=graph.path,
             nodes=len(graph.nodes),
-            inputs={n: list(graph.tensors[n].shape or ()) for n in graph.inputs},
+            inputs={n: tuple(graph.tensors[n].shape or ()) for n in graph.inputs},
         ),
         provenance={"ort": provenance},
         default_source="ort",
         groups=tuple(profiles),
-        whole_model_ms={"cpu": whole_ms},
+        whole_model_ms={AcceleratorKind.CPU: whole_ms},
     )
     return OrtMeasurement(
         profile,
-        groups_sum_ms=sum(p.time_ms["cpu"] for p in profiles),
+        groups_sum_ms=sum(p.time_ms[AcceleratorKind.CPU] for p in profiles),
         whole_ms=whole_ms,
         unattributed_ms=statistics.median(unattributed) if unattributed else 0.0,
     )

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from hxsched.errors import HxschedError
+from hxsched._compat import require
+from hxsched.errors import HxschedError, ModelError
 from hxsched.scheduler.graph.graph import Graph, elem_name
 from hxsched.scheduler.graph.onnx_io import EXTERNAL_DATA_THRESHOLD, save_model, to_model_proto
 
@@ -42,6 +43,7 @@ class OrtModel:
     """An ONNX Runtime CPU session for a Graph (large models go through a temporary file)."""
 
     def __init__(self, graph: Graph, *, threads: int = 0) -> None:
+        require("onnxruntime", extra="ort")
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -66,7 +68,7 @@ class OrtModel:
             raise
         except Exception as exc:
             detail = " ".join(str(exc).split())[:300]
-            raise HxschedError(
+            raise ModelError(
                 f"ONNX Runtime cannot run this model: {detail}", path=graph.path
             ) from None
         self.outputs = [o.name for o in self.session.get_outputs()]

@@ -4,6 +4,7 @@ segments, pick the backend, feed frames, compare with the prediction, verify, re
 from __future__ import annotations
 
 import dataclasses
+import logging
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +17,8 @@ from hxsched.runtime.backends.trt.fallback import FallbackEvent
 from hxsched.runtime.build import InstanceSpec, plan_instance_specs
 from hxsched.runtime.executor import Executor, FrameResult, RunStats
 from hxsched.scheduler.planning.plan import Plan
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("ort", "sim", "trt")
 
@@ -58,7 +61,10 @@ def input_pool(specs: Sequence[InstanceSpec], size: int = 3, seed: int = 0) -> l
 
     if not specs or specs[0].graph is None:
         return [{} for _ in range(size)]
-    return [{i.name: random_inputs(i.graph, seed + k) for i in specs} for k in range(size)]
+    return [
+        {i.name: random_inputs(i.graph, seed + k) for i in specs if i.graph is not None}
+        for k in range(size)
+    ]
 
 
 def predicted_from_measured(stats: RunStats) -> float | None:
@@ -78,14 +84,14 @@ def comparison(
     there); elsewhere the prediction from this run's own segment times is the yardstick."""
     out: dict[str, Any] = {
         "plan_device": plan.device,
-        "plan_fps": plan.predicted.get("fps"),
-        "plan_period_ms": plan.predicted.get("period_ms"),
-        "plan_source": plan.predicted.get("source"),
+        "plan_fps": plan.predicted.fps,
+        "plan_period_ms": plan.predicted.period_ms,
+        "plan_source": plan.predicted.source,
     }
-    if backend in ("sim", "trt") and plan.predicted.get("fps"):
+    if backend in ("sim", "trt") and plan.predicted.fps:
         # sim runs the plan's times stretched by its time scale; trt is compared as is (on the
         # plan's own device the ratio means what it says, elsewhere it is only indicative)
-        out["achieved_over_plan"] = round(stats.steady_fps * time_scale / plan.predicted["fps"], 4)
+        out["achieved_over_plan"] = round(stats.steady_fps * time_scale / plan.predicted.fps, 4)
         if time_scale != 1.0:
             out["time_scale"] = time_scale
     period = predicted_from_measured(stats)
@@ -133,7 +139,7 @@ def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[
     models: dict[str, dict] = {}
     scale: dict[str, dict[tuple[int, str], float]] = {}
     for inst in plan.instances:
-        path = inst.profile.get("path")
+        path = inst.profile.path
         if not path:
             raise HxschedError(f"cannot re-plan: instance {inst.name} names no profile file")
         entry = models.setdefault(
@@ -174,7 +180,7 @@ def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[
                 entry["count"],
             )
         )
-    new, _ = make_plan(
+    new = make_plan(
         inputs,
         plan.device,
         objective=plan.objective,
@@ -183,14 +189,17 @@ def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[
         contention=plan.contention is not None,
         time_limit_s=time_limit_s,
         accelerators=plan.accelerators,
+    ).plan
+    how = "re-planned: drifted groups scaled by measured/expected"
+    new = dataclasses.replace(
+        new,
+        instances=tuple(
+            dataclasses.replace(
+                n, profile=dataclasses.replace(n.profile, path=o.profile.path, how=how)
+            )
+            for o, n in zip(plan.instances, new.instances, strict=True)
+        ),
     )
-    for old_i, new_i in zip(plan.instances, new.instances, strict=True):
-        new_i.profile.update(
-            {
-                "path": old_i.profile.get("path"),
-                "how": "re-planned: drifted groups scaled by measured/expected",
-            }
-        )
     changed = [
         o.describe() != n.describe() for o, n in zip(plan.instances, new.instances, strict=True)
     ]
@@ -214,7 +223,6 @@ def run_plan(
     backend_opts: dict[str, Any] | None = None,
     drift_threshold: float = 1.3,
     drift_sustain: int = 20,
-    progress: Callable[[str], None] | None = None,
     on_event: Callable[[FallbackEvent], None] | None = None,
 ) -> tuple[RunStats, dict[str, Any]]:
     """Run ``frames`` frames of seeded inputs through ``plan``; the stats and a report."""
@@ -232,7 +240,6 @@ def run_plan(
         drift_sustain=drift_sustain,
         expected_from_plan=own_device,
         on_event=on_event,
-        progress=progress,
     )
     kept: list[FrameResult] = []
 
@@ -243,8 +250,7 @@ def run_plan(
     try:
         ex.prepare()
         pool = input_pool(specs)
-        if progress:
-            progress(f"running {frames} frames on {backend_name} ({ex.inflight} in flight)")
+        log.info("running %d frames on %s (%d in flight)", frames, backend_name, ex.inflight)
         stats = ex.run((pool[k % len(pool)] for k in range(frames)), on_output=keep)
     finally:
         ex.close()

@@ -82,8 +82,7 @@ def small_plan():
         ModelInput(n, load_profile(shipped_dir() / "orin-agx" / f"{n}.yaml"), "shipped")
         for n in ("pix2pix_unet256_dla", "yolov8n")
     ]
-    plan, _ = make_plan(models, "orin-agx")
-    return plan
+    return make_plan(models, "orin-agx").plan
 
 
 @pytest.fixture(scope="session")
@@ -115,10 +114,9 @@ def _plan_files(out: Path, paths, count: int = 1):
                 p.stem, find_profile("orin-agx", structural_hash(g)), "shipped", g, str(p), count
             )
         )
-    plan, _ = make_plan(inputs, "orin-agx")
+    plan = make_plan(inputs, "orin-agx").plan
     save_plan(plan, out)
-    plan.path = str(out)
-    return plan
+    return plan.with_path(out)
 
 
 @pytest.fixture(scope="session")

@@ -24,3 +24,10 @@ def test_missing_module_names_the_extra():
 def test_known_hints():
     assert "hxsched[jetson]" in lazy_import("pycuda.driver")._lazy_hint
     assert module_available("json") and not module_available("surely_not_a_module_x")
+
+
+def test_missing_module_is_a_missing_dependency_error():
+    from hxsched.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match="pip install surely_not_a_module_y"):
+        lazy_import("surely_not_a_module_y").anything  # noqa: B018

@@ -58,6 +58,7 @@ def test_wheel_contents(wheel):
     ):
         assert module in names
     assert not [n for n in names if n.startswith(("scheduler/", "runtime/", "tests/"))]
+    assert "hxsched/py.typed" in names  # PEP 561: the package's type hints are used by checkers
 
 
 def test_wheel_install_in_fresh_venv(wheel, tmp_path):
@@ -107,3 +108,22 @@ def test_pytest_sees_the_mapped_packages():
     assert Path(hxsched.scheduler.__file__).parent.name == "scheduler"
     assert Path(hxsched.runtime.__file__).parent.name == "runtime"
     assert "scheduler" not in sys.modules and "runtime" not in sys.modules
+
+
+def test_wheel_requires_no_jetpack_library_unconditionally(wheel):
+    """A Jetson's JetPack provides cv2 and NVIDIA's onnxruntime-gpu: only extras may pull them."""
+    with zipfile.ZipFile(wheel) as zf:
+        (meta,) = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = zf.read(meta).decode().splitlines()
+    requires = [
+        line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist:")
+    ]
+    core = [r for r in requires if "extra ==" not in r]
+    names = {
+        r.split(";")[0].split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        for r in core
+    }
+    assert names == {"numpy", "onnx", "ml-dtypes", "pyyaml", "python-sat", "highspy"}
+    assert not [r for r in core if "[" in r]  # python-sat without [pb]
+    for extra, dist in (("ort", "onnxruntime"), ("opencv", "opencv-python-headless")):
+        assert any(r.startswith(dist) and f'extra == "{extra}"' in r for r in requires)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -86,19 +87,23 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def progress(args: argparse.Namespace) -> Callable[[str], None]:
-    """A progress printer for long work: lines on stderr, silenced by --quiet."""
-    quiet = getattr(args, "quiet", False)
+def progress(args: argparse.Namespace | None = None) -> Callable[[str], None]:
+    """Transitional: a progress callable that logs at INFO (``main`` sets the level from -q/-v).
 
-    def say(message: str) -> None:
-        if not quiet:
-            print(f"[hxsched] {message}", file=sys.stderr, flush=True)
-
-    return say
+    New code logs with ``logging.getLogger(__name__).info(...)``; this goes once no subcommand
+    calls it."""
+    return logging.getLogger("hxsched.cli").info
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    """``-q`` (warnings and errors only) and ``-v`` (debug lines too) for the stderr log."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress lines on stderr, only warnings"
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", help="debug lines on stderr besides progress"
+    )
 
 
 def table(rows: list[list[str]], headers: list[str], *, max_width: int = 60) -> str:

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hxsched.cli._common import add_json, add_quiet, emit, progress, table
+from hxsched.cli._common import add_json, add_quiet, emit, table
+from hxsched.errors import InternalError
+
+if TYPE_CHECKING:
+    from hxsched.runtime.build import InstanceSpec
+
+log = logging.getLogger(__name__)
 
 HELP = "cut each planned model into its segments (ONNX) and, with --backend trt, build engines"
 
@@ -42,12 +51,11 @@ def run(args: argparse.Namespace) -> int:
     from hxsched.runtime.build import plan_instance_specs, write_segments
     from hxsched.scheduler.planning.plan import load_plan
 
-    say = progress(args)
     plan = load_plan(args.plan)
-    say(f"cutting {len(plan.instances)} instance(s) into segments")
+    log.info("cutting %d instance(s) into segments", len(plan.instances))
     specs = plan_instance_specs(plan)
     out = Path(args.out)
-    rows = write_segments(specs, out, say)
+    rows = write_segments(specs, out)
     data = {"plan": args.plan, "backend": args.backend, "out": str(out), "segments": rows}
     if args.backend == "trt":
         from hxsched.runtime.backends.trt.backend import TrtBackend
@@ -58,30 +66,11 @@ def run(args: argparse.Namespace) -> int:
             calibration_cache=args.calibration_cache,
             cache_dir=args.engine_cache,
         )
-        be.prepare(specs, inflight=1, progress=say)
+        be.prepare(specs, inflight=1)
         data["fallbacks"] = [e.__dict__ for e in be.fallbacks]
         be.close()
     if args.verify:
-        import numpy as np
-
-        from hxsched.runtime.reference import OrtModel, random_inputs
-
-        verify = {}
-        for inst in specs:
-            say(f"verifying {inst.name}: chained segments vs the whole model (ONNX Runtime)")
-            feeds = random_inputs(inst.graph, 0)
-            whole = OrtModel(inst.graph)
-            ref = whole.run(feeds)
-            whole.close()
-            tensors = dict(feeds)
-            for seg in inst.segments:
-                m = OrtModel(seg.graph)
-                tensors.update(m.run({t: tensors[t] for t in seg.inputs}))
-                m.close()
-            verify[inst.name] = {
-                k: float(np.max(np.abs(v.astype(np.float64) - tensors[k]))) for k, v in ref.items()
-            }
-        data["verify"] = verify
+        data["verify"] = verify_chained(specs)
     (out / "manifest.json").write_text(
         json.dumps({"schema": "hxsched.build/1", **data}, indent=1) + "\n"
     )
@@ -111,3 +100,31 @@ def run(args: argparse.Namespace) -> int:
 
     emit(args, data, human)
     return 0
+
+
+def verify_chained(specs: Sequence[InstanceSpec]) -> dict[str, dict[str, float]]:
+    """Per instance and output, max |diff| of the chained segments against the whole model."""
+    import numpy as np
+
+    from hxsched.runtime.reference import OrtModel, random_inputs
+
+    verify = {}
+    for inst in specs:
+        log.info("verifying %s: chained segments vs the whole model (ONNX Runtime)", inst.name)
+        if inst.graph is None:
+            raise InternalError(f"{inst.name}: segments were written without the model")
+        feeds = random_inputs(inst.graph, 0)
+        whole = OrtModel(inst.graph)
+        ref = whole.run(feeds)
+        whole.close()
+        tensors = dict(feeds)
+        for seg in inst.segments:
+            if seg.graph is None:
+                raise InternalError(f"{seg.name}: a segment was written without its model")
+            m = OrtModel(seg.graph)
+            tensors.update(m.run({t: tensors[t] for t in seg.inputs}))
+            m.close()
+        verify[inst.name] = {
+            k: float(np.max(np.abs(v.astype(np.float64) - tensors[k]))) for k, v in ref.items()
+        }
+    return verify

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from hxsched.cli._common import add_json, add_shape, add_target, emit, load_graph, table
+from hxsched.cli._common import (
+    add_json,
+    add_quiet,
+    add_shape,
+    add_target,
+    emit,
+    load_graph,
+    table,
+)
 from hxsched.errors import HxschedError
 
 HELP = "check every node of an ONNX model against the DLA rules of a Jetson and TensorRT version"
@@ -31,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cuts", action="store_true", help="also list candidate cut points with crossing bytes"
     )
+    add_quiet(p)
     add_json(p)
     p.set_defaults(func=run)
 
@@ -109,7 +118,7 @@ def list_rules(args: argparse.Namespace) -> int:
         {"rules": rules, "ops": ops},
         lambda: (
             table(
-                [[r["id"], ",".join(r["ops"]), r["summary"]] for r in rules],
+                [[r.id, ",".join(sorted(r.ops)), r.summary] for r in RULES],
                 ["rule", "ops", "limit"],
             )
             + "\n\nEach rule cites its source: hxsched check --rules --json"

@@ -13,7 +13,7 @@ HELP = (
     "optimal plan for the device, then the service on phantom CT slices (ONNX Runtime CPU)"
 )
 
-# The CT->MRI + stroke workload of seed 004: a Pix2Pix generator beside a YOLOv8 detector.
+# The CT->MRI + stroke workload: a Pix2Pix generator beside a YOLOv8 detector.
 DEMO_MODELS = ("pix2pix_unet256", "yolov8n")
 
 
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     summary: dict = {"target": args.target, "out": str(out), "models": []}
     for name in DEMO_MODELS:
         path = out / f"{name}.onnx"
-        write_zoo_model(name, str(path), seed=args.seed, say=say)
+        write_zoo_model(name, str(path), seed=args.seed)
         graph = load_model(path)
         report = check_graph(graph, target=args.target, model_name=str(path))
         entry = {"model": str(path), "check": report.to_dict()}
@@ -142,43 +142,37 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
 
             prof, how = estimate_profile(graph, args.device, model_name=name), "estimated"
         inputs.append(ModelInput(name, prof, how, graph, str(path.resolve()), 1))
+    from hxsched.cli.plan import log_to
+
     say(f"planning pix2pix + yolov8n for {args.device}")
-    plan, _ = make_plan(inputs, args.device, time_limit_s=30.0)
+    with log_to(say):
+        result = make_plan(inputs, args.device, time_limit_s=30.0)
+    plan = result.plan
     plan_path = save_plan(plan, out / "plan.yaml")
+    period = plan.predicted.period_ms
     names = [i.name for i in plan.instances]
     write_chart(
         [
             panel_from_timeline(
-                f"hxsched plan: one period, {plan.predicted['period_ms']} ms",
+                f"hxsched plan: one period, {period} ms",
                 plan.accelerators,
                 plan.timeline,
                 names,
-                plan.predicted["period_ms"],
-                plan.predicted["period_ms"],
+                period,
+                period,
             )
         ],
         out / "plan.svg",
     )
-    s = plan.solver
-    summary["plan"] = {
-        "path": str(plan_path),
-        "device": args.device,
-        "period_ms": plan.predicted["period_ms"],
-        "fps": plan.predicted["fps"],
-        "optimal": s["optimal"],
-        "solve_time_s": s["solve_time_s"],
-        "lp_bound_ms": s["lp_bound_ms"],
-        "ratio_to_best_baseline": s["ratio_to_best_baseline"],
-        "instances": [i.describe() for i in plan.instances],
-        "source": plan.predicted.get("source"),
-    }
+    s = result.summary(str(plan_path), str(out / "plan.svg"))
+    summary["plan"] = result.to_json(str(plan_path), str(out / "plan.svg"))
     plan_text = (
-        f"\n\nplan for {args.device} ({'proven optimal' if s['optimal'] else 'best found'}, "
-        f"{s['solve_time_s']:.2f} s): {plan.predicted['fps']} fps predicted "
-        f"({plan.predicted.get('source')}; profiles: "
+        f"\n\nplan for {args.device} ({'proven optimal' if s.optimal else 'best found'}, "
+        f"{s.solve_time_s:.2f} s): {s.fps} fps predicted "
+        f"({s.predicted_source}; profiles: "
         + ", ".join(f"{m.name} {m.how}" for m in inputs)
-        + f"), period {s['ratio_to_best_baseline']}x the best baseline's\n  "
-        + "\n  ".join(i.describe() for i in plan.instances)
+        + f"), period {s.ratio_to_best_baseline}x the best baseline's\n  "
+        + "\n  ".join(s.descriptions)
     )
     if args.slices <= 0:
         return plan_text, ""
@@ -225,7 +219,7 @@ def _plan_and_serve(args: argparse.Namespace, out: Path, summary: dict, say) -> 
         status = svc.status() if svc.journal else {}
         svc.stop()
     counts = svc.counts()
-    stats = svc.executor.summary().to_dict() if svc.executor else {}
+    stats: dict = svc.executor.summary().to_dict() if svc.executor else {}
     summary["service"] = {
         "counts": counts,
         "output": str(out / "service"),

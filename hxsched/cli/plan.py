@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hxsched.cli._common import add_json, add_quiet, add_shape, emit, load_graph, progress, table
+from hxsched.cli._common import (
+    add_json,
+    add_quiet,
+    add_shape,
+    emit,
+    load_graph,
+    parse_shapes,
+    progress,
+    table,
+)
 from hxsched.errors import HxschedError
+from hxsched.scheduler.types import Accelerator, Objective
+
+if TYPE_CHECKING:
+    from hxsched.scheduler.planning.planner import PlanResult, PlanSummary
+
+log = logging.getLogger(__name__)
 
 HELP = "plan where to cut each model and which accelerator runs each segment (SAT, proven optimal)"
 
@@ -36,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--accelerators", help="use only these, e.g. gpu,dla0 (default: all of the device's)"
     )
-    p.add_argument("--objective", choices=("throughput", "latency"), default="throughput")
+    p.add_argument("--objective", choices=[o.value for o in Objective], default="throughput")
     p.add_argument(
         "--max-switches", type=int, default=1, help="accelerator switches per instance (0-3)"
     )
@@ -69,9 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_inputs(args: argparse.Namespace, say) -> list:
+def load_inputs(args: argparse.Namespace) -> list:
     from hxsched.scheduler.cost.estimate import estimate_profile
-    from hxsched.scheduler.graph.structure import structural_hash
+    from hxsched.scheduler.graph.summary import summarize
     from hxsched.scheduler.planning.planner import ModelInput, check_profile_matches
     from hxsched.scheduler.profile.schema import load_profile
     from hxsched.scheduler.profile.store import find_profile, shipped_dir
@@ -91,7 +110,8 @@ def load_inputs(args: argparse.Namespace, say) -> list:
     inputs = []
     names_seen: dict[str, int] = {}
     for k, path in enumerate(args.models):
-        graph = load_graph(path, args.shape)
+        # with a profile to use, only the hash and node order are needed: cached by file identity
+        summary, graph = summarize(path, parse_shapes(args.shape))
         name = Path(path).stem
         if name in names_seen:
             names_seen[name] += 1
@@ -100,188 +120,177 @@ def load_inputs(args: argparse.Namespace, say) -> list:
             names_seen[name] = 0
         if given:
             prof, how = given[k], "given"
-            check_profile_matches(graph, prof, prof.path or str(args.profile[k]))
+            check_profile_matches(summary, prof, prof.path or str(args.profile[k]))
         else:
-            prof = find_profile(args.device, structural_hash(graph))
-            if prof is not None:
+            found = find_profile(args.device, summary.structural_hash)
+            if found is not None:
+                prof = found
                 shipped = shipped_dir().resolve() in Path(prof.path or "").resolve().parents
                 how = "shipped" if shipped else "found"
-                check_profile_matches(graph, prof, prof.path or "")
+                check_profile_matches(summary, prof, prof.path or "")
             else:
                 if args.device == "cpu":
                     raise HxschedError(
                         f"no profile for {path} on device cpu: measure one with "
                         "hxsched profile --backend ort"
                     )
-                say(f"no profile of {path} for {args.device}: estimating one with the cost model")
+                log.info(
+                    f"no profile of {path} for {args.device}: estimating one with the cost model"
+                )
+                if graph is None:
+                    graph = load_graph(path, args.shape)
                 prof = estimate_profile(graph, args.device, model_name=name)
                 how = "estimated on the fly"
         inputs.append(ModelInput(name, prof, how, graph, str(path), args.instances))
     return inputs
 
 
-def _accelerators(args: argparse.Namespace) -> tuple[str, ...] | None:
+def _accelerators(args: argparse.Namespace) -> tuple[Accelerator, ...] | None:
     if not args.accelerators:
         return None
     from hxsched.scheduler.planning.planner import device_accelerators
 
     allowed = device_accelerators(args.device)
-    chosen = tuple(a.strip() for a in args.accelerators.split(",") if a.strip())
-    bad = [a for a in chosen if a not in allowed]
-    if bad or not chosen:
+    names = [a.strip() for a in args.accelerators.split(",") if a.strip()]
+    chosen = tuple(a for a in allowed if a.value in names)
+    if len(chosen) != len(set(names)) or not chosen:
         raise HxschedError(
             f"--accelerators {args.accelerators}: {args.device} has {', '.join(allowed)}"
         )
-    return chosen
+    return tuple(Accelerator(a) for a in dict.fromkeys(names))
 
 
-def run(args: argparse.Namespace) -> int:
-    from hxsched.scheduler.planning.chart import panel_from_timeline, write_chart
-    from hxsched.scheduler.planning.plan import save_plan
-    from hxsched.scheduler.planning.planner import make_plan, timeline_records
+@contextlib.contextmanager
+def log_to(say: Callable[[str], None]) -> Iterator[None]:
+    """Forward hxsched's INFO log lines to ``say`` (stderr, silenced by -q) while planning,
+    unless the CLI has configured logging itself."""
 
-    say = progress(args)
+    class _Say(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            say(record.getMessage())
+
+    root = logging.getLogger("hxsched")
+    if root.handlers:
+        yield
+        return
+    handler, level = _Say(logging.INFO), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _pins(items: list[str]) -> dict[str, str]:
     pins = {}
-    for item in args.pin:
+    for item in items:
         name, sep, acc = item.partition("=")
         if not sep or not name or not acc:
             raise HxschedError(f"--pin {item!r}: expected INSTANCE=ACCELERATOR, e.g. yolov8n#0=gpu")
         pins[name] = acc
-    inputs = load_inputs(args, say)
-    plan, extra = make_plan(
-        inputs,
-        args.device,
-        objective=args.objective,
-        max_switches=args.max_switches,
-        resolution_ms=args.resolution,
-        contention=not args.no_contention,
-        time_limit_s=args.time_limit or None,
-        max_loadables=args.max_loadables,
-        pins=pins,
-        sat_solver=args.sat_solver,
-        progress=say,
-        accelerators=_accelerators(args),
-    )
-    out = Path(args.output or "plan.yaml")
-    save_plan(plan, out)
-    chart = None
-    if args.chart:
-        names = [i.name for i in plan.instances]
-        base = extra["best_baseline"]
-        res = plan.resolution_ms
-        span = max(plan.predicted["period_ms"], base.evaluation.period * res)
-        what = "one period" if plan.objective == "throughput" else "one frame"
-        cyclic = plan.objective == "throughput"
-        panels = [
-            panel_from_timeline(
-                f"hxsched plan ({plan.objective}): {what}, {plan.predicted['period_ms']:.3f} ms",
-                plan.accelerators,
-                plan.timeline,
-                names,
-                span,
-                plan.predicted["period_ms"] if cyclic else None,
-            ),
-            panel_from_timeline(
-                f"baseline {base.name}: {base.evaluation.period * res:.3f} ms",
-                plan.accelerators,
-                timeline_records(names, base.evaluation, res),
-                names,
-                span,
-                base.evaluation.period * res if cyclic else None,
-            ),
-        ]
-        chart = str(write_chart(panels, args.chart))
-    s = plan.solver
-    data = {
-        "output": str(out),
-        "chart": chart,
-        "objective": plan.objective,
-        "device": plan.device,
-        "period_ms": plan.predicted["period_ms"],
-        "fps": plan.predicted["fps"],
-        "latency_ms": plan.predicted["latency_ms"],
-        "optimal": s["optimal"],
-        "proof": s["proof"],
-        "gap": s["gap"],
-        "solve_time_s": s["solve_time_s"],
-        "lower_bound_ms": s["lower_bound_ms"],
-        "lp_bound_ms": s["lp_bound_ms"],
-        "ratio_to_lp_bound": s["ratio_to_lp_bound"],
-        "ratio_to_best_baseline": s["ratio_to_best_baseline"],
-        "problem_size": {
-            "configurations": s["configurations"],
-            "variables": s["variables"],
-            "clauses": s["clauses"],
-            "sat_calls": len(s["sat_calls"]),
-        },
-        "baselines": {
-            k: {"period_ms": v["period_ms"], "fps": v["fps"], "latency_ms": v["latency_ms"]}
-            for k, v in plan.baselines.items()
-        },
-        "instances": [
-            {
-                "name": i.name,
-                "model": i.model,
-                "profile": i.profile.get("how"),
-                "segments": [
-                    {
-                        "first_node": seg.first_node,
-                        "last_node": seg.last_node,
-                        "groups": [seg.first_group, seg.last_group],
-                        "accelerator": seg.accelerator,
-                        "ms": round(seg.busy_ms, 5),
-                    }
-                    for seg in i.segments
-                ],
-            }
-            for i in plan.instances
-        ],
-        "predicted_source": plan.predicted["source"],
-        "warnings": plan.warnings,
-    }
+    return pins
 
-    def human() -> str:
-        lines = [i.describe() for i in plan.instances]
-        rows = [
-            [
-                "hxsched",
-                f"{plan.predicted['period_ms']:.3f}",
-                f"{plan.predicted['fps']:.1f}",
-                f"{plan.predicted['latency_ms']:.3f}",
-                "1.00",
-            ]
-        ]
-        for name, b in plan.baselines.items():
-            ratio = (
-                b["period_ms"] / plan.predicted["period_ms"] if plan.predicted["period_ms"] else 0
-            )
-            rows.append(
-                [
-                    name,
-                    f"{b['period_ms']:.3f}",
-                    f"{b['fps']:.1f}",
-                    f"{b['latency_ms']:.3f}",
-                    f"{ratio:.2f}",
-                ]
-            )
-        value = "period" if plan.objective == "throughput" else "makespan"
-        proof = {
-            "unsat": f"proven optimal (UNSAT at {plan.predicted['period_ms'] - plan.resolution_ms:.3f} ms)",
-            "lp-bound": "proven optimal (equals the LP bound)",
-        }.get(s["proof"], f"not proven optimal: gap {s['gap']:.1%} at the time limit")
-        lines += [
-            "",
-            table(rows, ["plan", f"{value} ms", "FPS", "latency ms", "x hxsched"]),
-            "",
-            f"{proof}; solved in {s['solve_time_s']:.2f} s; {value} / LP bound "
-            f"{s['lp_bound_ms']:.3f} ms = {s['ratio_to_lp_bound']:.3f}; / best baseline "
-            f"({s['best_baseline']}) = {s['ratio_to_best_baseline']:.3f}",
-            f"numbers: {plan.predicted['source']}; profiles: "
-            + ", ".join(f"{i.name} {i.profile.get('how')}" for i in plan.instances),
-            f"wrote {out}" + (f" and {chart}" if chart else ""),
-        ]
-        lines += [f"warning: {w}" for w in plan.warnings]
-        return "\n".join(lines)
 
-    emit(args, data, human)
+def _chart(result: PlanResult, path: str) -> str:
+    from hxsched.scheduler.planning.chart import panel_from_timeline, write_chart
+
+    plan, base = result.plan, result.best_baseline
+    names = [i.name for i in plan.instances]
+    base_ms = base.evaluation.period * plan.resolution_ms
+    period = plan.predicted.period_ms
+    span = max(period, base_ms)
+    cyclic = plan.objective == Objective.THROUGHPUT
+    what = "one period" if cyclic else "one frame"
+    panels = [
+        panel_from_timeline(
+            f"hxsched plan ({plan.objective}): {what}, {period:.3f} ms",
+            plan.accelerators,
+            plan.timeline,
+            names,
+            span,
+            period if cyclic else None,
+        ),
+        panel_from_timeline(
+            f"baseline {base.name}: {base_ms:.3f} ms",
+            plan.accelerators,
+            result.baseline_timeline(base),
+            names,
+            span,
+            base_ms if cyclic else None,
+        ),
+    ]
+    return str(write_chart(panels, path))
+
+
+def run(args: argparse.Namespace) -> int:
+    from hxsched.scheduler.planning.plan import save_plan
+    from hxsched.scheduler.planning.planner import make_plan
+
+    with log_to(progress(args)):
+        inputs = load_inputs(args)
+        result = make_plan(
+            inputs,
+            args.device,
+            objective=args.objective,
+            max_switches=args.max_switches,
+            resolution_ms=args.resolution,
+            contention=not args.no_contention,
+            time_limit_s=args.time_limit or None,
+            max_loadables=args.max_loadables,
+            pins=_pins(args.pin),
+            sat_solver=args.sat_solver,
+            accelerators=_accelerators(args),
+        )
+    out = save_plan(result.plan, Path(args.output or "plan.yaml"))
+    chart = _chart(result, args.chart) if args.chart else None
+    summary = result.summary(str(out), chart)
+    emit(args, result.to_json(str(out), chart), lambda: human(summary, result.plan.resolution_ms))
     return 0
+
+
+def _proof(s: PlanSummary, resolution_ms: float) -> str:
+    if s.proof == "unsat":
+        return f"proven optimal (UNSAT at {s.period_ms - resolution_ms:.3f} ms)"
+    if s.proof == "lp-bound":
+        return "proven optimal (equals the LP bound)"
+    return f"not proven optimal: gap {s.gap:.1%} at the time limit"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def human(s: PlanSummary, resolution_ms: float) -> str:
+    """The table of a PlanSummary: the plan beside its baselines, then the proof."""
+
+    def fmt(x: float | None, spec: str) -> str:
+        return "-" if x is None else format(x, spec)
+
+    rows = [["hxsched", f"{s.period_ms:.3f}", fmt(s.fps, ".1f"), fmt(s.latency_ms, ".3f"), "1.00"]]
+    for name, b in s.baselines.items():
+        rows.append(
+            [
+                name,
+                f"{b.period_ms:.3f}",
+                fmt(b.fps, ".1f"),
+                fmt(b.latency_ms, ".3f"),
+                f"{b.period_ms / s.period_ms:.2f}",
+            ]
+        )
+    value = "period" if s.objective == Objective.THROUGHPUT else "makespan"
+    lines = [
+        *s.descriptions,
+        "",
+        table(rows, ["plan", f"{value} ms", "FPS", "latency ms", "x hxsched"]),
+        "",
+        f"{_proof(s, resolution_ms)}; solved in {s.solve_time_s:.2f} s; {value} / LP bound "
+        f"{s.lp_bound_ms:.3f} ms = {_ratio(s.ratio_to_lp_bound)}; / best baseline "
+        f"({s.best_baseline}) = {_ratio(s.ratio_to_best_baseline)}",
+        f"numbers: {s.predicted_source}; profiles: "
+        + ", ".join(f"{i.name} {i.profile}" for i in s.instances),
+        f"wrote {s.output}" + (f" and {s.chart}" if s.chart else ""),
+    ]
+    lines += [f"warning: {w}" for w in s.warnings]
+    return "\n".join(lines)

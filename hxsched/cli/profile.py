@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-from hxsched.cli._common import add_json, add_quiet, add_shape, emit, load_graph, progress, table
+from hxsched.cli._common import add_json, add_quiet, add_shape, emit, load_graph, table
 from hxsched.errors import HxschedError
+from hxsched.scheduler.types import AcceleratorKind
 
 HELP = "profile a model's layer groups on a device (estimate, ort, trt, trtexec) or list profiles"
 
@@ -62,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
         return _calibration(args)
     if not args.model:
         raise HxschedError("name an ONNX model to profile (or --list, --calibration)")
-    say = progress(args)
     args.device = args.device or "orin-agx"
     graph = load_graph(args.model, args.shape)
     name = args.name or Path(args.model).stem
@@ -94,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             model_name=name,
             groups=groups,
-            progress=say,
         )
         profile = m.profile
         extra = {
@@ -132,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
             model_name=name,
             runs=args.runs,
             warmup=args.warmup,
-            progress=say,
         )
     from hxsched.scheduler.profile.schema import save_profile
 
@@ -145,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         rows = [
             [
                 g.label,
-                "DLA ok" if g.dla and "dla" in g.time_ms else "-",
+                "DLA ok" if g.dla and AcceleratorKind.DLA in g.time_ms else "-",
                 str(g.nodes or ""),
                 *(f"{g.time_ms[a]:.4f}" if a in g.time_ms else "-" for a in accels),
                 f"{g.first} .. {g.last}" if g.first else "",
@@ -181,7 +180,8 @@ def _list(args: argparse.Namespace) -> int:
     from hxsched.scheduler.profile.store import list_profiles
 
     items = list_profiles(args.device)
-    rows, data = [], []
+    rows: list[list[str]] = []
+    data: list[dict[str, Any]] = []
     for it in items:
         p = it.profile
         if p is None:

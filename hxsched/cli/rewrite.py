@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from hxsched.cli._common import (
@@ -12,10 +13,11 @@ from hxsched.cli._common import (
     add_target,
     emit,
     load_graph,
-    progress,
     table,
 )
 from hxsched.errors import HxschedError
+
+log = logging.getLogger(__name__)
 
 HELP = "rewrite padded ConvTranspose nodes into pad-free ConvTranspose + exact crop for the DLA"
 
@@ -24,10 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "rewrite",
         help=HELP,
-        description=HELP + " (seed 004's rewrite, done automatically). The result computes the "
-        "same function: --verify runs both models on seeded inputs with ONNX Runtime and "
-        "refuses to write the output if they differ by more than --tolerance. Rewrites that "
-        "would change the function are refused and listed with the reason. Constants and shape "
+        description=HELP + " (the rewrite of Abdul Majeed et al., 'Edge GPU Aware Multiple AI "
+        "Model Pipeline for Accelerated MRI Reconstruction and Analysis', done automatically). "
+        "The result computes the same function: --verify runs both models on seeded inputs "
+        "with ONNX Runtime and refuses to write the output if they differ by more than "
+        "--tolerance. Rewrites that would change the function are refused and listed with the "
+        "reason. Constants and shape "
         "arithmetic are folded and --shape fixes are baked in, as for every command.",
     )
     p.add_argument("model", help="ONNX model to rewrite")
@@ -55,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     from hxsched.scheduler.dla.rewrite import rewrite_for_dla
     from hxsched.scheduler.graph.onnx_io import save_model
 
-    say = progress(args)
     if os.path.abspath(args.output) == os.path.abspath(args.model):
         raise HxschedError(
             "refusing to overwrite the input model; choose another -o path", path=args.model
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verify:
         from hxsched.runtime.reference import compare_graphs
 
-        say(f"verifying on {args.samples} seeded input(s) with ONNX Runtime (CPU, FP32)")
+        log.info("verifying on %d seeded input(s) with ONNX Runtime (CPU, FP32)", args.samples)
         verify = compare_graphs(
             original, graph, samples=args.samples, seed=args.seed, tolerance=args.tolerance
         )
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.tolerance:g}; nothing was written",
                 path=args.model,
             )
-    say(f"writing {args.output}")
+    log.info("writing %s", args.output)
     try:
         save_model(graph, args.output)
     except OSError as exc:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from hxsched.cli._common import add_json, add_quiet, emit, progress, table
+from hxsched.cli._common import add_json, add_quiet, emit, table
 from hxsched.errors import HxschedError
+
+log = logging.getLogger(__name__)
 
 HELP = "run a plan (or a pipeline's plan) pipelined on ort, sim or trt and report fps/latency"
 
@@ -108,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    say = progress(args)
     plan, backend = load_run_target(args.plan, args.backend)
     slow = [parse_slowdown(s) for s in args.slow]
     if slow and backend != "sim":
@@ -118,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     def on_event(e) -> None:
         events.append(e)
         where = e.node or e.segment
-        say(f"FALLBACK/DRIFT {where}: {e.reason}")
+        log.warning("FALLBACK/DRIFT %s: %s", where, e.reason)
 
     stats, report = run_plan(
         plan,
@@ -139,7 +141,6 @@ def run(args: argparse.Namespace) -> int:
         },
         drift_threshold=args.drift_threshold,
         drift_sustain=args.drift_sustain,
-        progress=say,
         on_event=on_event,
     )
     d = stats.to_dict()
@@ -172,8 +173,8 @@ def run(args: argparse.Namespace) -> int:
                 "done": True,
                 "plan": str(out),
                 **info,
-                "period_ms_before": plan.predicted["period_ms"],
-                "period_ms_after": new.predicted["period_ms"],
+                "period_ms_before": plan.predicted.period_ms,
+                "period_ms_after": new.predicted.period_ms,
             }
 
     def human() -> str:

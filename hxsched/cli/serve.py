@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
-from hxsched.cli._common import add_json, add_quiet, progress
+from hxsched.cli._common import add_json, add_quiet
 from hxsched.errors import HxschedError
+
+log = logging.getLogger("hxsched.service")
 
 HELP = "serve a pipeline: DICOM/PNG/TIFF slices in (folder, C-STORE SCP), synthetic MRI out"
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from hxsched.runtime.service.pipeline import load_pipeline
     from hxsched.runtime.service.service import Service, ServiceOptions, setup_logging
 
-    setup_logging(args.log_level.upper())
+    setup_logging(args.log_level.upper())  # progress is logged too (JSON lines on stderr)
     pipe = load_pipeline(args.pipeline)
     opts = ServiceOptions(
         output=args.output,
@@ -82,12 +85,13 @@ def run(args: argparse.Namespace) -> int:
         inflight=args.inflight,
         backend_opts={"real_time": args.real_time, "time_scale": args.time_scale},
     )
-    svc = Service(pipe, opts, progress(args))
+    svc = Service(pipe, opts)
     svc.install_signal_handlers()
     try:
         svc.start()
         if svc.http is not None:
-            progress(args)(f"status page: {svc.http.url}/  metrics: {svc.http.url}/metrics")
+            fields = {"status_page": f"{svc.http.url}/", "metrics": f"{svc.http.url}/metrics"}
+            log.info("status page", extra={"fields": fields})
         while not svc.wait(0.5):
             pass
     finally:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 
-from hxsched.cli._common import add_json, add_quiet, emit, progress, table
+from hxsched.cli._common import add_json, add_quiet, emit, table
 from hxsched.errors import HxschedError
+
+log = logging.getLogger(__name__)
 
 HELP = "write a zoo model (Pix2Pix U-Net, YOLOv8n/s) as ONNX with seeded random weights"
 
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         raise HxschedError("name a zoo model (e.g. hxsched zoo yolov8n -o yolov8n.onnx) or --list")
     if not args.output:
         raise HxschedError(f"say where to write it: hxsched zoo {args.name} -o {args.name}.onnx")
-    info = write_zoo_model(args.name, args.output, seed=args.seed, say=progress(args))
+    info = write_zoo_model(args.name, args.output, seed=args.seed)
     entry = zoo_entry(args.name)
     emit(
         args,
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_zoo_model(name: str, path: str, *, seed: int = 0, say=None) -> dict:
+def write_zoo_model(name: str, path: str, *, seed: int = 0) -> dict:
     """Build and save zoo model ``name``; returns what was written."""
     import onnx
 
@@ -77,8 +80,7 @@ def write_zoo_model(name: str, path: str, *, seed: int = 0, say=None) -> dict:
     from hxsched.scheduler.zoo.builder import count_parameters
 
     entry = zoo_entry(name)
-    if say:
-        say(f"building {name} (seed {seed}), calibrating weights on sample inputs")
+    log.info("building %s (seed %d), calibrating weights on sample inputs", name, seed)
     model = entry.build(seed=seed)
     from pathlib import Path
 
@@ -91,8 +93,7 @@ def write_zoo_model(name: str, path: str, *, seed: int = 0, say=None) -> dict:
     except OSError as exc:
         raise HxschedError(f"cannot write {path}: {exc.strerror or exc}") from None
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    if say:
-        say(f"wrote {path}")
+    log.info("wrote %s", path)
     return {
         "name": name,
         "path": str(out),

@@ -3,7 +3,7 @@ takes segment runs in order, and events that say when a run has finished."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,7 +51,6 @@ class Backend(Protocol):
         specs: Sequence[InstanceSpec],
         *,
         inflight: int,
-        progress: Callable[[str], None] | None = None,
     ) -> None: ...
 
     def stream(self, accelerator: str) -> Stream: ...

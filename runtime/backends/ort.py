@@ -4,17 +4,21 @@ plan runs anywhere: a run waits for its inputs' events, never for the whole pipe
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
+from hxsched._compat import require
 from hxsched.errors import HxschedError
 from hxsched.runtime import nvtx
 from hxsched.runtime.backends.base import FrameState, SegmentFailed
 from hxsched.runtime.build import InstanceSpec, SegmentSpec
+
+log = logging.getLogger(__name__)
 
 
 class OrtEvent:
@@ -106,7 +110,6 @@ class OrtBackend:
         specs: Sequence[InstanceSpec],
         *,
         inflight: int,
-        progress: Callable[[str], None] | None = None,
     ) -> None:
         from hxsched.runtime.reference import OrtModel
 
@@ -117,11 +120,12 @@ class OrtBackend:
             for k, seg in enumerate(inst.segments):
                 if seg.graph is None:
                     raise HxschedError(f"segment {seg.name} has no model: ort needs the ONNX file")
-                if progress:
-                    progress(
-                        f"ONNX Runtime session for {seg.name} ({seg.accelerator}, "
-                        f"{self.thread_budget} thread(s))"
-                    )
+                log.info(
+                    "ONNX Runtime session for %s (%s, %d thread(s))",
+                    seg.name,
+                    seg.accelerator,
+                    self.thread_budget,
+                )
                 self.sessions[seg.name] = OrtModel(seg.graph, threads=self.thread_budget)
                 later = {t for s in inst.segments[k + 1 :] for t in s.inputs}
                 self.still_needed[seg.name] = later | set(inst.outputs)
@@ -136,6 +140,7 @@ class OrtBackend:
         return (time.perf_counter() - self._t0) * 1000.0
 
     def source(self) -> str:
+        require("onnxruntime", extra="ort")
         import onnxruntime
 
         return (

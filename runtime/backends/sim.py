@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,7 +87,6 @@ class SimBackend:
         specs: Sequence[InstanceSpec],
         *,
         inflight: int,
-        progress: Callable[[str], None] | None = None,
     ) -> None:
         names = {s.name for i in specs for s in i.segments}
         unknown = sorted(set(self.slowdowns) - names)

@@ -3,30 +3,57 @@ writing with deterministic UIDs, a synthetic head phantom, and a reason for ever
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hxsched._compat import require
 from hxsched.errors import HxschedError
 from hxsched.files import atomic_write
+
+if TYPE_CHECKING:
+    from pydicom.uid import UID
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 LABEL = "SYNTHETIC - NOT FOR DIAGNOSTIC USE"
-REASONS = (
-    "unreadable",
-    "truncated",
-    "not-an-image",
-    "wrong-size",
-    "nan",
-    "oversize",
-    "unsupported",
-)
+
+
+class Reason(str, enum.Enum):
+    """Why a slice was quarantined (the reason code in its reason file and in the metrics)."""
+
+    UNREADABLE = "unreadable"
+    TRUNCATED = "truncated"
+    NOT_AN_IMAGE = "not-an-image"
+    WRONG_SIZE = "wrong-size"
+    NAN = "nan"
+    OVERSIZE = "oversize"
+    UNSUPPORTED = "unsupported"
+    PROCESSING_ERROR = "processing-error"  # preparing a readable slice failed
+    INFERENCE_ERROR = "inference-error"
+    OUTPUT_ERROR = "output-error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+REASONS = tuple(Reason)[:7]  # what reading a slice can find wrong with it
+
+
+class SliceKind(str, enum.Enum):
+    DICOM = "dicom"
+    IMAGE = "image"  # PNG or TIFF: no Hounsfield units, no UIDs
+
+    def __str__(self) -> str:
+        return self.value
+
+
 PATIENT_KEYS = (
     "PatientName",
     "PatientID",
@@ -56,7 +83,7 @@ _TIFF = (b"II*\x00", b"MM\x00*")
 class BadInput(HxschedError):
     """A slice the service cannot use; ``reason`` is one of REASONS (the quarantine code)."""
 
-    def __init__(self, reason: str, message: str, *, path: str | os.PathLike[str] | None = None):
+    def __init__(self, reason: Reason, message: str, *, path: str | os.PathLike[str] | None = None):
         message = " ".join(str(message).split())  # one line, whatever the parser said
         super().__init__(message, path=Path(path).name if path is not None else None)
         self.reason = reason
@@ -65,7 +92,7 @@ class BadInput(HxschedError):
 @dataclass
 class Slice:
     pixels: np.ndarray  # float32, 2-D
-    kind: str  # "dicom" or "image"
+    kind: SliceKind
     is_hu: bool
     source_name: str
     meta: dict[str, Any] = field(default_factory=dict)  # UIDs and geometry (no patient data)
@@ -102,12 +129,12 @@ def read_slice(
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise BadInput("unreadable", f"cannot read: {exc.strerror}", path=path) from None
+        raise BadInput(Reason.UNREADABLE, f"cannot read: {exc.strerror}", path=path) from None
     if size > max_bytes:
-        raise BadInput("oversize", f"{size} bytes is over the limit of {max_bytes}", path=path)
+        raise BadInput(Reason.OVERSIZE, f"{size} bytes is over the limit of {max_bytes}", path=path)
     data = path.read_bytes()
     if size == 0:
-        raise BadInput("unreadable", "empty file", path=path)
+        raise BadInput(Reason.UNREADABLE, "empty file", path=path)
     sha = hashlib.sha256(data).hexdigest()
     try:
         if len(data) >= 132 and data[128:132] == b"DICM":
@@ -119,43 +146,46 @@ def read_slice(
                 sl = _read_dicom(data, path)
             except BadInput:
                 raise BadInput(
-                    "unreadable", "neither DICOM nor a PNG/TIFF image", path=path
+                    Reason.UNREADABLE, "neither DICOM nor a PNG/TIFF image", path=path
                 ) from None
     except BadInput:
         raise
     except Exception as exc:  # noqa: BLE001 - pydicom/OpenCV raise anything on corrupt bytes
         raise BadInput(
-            "unreadable", f"cannot be parsed ({type(exc).__name__}: {exc})", path=path
+            Reason.UNREADABLE, f"cannot be parsed ({type(exc).__name__}: {exc})", path=path
         ) from None
     sl.content_sha = sha
     px = sl.pixels
     if px.ndim != 2:
-        raise BadInput("wrong-size", f"expected one 2-D slice, got shape {px.shape}", path=path)
+        raise BadInput(
+            Reason.WRONG_SIZE, f"expected one 2-D slice, got shape {px.shape}", path=path
+        )
     h, w = px.shape
     if min(h, w) < min_side:
-        raise BadInput("wrong-size", f"{w}x{h} is smaller than {min_side} pixels", path=path)
+        raise BadInput(Reason.WRONG_SIZE, f"{w}x{h} is smaller than {min_side} pixels", path=path)
     if max(h, w) > max_side:
-        raise BadInput("oversize", f"{w}x{h} is larger than {max_side} pixels", path=path)
+        raise BadInput(Reason.OVERSIZE, f"{w}x{h} is larger than {max_side} pixels", path=path)
     if not np.all(np.isfinite(px)):
-        raise BadInput("nan", "pixel values include NaN or infinity", path=path)
+        raise BadInput(Reason.NAN, "pixel values include NaN or infinity", path=path)
     return sl
 
 
 def _read_dicom(data: bytes, path: Path) -> Slice:
+    require("pydicom", extra="service")
     import pydicom
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     except Exception as exc:  # noqa: BLE001 - pydicom raises anything on garbage
         raise BadInput(
-            "unreadable", f"not readable DICOM ({type(exc).__name__})", path=path
+            Reason.UNREADABLE, f"not readable DICOM ({type(exc).__name__})", path=path
         ) from None
     if "PixelData" not in ds:
         if _cut_short(ds):
-            raise BadInput("truncated", "DICOM file ends before its pixel data", path=path)
+            raise BadInput(Reason.TRUNCATED, "DICOM file ends before its pixel data", path=path)
         if not ds or "SOPClassUID" not in ds and "Rows" not in ds:
-            raise BadInput("unreadable", "not readable DICOM", path=path)
-        raise BadInput("not-an-image", "DICOM object without pixel data", path=path)
+            raise BadInput(Reason.UNREADABLE, "not readable DICOM", path=path)
+        raise BadInput(Reason.NOT_AN_IMAGE, "DICOM object without pixel data", path=path)
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         bits = int(ds.BitsAllocated)
@@ -163,29 +193,31 @@ def _read_dicom(data: bytes, path: Path) -> Slice:
         spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
     except (AttributeError, ValueError, TypeError):
         raise BadInput(
-            "not-an-image", "image attributes (Rows, Columns, Bits) missing", path=path
+            Reason.NOT_AN_IMAGE, "image attributes (Rows, Columns, Bits) missing", path=path
         ) from None
     if frames > 1:
-        raise BadInput("wrong-size", f"a {frames}-frame volume, not one slice", path=path)
+        raise BadInput(Reason.WRONG_SIZE, f"a {frames}-frame volume, not one slice", path=path)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if ts is not None and ts.is_compressed:
         try:
             arr = ds.pixel_array
         except Exception:  # noqa: BLE001 - no decoder for this compression
             raise BadInput(
-                "unsupported", f"compressed pixel data ({ts.name}) has no decoder here", path=path
+                Reason.UNSUPPORTED,
+                f"compressed pixel data ({ts.name}) has no decoder here",
+                path=path,
             ) from None
     else:
         need = rows * cols * spp * bits // 8
         if len(ds.PixelData) < need:
             raise BadInput(
-                "truncated", f"pixel data has {len(ds.PixelData)} of {need} bytes", path=path
+                Reason.TRUNCATED, f"pixel data has {len(ds.PixelData)} of {need} bytes", path=path
             )
         try:
             arr = ds.pixel_array
         except Exception as exc:  # noqa: BLE001
             raise BadInput(
-                "unreadable", f"pixel data cannot be decoded ({type(exc).__name__})", path=path
+                Reason.UNREADABLE, f"pixel data cannot be decoded ({type(exc).__name__})", path=path
             ) from None
     px = np.asarray(arr, dtype=np.float32)
     if px.ndim == 3 and spp > 1:
@@ -197,7 +229,7 @@ def _read_dicom(data: bytes, path: Path) -> Slice:
     is_hu = modality == "CT" or (not modality and "RescaleIntercept" in ds)
     if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1" and not is_hu:
         px = px.max() + px.min() - px  # display polarity; HU keep their physical meaning
-    meta = {k: str(ds.get(k)) for k in REF_KEYS if ds.get(k) not in (None, "")}
+    meta: dict[str, Any] = {k: str(ds.get(k)) for k in REF_KEYS if ds.get(k) not in (None, "")}
     if "PixelSpacing" in ds:
         meta["PixelSpacing"] = [float(v) for v in ds.PixelSpacing]
     for k in ("ImagePositionPatient", "ImageOrientationPatient"):
@@ -207,11 +239,12 @@ def _read_dicom(data: bytes, path: Path) -> Slice:
         meta["RecognizableVisualFeatures"] = str(ds.RecognizableVisualFeatures)
     meta["Rows"], meta["Columns"] = rows, cols
     patient = {k: ds.get(k) for k in PATIENT_KEYS if k in ds}
-    return Slice(px, "dicom", is_hu, path.name, meta, patient)
+    return Slice(px, SliceKind.DICOM, is_hu, path.name, meta, patient)
 
 
 def _cut_short(ds) -> bool:
     """Whether a dataset without pixel data shows signs of a file cut off part-way."""
+    require("pydicom", extra="service")
     from pydicom.dataelem import RawDataElement
     from pydicom.uid import UID
 
@@ -231,32 +264,34 @@ def _cut_short(ds) -> bool:
 
 
 def _read_image(data: bytes, path: Path, max_side: int) -> Slice:
+    require("cv2", extra="service")
     import cv2
 
     if data[:8] == _PNG and len(data) >= 24:  # check the header before decoding a PNG bomb
         w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
         if max(w, h) > max_side:
-            raise BadInput("oversize", f"{w}x{h} is larger than {max_side} pixels", path=path)
+            raise BadInput(Reason.OVERSIZE, f"{w}x{h} is larger than {max_side} pixels", path=path)
     if data[:4] in _TIFF and (pages := cv2.imcount(str(path))) > 1:
-        raise BadInput("wrong-size", f"a {pages}-page TIFF, not one slice", path=path)
+        raise BadInput(Reason.WRONG_SIZE, f"a {pages}-page TIFF, not one slice", path=path)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
     if arr is None:
         raise BadInput(
-            "truncated", "image data cannot be decoded (truncated or corrupt)", path=path
+            Reason.TRUNCATED, "image data cannot be decoded (truncated or corrupt)", path=path
         )
     px = np.asarray(arr, dtype=np.float32)
     if px.ndim == 3:
         px = px[..., :3].mean(axis=-1)
-    return Slice(px, "image", False, path.name)
+    return Slice(px, SliceKind.IMAGE, False, path.name)
 
 
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
-def _uid(*parts: str) -> str:
+def _uid(*parts: object) -> UID:
+    require("pydicom", extra="service")
     from pydicom.uid import generate_uid
 
-    return str(generate_uid(entropy_srcs=["hxsched|" + "|".join(map(str, parts))]))
+    return generate_uid(entropy_srcs=["hxsched|" + "|".join(map(str, parts))])
 
 
 def default_series_uid(source: Slice, instance: str = "") -> str:
@@ -277,9 +312,10 @@ def write_secondary_capture(
     """The synthetic image as DICOM Secondary Capture in a new series of the source's study,
     DERIVED, referencing the source, labelled as not for diagnosis; written atomically with
     UIDs derived from the source, so writing the same slice again gives the same file."""
+    require("pydicom", extra="service")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     img = np.ascontiguousarray(np.asarray(image_uint8, dtype=np.uint8))
     if img.ndim != 2:
@@ -287,7 +323,7 @@ def write_secondary_capture(
     src_sop = source.meta.get("SOPInstanceUID") or source.content_sha
     sop_uid = _uid("sop", src_sop, series_uid or "", series_number)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPClassUID = UID(SECONDARY_CAPTURE)
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = _uid("implementation")
@@ -415,17 +451,18 @@ def synthetic_phantom(index: int, size: int = 512, seed: int = 0) -> Slice:
         "StudyDate": "20260101",
         "StudyTime": "120000",
     }
-    return Slice(hu, "dicom", True, f"phantom_{index:06d}.dcm", meta, patient)
+    return Slice(hu, SliceKind.DICOM, True, f"phantom_{index:06d}.dcm", meta, patient)
 
 
 def encode_ct_dicom(sl: Slice) -> bytes:
     """A slice in HU as a CT Image Storage file (int16 with rescale), e.g. a phantom."""
+    require("pydicom", extra="service")
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CT_IMAGE
-    meta.MediaStorageSOPInstanceUID = sl.meta["SOPInstanceUID"]
+    meta.MediaStorageSOPClassUID = UID(CT_IMAGE)
+    meta.MediaStorageSOPInstanceUID = UID(sl.meta["SOPInstanceUID"])
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = _uid("implementation")
     ds = Dataset()

@@ -14,10 +14,14 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from hxsched.errors import HxschedError
-from hxsched.runtime.service.metrics import CONTENT_TYPE, Registry
+from hxsched.errors import ResourceError
+from hxsched.runtime.service.metrics import exposition
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class StatusServer:
     ``alarms`` ([{"level": "warning"|"error", "message": str}], e.g. DLA->GPU fallback),
     ``latest`` ({"seq": int, "name": str, "findings": int}; the page reloads the image when
     ``seq`` changes). ``ready()`` returns (ready, reason); ``latest_png()`` the preview or None.
+    ``registry`` is any prometheus_client registry (the service's ``metrics.Registry``).
     """
 
     def __init__(
@@ -58,7 +63,7 @@ class StatusServer:
         host: str = "127.0.0.1",
         port: int = 0,
         *,
-        registry: Registry,
+        registry: CollectorRegistry,
         status: Callable[[], dict],
         ready: Callable[[], tuple[bool, str]],
         latest_png: Callable[[], bytes | None],
@@ -94,7 +99,7 @@ class StatusServer:
         try:
             server = ThreadingHTTPServer((self.host, self._port), handler)
         except OSError as exc:
-            raise HxschedError(
+            raise ResourceError(
                 f"cannot serve HTTP on {self.host}:{self._port}: {exc.strerror or exc}; "
                 "pick a free port (or 0 for any)"
             ) from exc
@@ -178,7 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(code, {"ready": bool(ok), "reason": reason})
 
     def _metrics(self) -> None:
-        self._send(HTTPStatus.OK, self.app.registry.render().encode(), CONTENT_TYPE)
+        body, content_type = exposition(self.app.registry, self.headers.get("Accept", ""))
+        self._send(HTTPStatus.OK, body, content_type)
 
     def _status(self) -> None:
         self._json(HTTPStatus.OK, self.app.status())

@@ -3,16 +3,32 @@ Pix2Pix de-normalisation, YOLOv8 decode + NMS in source pixels, previews."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from hxsched._compat import require
+
+
+class Window(str, enum.Enum):
+    """CT window presets (center/width in Hounsfield units below)."""
+
+    BRAIN = "brain"
+    STROKE = "stroke"
+    BONE = "bone"
+    SOFT = "soft"
+
+    def __str__(self) -> str:
+        return self.value
+
+
 WINDOWS = {
-    "brain": (40.0, 80.0),
-    "stroke": (40.0, 40.0),
-    "bone": (600.0, 2800.0),
-    "soft": (50.0, 400.0),
+    Window.BRAIN: (40.0, 80.0),
+    Window.STROKE: (40.0, 40.0),
+    Window.BONE: (600.0, 2800.0),
+    Window.SOFT: (50.0, 400.0),
 }
 
 
@@ -21,10 +37,13 @@ def window_hu(
     center: float | None = None,
     width: float | None = None,
     *,
-    preset: str = "brain",
+    preset: Window | str = Window.BRAIN,
 ) -> np.ndarray:
     """Hounsfield units to [0, 1] through a CT window (a preset or center/width)."""
-    c, w = WINDOWS[preset]
+    try:
+        c, w = WINDOWS[Window(preset)]
+    except ValueError:
+        raise KeyError(preset) from None
     c = c if center is None else center
     w = w if width is None else width
     lo = c - w / 2.0
@@ -42,6 +61,7 @@ class LetterboxInfo:
 
 def letterbox(img: np.ndarray, size: int = 640, pad_value: float = 114 / 255):
     """Resize keeping the aspect ratio and pad to ``size`` x ``size`` (Ultralytics' way)."""
+    require("cv2", extra="service")
     import cv2
 
     h, w = img.shape[:2]
@@ -62,6 +82,7 @@ def to_yolo_input(window01: np.ndarray, size: int = 640) -> tuple[np.ndarray, Le
 
 def to_pix2pix_input(window01: np.ndarray, channels: int = 3, size: int = 256) -> np.ndarray:
     """[1, C, size, size] in [-1, 1]."""
+    require("cv2", extra="service")
     import cv2
 
     small = cv2.resize(np.asarray(window01, np.float32), (size, size), interpolation=cv2.INTER_AREA)
@@ -72,6 +93,7 @@ def to_pix2pix_input(window01: np.ndarray, channels: int = 3, size: int = 256) -
 def pix2pix_output_to_uint8(out: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
     """tanh output [1, C, H, W] in [-1, 1] to a uint8 image (channel mean), resized to
     ``size`` = (height, width) of the source if given."""
+    require("cv2", extra="service")
     import cv2
 
     a = np.nan_to_num(np.asarray(out, np.float32), nan=-1.0, posinf=1.0, neginf=-1.0)
@@ -180,15 +202,16 @@ def detections_to_json(found: list[Detection], info: LetterboxInfo) -> dict[str,
 
 def preview_png(ct01: np.ndarray, mri_uint8: np.ndarray, detections: list[Detection]) -> bytes:
     """CT | synthetic MRI side by side, boxes on the CT, the label on the MRI half."""
+    require("cv2", extra="service")
     import cv2
 
-    ct = (np.clip(np.asarray(ct01, np.float32), 0, 1) * 255).astype(np.uint8)
+    ct: np.ndarray = (np.clip(np.asarray(ct01, np.float32), 0, 1) * 255).astype(np.uint8)
     zoom = max(1, -(-PREVIEW_MIN_SIDE // max(1, min(ct.shape[:2]))))  # small slices: enlarge
     if zoom > 1:
         ct = cv2.resize(
             ct, (ct.shape[1] * zoom, ct.shape[0] * zoom), interpolation=cv2.INTER_NEAREST
         )
-    mri = np.asarray(mri_uint8, np.uint8)
+    mri: np.ndarray = np.asarray(mri_uint8, np.uint8)
     if mri.shape != ct.shape:
         mri = cv2.resize(mri, (ct.shape[1], ct.shape[0]))
     left = cv2.cvtColor(ct, cv2.COLOR_GRAY2BGR)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from hxsched.errors import HxschedError
+from hxsched.errors import HxschedError, InternalError
 
 ACCEPTED = "accepted"
 PROCESSING = "processing"
@@ -191,6 +191,13 @@ class Journal:
             row = self._db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
         return self._item(row) if row else None
 
+    def _stored(self, item_id: str) -> Item:
+        """The item this journal has just written (its row must exist)."""
+        item = self.get(item_id)
+        if item is None:
+            raise InternalError(f"journal row {item_id!r} vanished right after it was written")
+        return item
+
     # -- intake -----------------------------------------------------------------------------
 
     def _write_temp(self, src: str | os.PathLike[str] | bytes) -> tuple[Path, str, int]:
@@ -289,7 +296,7 @@ class Journal:
                     "UPDATE items SET state = ?, outputs = ?, updated_at = ? WHERE id = ?",
                     (DONE, stored, time.time(), item_id),
                 )
-        item = self.get(item_id)
+        item = self._stored(item_id)
         self._spool_path(item_id, item.ext).unlink(missing_ok=True)
         return item
 
@@ -306,7 +313,7 @@ class Journal:
                 " WHERE id = ?",
                 (QUARANTINED, _one_line(reason_code), _one_line(message), time.time(), item_id),
             )
-        item = self.get(item_id)
+        item = self._stored(item_id)
         self._finish_quarantine(item)
         return item
 
@@ -395,7 +402,7 @@ class Journal:
                 )
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot quarantine {name!r}: {exc}", path=self.root) from exc
-        return self.get(item_id)
+        return self._stored(item_id)
 
     # -- policy and bookkeeping -------------------------------------------------------------
 

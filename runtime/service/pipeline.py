@@ -1,219 +1,199 @@
 """Pipelines (``schema: hxsched.pipeline/1``): which models, how slices are prepared and read
-back, where they come from and go to, and the plan that runs them. Validated on load."""
+back, where they come from and go to, and the plan that runs them; typed records checked on load."""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from hxsched.errors import HxschedError
+from hxsched.codec import decode, encode, meta
+from hxsched.errors import HxschedError, SchemaError
+from hxsched.runtime.service.imaging import Window
+from hxsched.runtime.service.roles import Role, role_handler, roles_with
 from hxsched.scheduler.planning.plan import Plan
+from hxsched.scheduler.types import Objective
 
 SCHEMA = "hxsched.pipeline/1"
-ROLES = ("synth", "detect")
-WINDOWS = ("brain", "stroke", "bone", "soft")
-SOURCE_KINDS = ("folder", "scp", "phantom")
+log = logging.getLogger("hxsched.service")
+
+__all__ = [
+    "SCHEMA",
+    "Backend",
+    "Pipeline",
+    "PipelineModel",
+    "Role",
+    "Sinks",
+    "Source",
+    "SourceKind",
+    "Window",
+    "load_pipeline",
+    "model_files",
+    "pipeline_from_dict",
+    "plan_for_pipeline",
+    "shipped_pipelines",
+]
+
+
+class Backend(str, enum.Enum):
+    """What runs the plan: ONNX Runtime (any machine), TensorRT (Jetson), the simulator."""
+
+    ORT = "ort"
+    SIM = "sim"
+    TRT = "trt"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class SourceKind(str, enum.Enum):
+    FOLDER = "folder"  # DICOM/PNG/TIFF files dropped into a folder
+    SCP = "scp"  # DICOM C-STORE
+    PHANTOM = "phantom"  # synthetic head phantom slices
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# Model settings that belong to a role; each role names those it reads and their defaults.
+ROLE_SETTINGS: tuple[str, ...] = ("window", "size", "channels", "conf", "iou", "max_det")
+ROLE_SETTINGS += ("classes", "series_description")
+# Source settings by kind, with their defaults.
+SOURCE_SETTINGS: dict[SourceKind, dict[str, Any]] = {
+    SourceKind.FOLDER: {"path": None},
+    SourceKind.SCP: {"port": 11112, "ae_title": "HXSCHED"},
+    SourceKind.PHANTOM: {"count": 100, "interval_ms": 0.0},
+}
+
+
+def _known_device(name: str) -> str | None:
+    from hxsched.scheduler.cost.devices import DEVICES
+
+    if name in DEVICES or name == "cpu":
+        return None
+    return f"expected a known device ({', '.join(DEVICES)}, cpu)"
+
+
+def _settle(record: Any, keys: tuple[str, ...], defaults: dict[str, Any], owner: str, who) -> None:
+    """Refuse a setting ``record``'s kind does not read; fill the defaults of those it does."""
+    for key in keys:
+        value = getattr(record, key)
+        if key not in defaults:
+            if value is not None:
+                raise SchemaError(f"not a setting of a {owner} (only of {who(key)})", key=key)
+        elif value is None and defaults[key] is not None:
+            object.__setattr__(record, key, defaults[key])  # frozen: set once, while built
 
 
 @dataclass(frozen=True)
 class PipelineModel:
     name: str
-    role: str  # "synth" (Pix2Pix: CT -> synthetic MRI) or "detect" (YOLOv8: stroke screening)
+    role: Role
     zoo: str | None = None
     path: str | None = None
     seed: int = 0
     rewrite: bool = False  # the exact DLA rewrite (ConvTranspose p=1 -> p=0 + crop)
-    instances: int = 1
-    window: str = "brain"
-    size: int = 256
-    channels: int = 3
-    conf: float = 0.25
-    iou: float = 0.45
-    max_det: int = 100
-    classes: tuple[str, ...] = ()
-    series_description: str = ""
+    instances: int = field(default=1, metadata=meta(ge=1))
+    # role settings: None means the role's default (roles/synth.py, roles/detect.py)
+    window: Window | None = None  # CT window before the model's normalisation
+    size: int | None = field(default=None, metadata=meta(ge=32, le=4096))
+    channels: Literal[1, 3] | None = None
+    conf: float | None = field(default=None, metadata=meta(gt=0.0, le=1.0))
+    iou: float | None = field(default=None, metadata=meta(ge=0.0, le=1.0))
+    max_det: int | None = field(default=None, metadata=meta(ge=1))
+    classes: tuple[str, ...] | None = None
+    series_description: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.zoo is None) == (self.path is None):
+            raise SchemaError("give exactly one of 'zoo' or 'path'")
+        defaults = dict(role_handler(self.role).settings)
+        _settle(self, ROLE_SETTINGS, defaults, f"{self.role} model", _roles_reading)
+
+
+def _roles_reading(key: str) -> str:
+    return " and ".join(f"{r} models" for r in roles_with(key))
 
 
 @dataclass(frozen=True)
 class Source:
-    kind: str
-    path: str | None = None
-    port: int = 11112
-    ae_title: str = "HXSCHED"
-    count: int = 100
-    interval_ms: float = 0.0
+    kind: SourceKind
+    path: str | None = None  # folder (default: inbox, or --input)
+    port: int | None = field(default=None, metadata=meta(ge=0, le=65535))
+    ae_title: str | None = None
+    count: int | None = field(default=None, metadata=meta(ge=0))
+    interval_ms: float | None = field(default=None, metadata=meta(ge=0.0))
+
+    def __post_init__(self) -> None:
+        defaults = SOURCE_SETTINGS[self.kind]
+        keys = tuple(k for settings in SOURCE_SETTINGS.values() for k in settings)
+        _settle(self, keys, defaults, f"{self.kind} source", _kinds_reading)
 
 
-@dataclass
+def _kinds_reading(key: str) -> str:
+    return " and ".join(f"{k} sources" for k, s in SOURCE_SETTINGS.items() if key in s)
+
+
+@dataclass(frozen=True)
+class Sinks:
+    dicom: bool = True  # synthetic images as DICOM Secondary Capture
+    detections: bool = True  # JSON per slice and detector
+    previews: bool = True  # CT | synthetic image PNG with boxes
+
+
+@dataclass(frozen=True)
 class Pipeline:
+    schema: Literal["hxsched.pipeline/1"]
     name: str
-    device: str
-    backend: str
-    objective: str
-    max_switches: int
-    models: list[PipelineModel]
-    sources: list[Source]
-    sinks: dict[str, bool]
+    models: tuple[PipelineModel, ...]
+    device: str = field(default="orin-agx", metadata=meta(check=_known_device))
+    backend: Backend = Backend.ORT
+    objective: Objective = Objective.THROUGHPUT
+    max_switches: int = field(default=1, metadata=meta(ge=0))
+    sources: tuple[Source, ...] = ()
+    sinks: Sinks = Sinks()
     plan: str | None = None  # a plan file; None: plan on start
-    queue: int = 64  # slices waiting in the journal before sources are held back
-    max_bytes: int = 64 << 20
-    path: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
+    queue: int = field(default=64, metadata=meta(ge=1))  # slices waiting before back-pressure
+    max_bytes: int = field(default=64 << 20, metadata=meta(ge=1))
+    path: str | None = field(default=None, init=False, compare=False)  # the file it came from
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise SchemaError("name at least one model", key="models")
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise SchemaError(f"names must be unique ({', '.join(names)})", key="models")
+
+    def model(self, name: str) -> PipelineModel:
+        return next(m for m in self.models if m.name == name)
 
     def digest(self) -> str:
-        keep = {k: v for k, v in self.raw.items() if k not in ("sources", "sinks", "queue")}
+        """What the plan depends on (not sources, sinks or the queue): the plan cache's key."""
+        keep = {k: v for k, v in encode(self).items() if k not in ("sources", "sinks", "queue")}
         keep["model_keys"] = [_model_key(m) for m in self.models]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _need(d: dict, key: str, kind: type | tuple, where: str, path: str, default: Any = ...) -> Any:
-    if key not in d:
-        if default is ...:
-            raise HxschedError(f"{where}: missing key {key!r}", path=path)
-        return default
-    value = d[key]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise HxschedError(f"{where}.{key}: expected {want}, got {value!r}", path=path)
-    return value
-
-
-def _choice(value: Any, choices: tuple, where: str, path: str) -> Any:
-    if value not in choices:
-        raise HxschedError(
-            f"{where}: {value!r} is not one of {', '.join(map(str, choices))}", path=path
-        )
-    return value
-
-
-def _check_model_numbers(m: dict, where: str, path: str) -> None:
-    checks = {
-        "size": (lambda v: isinstance(v, int) and 32 <= v <= 4096, "an integer 32..4096"),
-        "channels": (lambda v: v in (1, 3), "1 or 3"),
-        "conf": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number 0..1"),
-        "iou": (lambda v: isinstance(v, (int, float)) and 0 <= v <= 1, "a number 0..1"),
-        "max_det": (lambda v: isinstance(v, int) and v >= 1, "an integer >= 1"),
-    }
-    for key, (ok, want) in checks.items():
-        if key in m and (isinstance(m[key], bool) or not ok(m[key])):
-            raise HxschedError(f"{where}.{key}: expected {want}, got {m[key]!r}", path=path)
+def _beside(path: str, name: str | None) -> str | None:
+    """A relative file name in a pipeline, relative to the pipeline file."""
+    if not name or os.path.isabs(name):
+        return name
+    return str(Path(path).parent / name)
 
 
 def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
-    if not isinstance(data, dict):
-        raise HxschedError("a pipeline is a YAML mapping", path=path)
-    if data.get("schema") != SCHEMA:
-        raise HxschedError(f"schema: expected {SCHEMA!r}, got {data.get('schema')!r}", path=path)
-    models = []
-    raw_models = _need(data, "models", list, "pipeline", path)
-    if not raw_models:
-        raise HxschedError("models: name at least one model", path=path)
-    for k, m in enumerate(raw_models):
-        where = f"models[{k}]"
-        if not isinstance(m, dict):
-            raise HxschedError(f"{where}: expected a mapping", path=path)
-        zoo, mpath = m.get("zoo"), m.get("path")
-        if (zoo is None) == (mpath is None):
-            raise HxschedError(f"{where}: give exactly one of 'zoo' or 'path'", path=path)
-        if not isinstance(zoo if zoo is not None else mpath, str):
-            key = "zoo" if zoo is not None else "path"
-            raise HxschedError(f"{where}.{key}: expected str, got {(zoo or mpath)!r}", path=path)
-        role = _choice(_need(m, "role", str, where, path), ROLES, f"{where}.role", path)
-        window = _choice(
-            m.get("window", "brain" if role == "synth" else "stroke"),
-            WINDOWS,
-            f"{where}.window",
-            path,
-        )
-        instances = _need(m, "instances", int, where, path, 1)
-        if instances < 1:
-            raise HxschedError(f"{where}.instances: at least 1", path=path)
-        _check_model_numbers(m, where, path)
-        models.append(
-            PipelineModel(
-                name=_need(m, "name", str, where, path),
-                role=role,
-                zoo=zoo,
-                path=str(Path(path).parent / mpath)
-                if mpath and not os.path.isabs(mpath)
-                else mpath,
-                seed=_need(m, "seed", int, where, path, 0),
-                rewrite=_need(m, "rewrite", bool, where, path, False),
-                instances=instances,
-                window=window,
-                size=_need(m, "size", int, where, path, 256 if role == "synth" else 640),
-                channels=_need(m, "channels", int, where, path, 3),
-                conf=_need(m, "conf", float, where, path, 0.25),
-                iou=_need(m, "iou", float, where, path, 0.45),
-                max_det=_need(m, "max_det", int, where, path, 100),
-                classes=tuple(_need(m, "classes", list, where, path, [])),
-                series_description=_need(m, "series_description", str, where, path, ""),
-            )
-        )
-    names = [m.name for m in models]
-    if len(set(names)) != len(names):
-        raise HxschedError(f"models: names must be unique ({names})", path=path)
-    sources = []
-    for k, s in enumerate(_need(data, "sources", list, "pipeline", path, [])):
-        where = f"sources[{k}]"
-        if not isinstance(s, dict):
-            raise HxschedError(f"{where}: expected a mapping", path=path)
-        kind = _choice(s.get("kind"), SOURCE_KINDS, f"{where}.kind", path)
-        port = s.get("port", 11112)
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise HxschedError(f"{where}.port: expected a port 0..65535, got {port!r}", path=path)
-        sources.append(
-            Source(
-                kind=kind,
-                path=_need(s, "path", str, where, path, None) if kind == "folder" else None,
-                port=_need(s, "port", int, where, path, 11112),
-                ae_title=_need(s, "ae_title", str, where, path, "HXSCHED"),
-                count=_need(s, "count", int, where, path, 100),
-                interval_ms=_need(s, "interval_ms", float, where, path, 0.0),
-            )
-        )
-    sinks = _need(data, "sinks", dict, "pipeline", path, {})
-    for key, value in sinks.items():
-        _choice(key, ("dicom", "detections", "previews"), f"sinks.{key}", path)
-        if not isinstance(value, bool):
-            raise HxschedError(f"sinks.{key}: expected true or false, got {value!r}", path=path)
-    plan = data.get("plan")
-    if plan is not None and not isinstance(plan, str):
-        raise HxschedError(f"plan: expected a file name or null, got {plan!r}", path=path)
-    if plan and not os.path.isabs(plan):
-        plan = str(Path(path).parent / plan)
-    backend = _choice(data.get("backend", "ort"), ("ort", "sim", "trt"), "backend", path)
-    return Pipeline(
-        name=_need(data, "name", str, "pipeline", path),
-        device=_need(data, "device", str, "pipeline", path, "orin-agx"),
-        backend=backend,
-        objective=_choice(
-            data.get("objective", "throughput"), ("throughput", "latency"), "objective", path
-        ),
-        max_switches=_need(data, "max_switches", int, "pipeline", path, 1),
-        models=models,
-        sources=sources,
-        sinks={"dicom": True, "detections": True, "previews": True, **sinks},
-        plan=plan,
-        queue=_positive(data, "queue", 64, path),
-        max_bytes=_positive(data, "max_bytes", 64 << 20, path),
-        path=path,
-        raw=data,
-    )
-
-
-def _positive(data: dict, key: str, default: int, path: str) -> int:
-    value = _need(data, key, int, "pipeline", path, default)
-    if value < 1:
-        raise HxschedError(f"pipeline.{key}: expected at least 1, got {value}", path=path)
-    return value
+    """A pipeline from parsed YAML; a SchemaError naming ``path`` and the key otherwise."""
+    pipe = decode(Pipeline, data, path=path)
+    models = tuple(dataclasses.replace(m, path=_beside(path, m.path)) for m in pipe.models)
+    pipe = dataclasses.replace(pipe, models=models, plan=_beside(path, pipe.plan))
+    object.__setattr__(pipe, "path", path)
+    return pipe
 
 
 def load_pipeline(path: str | os.PathLike[str]) -> Pipeline:
@@ -244,47 +224,49 @@ def _model_key(m: PipelineModel) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:12]
 
 
-def model_files(
-    pipe: Pipeline, work: Path, say: Callable[[str], None] | None = None
-) -> dict[str, Path]:
+def _progress(msg: str, **fields: Any) -> None:
+    log.info(msg, extra={"fields": fields})
+
+
+def model_files(pipe: Pipeline, work: Path) -> dict[str, Path]:
     """Each model as an ONNX file: the zoo's generated (cached in ``work``) or the user's;
     rewritten for the DLA where asked (and verified exact on ONNX Runtime)."""
-    from hxsched.scheduler.graph.onnx_io import graph_from_proto, load_model, save_model
-    from hxsched.scheduler.zoo import build_zoo_model
-
     work.mkdir(parents=True, exist_ok=True)
     out: dict[str, Path] = {}
     for m in pipe.models:
         target = work / f"{m.name}{'_dla' if m.rewrite else ''}-{_model_key(m)}.onnx"
-        if target.exists():
-            out[m.name] = target
-            continue
-        if m.zoo:
-            if say:
-                say(f"generating zoo model {m.zoo} (seed {m.seed}) for {m.name}")
-            graph = graph_from_proto(build_zoo_model(m.zoo, seed=m.seed))
-        else:
-            graph = load_model(m.path)
-        if m.rewrite:
-            from hxsched.runtime.reference import compare_graphs
-            from hxsched.scheduler.dla.rewrite import rewrite_for_dla
-
-            original = graph.copy()
-            rewrite_for_dla(graph)
-            check = compare_graphs(original, graph, samples=1)
-            if not check.passed:
-                raise HxschedError(
-                    f"the DLA rewrite of {m.name} is not exact (max |diff| {check.worst:.2e})",
-                    path=pipe.path,
-                )
-        save_model(graph, target)
+        if not target.exists():
+            _make_model_file(pipe, m, target)
         out[m.name] = target
     return out
 
 
-def plan_for_pipeline(
-    pipe: Pipeline, work: Path | None = None, say: Callable[[str], None] | None = None
-) -> Plan:
+def _make_model_file(pipe: Pipeline, m: PipelineModel, target: Path) -> None:
+    from hxsched.scheduler.graph.onnx_io import graph_from_proto, load_model, save_model
+    from hxsched.scheduler.zoo import build_zoo_model
+
+    if m.zoo:
+        _progress("generating a zoo model", zoo=m.zoo, seed=m.seed, model=m.name)
+        graph = graph_from_proto(build_zoo_model(m.zoo, seed=m.seed))
+    else:
+        assert m.path is not None  # PipelineModel: exactly one of zoo and path
+        graph = load_model(m.path)
+    if m.rewrite:
+        from hxsched.runtime.reference import compare_graphs
+        from hxsched.scheduler.dla.rewrite import rewrite_for_dla
+
+        original = graph.copy()
+        rewrite_for_dla(graph)
+        check = compare_graphs(original, graph, samples=1)
+        if not check.passed:
+            raise HxschedError(
+                f"the DLA rewrite of {m.name} is not exact (max |diff| {check.worst:.2e})",
+                path=pipe.path,
+            )
+    save_model(graph, target)
+
+
+def plan_for_pipeline(pipe: Pipeline, work: Path | None = None) -> Plan:
     """The pipeline's plan: the named file, or one made on start for its device (cached by
     the pipeline's content, so a restart reuses it)."""
     from hxsched.scheduler.planning.plan import load_plan, save_plan
@@ -295,11 +277,29 @@ def plan_for_pipeline(
     cached = work / f"plan-{pipe.digest()}.yaml"
     if cached.exists():
         return load_plan(cached)
-    files = model_files(pipe, work / "models", say)
+    from hxsched.scheduler.planning.planner import make_plan
+
+    inputs = _plan_inputs(pipe, model_files(pipe, work / "models"))
+    n = sum(m.instances for m in pipe.models)
+    _progress("planning", instances=n, device=pipe.device)
+    plan = make_plan(
+        inputs,
+        pipe.device,
+        objective=pipe.objective,
+        max_switches=pipe.max_switches,
+        time_limit_s=30.0,
+    ).plan
+    tmp = cached.with_suffix(".yaml.tmp")
+    save_plan(plan, tmp)
+    os.replace(tmp, cached)  # a crash mid-write never leaves a broken cached plan
+    return plan.with_path(cached)
+
+
+def _plan_inputs(pipe: Pipeline, files: dict[str, Path]) -> list[Any]:
     from hxsched.scheduler.cost.estimate import estimate_profile
     from hxsched.scheduler.graph.onnx_io import load_model
     from hxsched.scheduler.graph.structure import structural_hash
-    from hxsched.scheduler.planning.planner import ModelInput, make_plan
+    from hxsched.scheduler.planning.planner import ModelInput
     from hxsched.scheduler.profile.store import find_profile
 
     inputs = []
@@ -308,26 +308,10 @@ def plan_for_pipeline(
         prof = find_profile(pipe.device, structural_hash(graph))
         how = "shipped"
         if prof is None:
-            if say:
-                say(f"no profile of {m.name} for {pipe.device}: estimating one")
-            prof, how = (
-                estimate_profile(graph, pipe.device, model_name=m.name),
-                "estimated on the fly",
-            )
+            _progress("no shipped profile: estimating one", model=m.name, device=pipe.device)
+            prof = estimate_profile(graph, pipe.device, model_name=m.name)
+            how = "estimated on the fly"
         inputs.append(
             ModelInput(m.name, prof, how, graph, str(files[m.name].resolve()), m.instances)
         )
-    if say:
-        say(f"planning {sum(m.instances for m in pipe.models)} instance(s) for {pipe.device}")
-    plan, _ = make_plan(
-        inputs,
-        pipe.device,
-        objective=pipe.objective,
-        max_switches=pipe.max_switches,
-        time_limit_s=30.0,
-    )
-    tmp = cached.with_suffix(".yaml.tmp")
-    save_plan(plan, tmp)
-    os.replace(tmp, cached)  # a crash mid-write never leaves a broken cached plan
-    plan.path = str(cached)
-    return plan
+    return inputs

@@ -1,6 +1,6 @@
-"""``hxsched serve``: the long-running CT -> MRI + stroke service. Sources spool slices into
-the journal; one worker claims them, prepares them, streams them through the planned pipeline
-and writes the outputs; bad slices are quarantined with their reason; HTTP shows it all."""
+"""``hxsched serve``: the long-running service. Sources spool slices into the journal; one worker
+claims them, has each model's role prepare them, streams them through the planned pipeline and
+has the roles write the outputs; bad slices are quarantined with their reason; HTTP shows it all."""
 
 from __future__ import annotations
 
@@ -9,18 +9,27 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from hxsched._compat import require
 from hxsched.errors import HxschedError
 from hxsched.files import atomic_write
-from hxsched.runtime.service.journal import Journal
+from hxsched.runtime.service.dicom_io import BadInput, Reason, Slice, read_slice
+from hxsched.runtime.service.imaging import preview_png, window_hu
+from hxsched.runtime.service.journal import Item, Journal
 from hxsched.runtime.service.metrics import Registry
-from hxsched.runtime.service.pipeline import Pipeline, PipelineModel
-from hxsched.runtime.service.sources import FolderSource, Gate, PhantomSource, ScpSource
+from hxsched.runtime.service.pipeline import Backend, Pipeline, SourceKind
+from hxsched.runtime.service.roles import RoleResult, SliceContext, role_handler
+from hxsched.runtime.service.sources import FolderSource, Gate, Intake, PhantomSource, ScpSource
+
+if TYPE_CHECKING:
+    from hxsched.runtime.executor import Executor
+    from hxsched.runtime.service.http import StatusServer
 
 log = logging.getLogger("hxsched.service")
 
@@ -54,7 +63,7 @@ def _event(msg: str, **fields: Any) -> None:
 @dataclass
 class ServiceOptions:
     output: Path
-    backend: str | None = None
+    backend: Backend | None = None
     input_dir: Path | None = None
     host: str = "127.0.0.1"
     http_port: int | None = 8080  # None: no HTTP
@@ -67,18 +76,21 @@ class ServiceOptions:
 
 @dataclass
 class _Work:
-    item: Any
-    slice: Any
-    prep: dict[str, Any]
+    item: Item
+    slice: Slice
+    ct01: np.ndarray  # the first model's CT window, for the preview
+    infos: dict[str, Any]  # per instance: what its role's post-processing needs
     t_accept: float
     t_pre: float
 
 
 class Service:
-    def __init__(self, pipe: Pipeline, opts: ServiceOptions, say=None) -> None:
+    def __init__(
+        self, pipe: Pipeline, opts: ServiceOptions, say: Callable[[str], None] | None = None
+    ) -> None:
+        """``say`` is not used (progress is logged); still accepted from older callers."""
         self.pipe, self.opts = pipe, opts
-        self.say = say or (lambda m: None)
-        self.backend_name = opts.backend or pipe.backend
+        self.backend_name = Backend(opts.backend or pipe.backend)
         self.out = opts.output
         self.stop_event = threading.Event()
         self.ready_reason = "starting"
@@ -91,10 +103,10 @@ class Service:
         self._finished = 0
         self._t0 = time.monotonic()
         self._fps_window: list[float] = []
-        self.executor = None
+        self.executor: Executor | None = None
         self.alarms: list[dict[str, str]] = []
         self.sources: list[Any] = []
-        self.http = None
+        self.http: StatusServer | None = None
         self.error: str | None = None
         self._worker: threading.Thread | None = None
         self._claimed = 0
@@ -117,24 +129,21 @@ class Service:
         self.m_queue = r.gauge("hxsched_queue_depth", "slices waiting or in flight", ("queue",))
         self.m_busy = r.gauge("hxsched_accelerator_busy_ratio", "fraction busy", ("accelerator",))
 
-    def _accepted(self, what: str) -> None:
-        if what != "accepted":
+    def _accepted(self, what: Intake) -> None:
+        if what != Intake.ACCEPTED:
             self._intake_other += 1  # finished at intake: a duplicate, or quarantined unread
-        if what == "accepted":
+        if what == Intake.ACCEPTED:
             self.m_in.inc()
-        elif what == "duplicate":
+        elif what == Intake.DUPLICATE:
             self.m_dup.inc()
-        elif what == "quarantined":
-            self.m_quar.labels(reason="oversize").inc()
+        elif what == Intake.QUARANTINED:
+            self.m_quar.labels(reason=Reason.OVERSIZE.value).inc()
 
     # -- start ------------------------------------------------------------------------------
     def start(self) -> None:
         _fix_mmap_threshold()
-        from hxsched.runtime.build import plan_instance_specs
-        from hxsched.runtime.executor import Executor
-        from hxsched.runtime.service.pipeline import plan_for_pipeline
-        from hxsched.runtime.session import make_backend
-
+        for module in ("cv2", "pydicom"):  # every slice needs them: say so once, at start
+            require(module, extra="service")
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -147,82 +156,9 @@ class Service:
             _event("recovered in-flight slices after a restart", requeued=requeued)
         self.m_queue.labels(queue="journal").set_function(self.journal.pending)
         if self.opts.http_port is not None:
-            self._start_http()
-        self.plan = plan_for_pipeline(self.pipe, self.out / "work", self.say)
-        self.specs = plan_instance_specs(self.plan, with_models=self.backend_name != "sim")
-        self.models = {m.name: m for m in self.pipe.models}
-        for inst in self.plan.instances:
-            if inst.model not in self.models:
-                raise HxschedError(
-                    f"plan instance {inst.name} is not a model of the pipeline", path=self.plan.path
-                )
-        backend = make_backend(self.backend_name, **self.opts.backend_opts)
-        self.executor = Executor(
-            self.plan,
-            self.specs,
-            backend,
-            inflight=self.opts.inflight,
-            expected_from_plan=self.backend_name != "ort",
-            on_event=self._on_fallback,
-            progress=self.say,
-        )
-        self.executor.prepare()
-        gate = Gate(self.journal, self.pipe.queue, self.stop_event)
-        for src in self.pipe.sources:
-            if src.kind == "folder":
-                folder = self.opts.input_dir or Path(src.path or "inbox")
-                self.sources.append(
-                    FolderSource(
-                        folder,
-                        self.journal,
-                        gate,
-                        max_bytes=self.pipe.max_bytes,
-                        on_accept=self._accepted,
-                    )
-                )
-            elif src.kind == "scp":
-                scp = ScpSource(
-                    self.journal,
-                    gate,
-                    host=self.opts.host,
-                    port=self.opts.scp_port if self.opts.scp_port is not None else src.port,
-                    ae_title=src.ae_title,
-                    on_accept=self._accepted,
-                )
-                self.sources.append(scp)
-            elif src.kind == "phantom":
-                self.sources.append(
-                    PhantomSource(
-                        self.journal,
-                        gate,
-                        count=src.count,
-                        interval_ms=src.interval_ms,
-                        on_accept=self._accepted,
-                    )
-                )
-        if self.opts.input_dir and not any(isinstance(s, FolderSource) for s in self.sources):
-            self.sources.append(
-                FolderSource(
-                    self.opts.input_dir,
-                    self.journal,
-                    gate,
-                    max_bytes=self.pipe.max_bytes,
-                    on_accept=self._accepted,
-                )
-            )
-        if self.opts.phantom:
-            self.sources.append(
-                PhantomSource(
-                    self.journal,
-                    gate,
-                    count=self.opts.phantom,
-                    interval_ms=0.0,
-                    on_accept=self._accepted,
-                )
-            )
-        for s in self.sources:
-            s.start()
-        self.scp_port = next((s.port for s in self.sources if isinstance(s, ScpSource)), None)
+            self._start_http(self.opts.http_port)
+        self._start_executor()
+        self._start_sources(self.journal, Gate(self.journal, self.pipe.queue, self.stop_event))
         self._worker = threading.Thread(target=self._work_loop, name="hxsched-worker", daemon=True)
         self._worker.start()
         self.ready_reason = ""
@@ -235,24 +171,90 @@ class Service:
             http_port=self.http.port if self.http else None,
         )
 
-    def _start_http(self) -> None:
+    def _start_executor(self) -> None:
+        from hxsched.runtime.build import plan_instance_specs
+        from hxsched.runtime.executor import Executor
+        from hxsched.runtime.service.pipeline import plan_for_pipeline
+        from hxsched.runtime.session import make_backend
+
+        self.plan = plan_for_pipeline(self.pipe, self.out / "work")
+        self.specs = plan_instance_specs(self.plan, with_models=self.backend_name != Backend.SIM)
+        self.models = {m.name: m for m in self.pipe.models}
+        for inst in self.plan.instances:
+            if inst.model not in self.models:
+                raise HxschedError(
+                    f"plan instance {inst.name} is not a model of the pipeline", path=self.plan.path
+                )
+        self.instance_models = {i.name: self.models[i.model] for i in self.plan.instances}
+        backend = make_backend(self.backend_name, **self.opts.backend_opts)
+        self.executor = ex = Executor(
+            self.plan,
+            self.specs,
+            backend,
+            inflight=self.opts.inflight,
+            expected_from_plan=self.backend_name != Backend.ORT,
+            on_event=self._on_fallback,
+        )
+        ex.prepare()
+
+    def _start_sources(self, journal: Journal, gate: Gate) -> None:
+        for src in self.pipe.sources:
+            if src.kind == SourceKind.FOLDER:
+                folder = self.opts.input_dir or Path(src.path or "inbox")
+                self.sources.append(self._folder(folder, journal, gate))
+            elif src.kind == SourceKind.SCP:
+                assert src.port is not None and src.ae_title is not None  # Source's defaults
+                port = self.opts.scp_port if self.opts.scp_port is not None else src.port
+                self.sources.append(self._scp(port, src.ae_title, journal, gate))
+            elif src.kind == SourceKind.PHANTOM:
+                assert src.count is not None and src.interval_ms is not None
+                self.sources.append(self._phantom(src.count, src.interval_ms, journal, gate))
+        if self.opts.input_dir and not any(isinstance(s, FolderSource) for s in self.sources):
+            self.sources.append(self._folder(self.opts.input_dir, journal, gate))
+        if self.opts.phantom:
+            self.sources.append(self._phantom(self.opts.phantom, 0.0, journal, gate))
+        for s in self.sources:
+            s.start()
+        self.scp_port = next((s.port for s in self.sources if isinstance(s, ScpSource)), None)
+
+    def _folder(self, folder: Path, journal: Journal, gate: Gate) -> FolderSource:
+        return FolderSource(
+            folder, journal, gate, max_bytes=self.pipe.max_bytes, on_accept=self._accepted
+        )
+
+    def _scp(self, port: int, ae_title: str, journal: Journal, gate: Gate) -> ScpSource:
+        return ScpSource(
+            journal,
+            gate,
+            host=self.opts.host,
+            port=port,
+            ae_title=ae_title,
+            on_accept=self._accepted,
+        )
+
+    def _phantom(
+        self, count: int, interval_ms: float, journal: Journal, gate: Gate
+    ) -> PhantomSource:
+        return PhantomSource(
+            journal, gate, count=count, interval_ms=interval_ms, on_accept=self._accepted
+        )
+
+    def _start_http(self, port: int) -> None:
         from hxsched.runtime.service.http import StatusServer
 
-        self.http = StatusServer(
+        self.http = http = StatusServer(
             self.opts.host,
-            self.opts.http_port,
+            port,
             registry=self.registry,
             status=self.status,
             ready=self.ready,
             live=self.live,
             latest_png=lambda: self.latest_png,
         )
-        self.http.start()
+        http.start()
 
     # -- the worker -----------------------------------------------------------------------
     def _frames(self):
-        from hxsched.runtime.service.dicom_io import BadInput
-
         assert self.journal is not None
         while not self.stop_event.is_set():
             handled = self._claimed + self._intake_other
@@ -267,25 +269,28 @@ class Service:
             self._claimed += 1
             t0 = time.monotonic()
             try:
-                sl, prep, inputs = self._prepare(item)
+                work, inputs = self._prepare(item)
             except BadInput as exc:
                 self._quarantine(item, exc.reason, exc.message)
                 continue
             except Exception as exc:  # noqa: BLE001 - one bad slice never stops the service
-                self._quarantine(item, "processing-error", f"{type(exc).__name__}: {exc}")
+                self._quarantine(item, Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
                 continue
             self.m_stage.labels(stage="prepare").observe(time.monotonic() - t0)
-            yield (_Work(item, sl, prep, item.accepted_at, time.monotonic()), inputs)
+            work.t_pre = time.monotonic()
+            yield (work, inputs)
 
-    def _quarantine(self, item, reason: str, message: str) -> None:
+    def _quarantine(self, item: Item, reason: Reason, message: str) -> None:
         assert self.journal is not None
-        self.journal.quarantine(item.id, reason, message)
-        self.m_quar.labels(reason=reason).inc()
+        code = Reason(reason).value
+        self.journal.quarantine(item.id, code, message)
+        self.m_quar.labels(reason=code).inc()
         self._finished += 1
-        _event("slice quarantined", item=item.id, reason=reason)
+        _event("slice quarantined", item=item.id, reason=code)
 
     def _work_loop(self) -> None:
         self._claimed = 0
+        assert self.executor is not None  # started before the worker
         try:
             self.executor.run(self._frames(), on_output=self._emit, on_error=self._failed)
         except Exception as exc:  # noqa: BLE001 - reported on /health and in the log
@@ -298,116 +303,52 @@ class Service:
             self.stop_event.set()
 
     def _failed(self, work, index: int, message: str) -> None:
-        self._quarantine(work.item, "inference-error", message)
+        self._quarantine(work.item, Reason.INFERENCE_ERROR, message)
 
     def live(self) -> tuple[bool, str]:
         if self._worker is not None and not self._worker.is_alive() and self.error:
             return False, f"worker stopped: {self.error}"
         return True, "ok"
 
-    # -- pre- and post-processing -------------------------------------------------------------
-    def _prepare(self, item):
-        from hxsched.runtime.service.dicom_io import read_slice
-        from hxsched.runtime.service.imaging import (
-            letterbox,
-            to_pix2pix_input,
-            window_hu,
-        )
-
+    # -- pre- and post-processing (each model's role does its part) ---------------------------
+    def _prepare(self, item: Item) -> tuple[_Work, dict[str, dict[str, np.ndarray]]]:
         sl = read_slice(item.path, max_bytes=self.pipe.max_bytes)
-        prep: dict[str, Any] = {}
+        ct01: np.ndarray | None = None
+        infos: dict[str, Any] = {}
         inputs: dict[str, dict[str, np.ndarray]] = {}
         for spec in self.specs:
-            m: PipelineModel = self.models[self.plan_model(spec.name)]
+            m = self.instance_models[spec.name]
+            assert m.window is not None  # every role has a default window
             win = window_hu(sl.pixels, preset=m.window) if sl.is_hu else _normalise01(sl.pixels)
-            prep.setdefault("ct01", win)
-            if m.role == "synth":
-                arr = to_pix2pix_input(win, channels=m.channels, size=m.size)
-            else:
-                boxed, info = letterbox(win, size=m.size)
-                prep[f"letterbox:{spec.name}"] = info
-                arr = _to_nchw3(boxed)
-            name = spec.inputs[0] if spec.inputs else "input"
-            inputs[spec.name] = {name: arr}
-        return sl, prep, inputs
+            ct01 = win if ct01 is None else ct01
+            prepared = role_handler(m.role).prepare(win, m)
+            infos[spec.name] = prepared.info
+            inputs[spec.name] = {spec.inputs[0] if spec.inputs else "input": prepared.array}
+        assert ct01 is not None  # a plan has at least one instance
+        return _Work(item, sl, ct01, infos, item.accepted_at, 0.0), inputs
 
     def plan_model(self, instance: str) -> str:
-        return next(i.model for i in self.plan.instances if i.name == instance)
+        return self.instance_models[instance].name
 
     def _emit(self, result) -> None:
-        from hxsched.runtime.service.dicom_io import write_secondary_capture
-        from hxsched.runtime.service.imaging import (
-            decode_yolov8,
-            detections_to_json,
-            pix2pix_output_to_uint8,
-            preview_png,
-        )
-
         work: _Work = result.tag
-        item, sl = work.item, work.slice
+        item = work.item
         # wall clock from hand-over to the pipeline until its outputs are back (the backend's
         # own clock may be virtual on sim)
         self.m_stage.labels(stage="inference").observe(time.monotonic() - work.t_pre)
         t0 = time.monotonic()
         outputs: dict[str, str] = {}
-        mri = None
-        dets: list = []
         try:
-            h, w = sl.pixels.shape[:2]
-            for k, spec in enumerate(self.specs):
-                m = self.models[self.plan_model(spec.name)]
-                out = self._output_of(result, spec, m)
-                if m.role == "synth":
-                    img = pix2pix_output_to_uint8(out, size=(h, w))
-                    mri = img if mri is None else mri
-                    if self.pipe.sinks.get("dicom"):
-                        path = self.out / "dicom" / spec.name.replace("#", "_") / f"{item.id}.dcm"
-                        desc = m.series_description or f"hxsched {m.name} - NOT FOR DIAGNOSTIC USE"
-                        if self.backend_name == "sim":
-                            desc += " [sim backend: CT passed through, not a model output]"
-                        write_secondary_capture(
-                            img,
-                            sl,
-                            path,
-                            series_uid=self._series_uid(sl, spec.name),
-                            series_number=1001 + k,
-                            series_description=desc,
-                        )
-                        outputs[f"dicom:{spec.name}"] = str(path)
-                else:
-                    info = work.prep[f"letterbox:{spec.name}"]
-                    found = decode_yolov8(out, info, conf=m.conf, iou=m.iou, max_det=m.max_det)
-                    dets.extend(found)
-                    if self.pipe.sinks.get("detections"):
-                        doc = detections_to_json(found, info)
-                        doc.update(
-                            {
-                                "item": item.id,
-                                "model": m.name,
-                                "instance": spec.name,
-                                "backend": self.backend_name,
-                                "note": "screening aid from synthetic weights; not for diagnosis",
-                            }
-                        )
-                        path = (
-                            self.out
-                            / "detections"
-                            / f"{item.id}.{spec.name.replace('#', '_')}.json"
-                        )
-                        atomic_write(path, (json.dumps(doc, indent=1) + "\n").encode())
-                        outputs[f"detections:{spec.name}"] = str(path)
-            ct8 = work.prep["ct01"]
-            png = preview_png(
-                ct8, mri if mri is not None else (np.clip(ct8, 0, 1) * 255).astype(np.uint8), dets
-            )
-            if self.pipe.sinks.get("previews"):
+            done = self._finish_roles(result, work, outputs)
+            png = self._preview(work.ct01, done)
+            if self.pipe.sinks.previews:
                 path = self.out / "previews" / f"{item.id}.png"
                 atomic_write(path, png)
                 outputs["preview"] = str(path)
         except Exception as exc:  # noqa: BLE001 - a slice that cannot be written is quarantined
             for p in outputs.values():  # no partial outputs for a PACS watcher to pick up
                 Path(p).unlink(missing_ok=True)
-            self._quarantine(item, "output-error", f"{type(exc).__name__}: {exc}")
+            self._quarantine(item, Reason.OUTPUT_ERROR, f"{type(exc).__name__}: {exc}")
             return
         assert self.journal is not None
         try:
@@ -415,38 +356,53 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - the journal is the source of truth: stop
             raise HxschedError(f"journal cannot record a finished slice: {exc}") from None
         self.m_stage.labels(stage="write").observe(time.monotonic() - t0)
+        findings = sum(len(r.detections) for r in done)
+        self._record_done(item, png, findings, result.latency_ms, work.t_accept)
+
+    def _finish_roles(self, result, work: _Work, outputs: dict[str, str]) -> list[RoleResult]:
+        """Each instance's output through its role's post-processing and sinks; the files
+        written so far are in ``outputs`` (removed again if a later one fails)."""
+        done = []
+        for k, spec in enumerate(self.specs):
+            m = self.instance_models[spec.name]
+            handler = role_handler(m.role)
+            got = result.outputs.get(spec.name) or {}
+            if got:
+                out = next(iter(got.values()))
+            else:  # sim computes nothing: the role's stand-in (labelled so in every output)
+                out = handler.passthrough(next(iter(result.inputs[spec.name].values())))
+            ctx = SliceContext(
+                work.item.id, work.slice, self.out, self.pipe.sinks, self.backend_name, spec.name, k
+            )
+            r = handler.finish(out, work.infos[spec.name], m, ctx)
+            outputs.update(r.files)
+            done.append(r)
+        return done
+
+    @staticmethod
+    def _preview(ct01: np.ndarray, done: list[RoleResult]) -> bytes:
+        """CT | the first synthetic image (or the CT again), every role's boxes on the CT."""
+        image = next((r.image for r in done if r.image is not None), None)
+        if image is None:
+            image = (np.clip(ct01, 0, 1) * 255).astype(np.uint8)
+        return preview_png(ct01, image, [d for r in done for d in r.detections])
+
+    def _record_done(
+        self, item: Item, png: bytes, findings: int, latency_ms: float, t_accept: float
+    ) -> None:
         now = time.time()
-        self.m_e2e.observe(max(0.0, now - work.t_accept))
+        self.m_e2e.observe(max(0.0, now - t_accept))
         self.m_out.inc()
         self._finished += 1
         self._seq += 1
         self.latest_png = png
-        self.latest = {"seq": self._seq, "name": item.id, "findings": len(dets)}
+        self.latest = {"seq": self._seq, "name": item.id, "findings": findings}
         self._fps_window.append(time.monotonic())
         self._fps_window = self._fps_window[-200:]
-        if self._seq % 20 == 0:
+        if self._seq % 20 == 0 and self.executor is not None:
             for acc, frac in self.executor.summary().busy.items():
                 self.m_busy.labels(accelerator=acc).set(frac)
-        _event(
-            "slice done", item=item.id, detections=len(dets), latency_ms=round(result.latency_ms, 2)
-        )
-
-    def _output_of(self, result, spec, m: PipelineModel) -> np.ndarray:
-        got = result.outputs.get(spec.name) or {}
-        if got:
-            return next(iter(got.values()))
-        # sim computes nothing: pass the prepared CT through (labelled so in every output)
-        arr = result.inputs[spec.name]
-        x = next(iter(arr.values()))
-        if m.role == "synth":
-            return x
-        return np.zeros((1, 84, 8400), np.float32)
-
-    def _series_uid(self, sl, instance: str) -> str:
-        from pydicom.uid import generate_uid
-
-        base = (sl.meta or {}).get("SeriesInstanceUID") or sl.log_id
-        return generate_uid(entropy_srcs=["hxsched-synthetic", str(base), instance])
+        _event("slice done", item=item.id, detections=findings, latency_ms=round(latency_ms, 2))
 
     # -- fallback -----------------------------------------------------------------------------
     def _on_fallback(self, event) -> None:
@@ -475,7 +431,7 @@ class Service:
         win = self._fps_window
         fps = (len(win) - 1) / (win[-1] - win[0]) if len(win) > 2 and win[-1] > win[0] else 0.0
         e2e = self.m_e2e
-        busy = self.executor.summary().busy if self.executor and self._seq else {}
+        busy: dict[str, float] = self.executor.summary().busy if self.executor and self._seq else {}
         return {
             "state": "ready" if self.ready()[0] else self.ready()[1],
             "pipeline": self.pipe.name,
@@ -556,14 +512,3 @@ def _normalise01(px: np.ndarray) -> np.ndarray:
     if hi <= lo:
         return np.zeros_like(px, dtype=np.float32)
     return ((px - lo) / (hi - lo)).astype(np.float32)
-
-
-def _to_nchw3(img: np.ndarray) -> np.ndarray:
-    a = np.asarray(img, np.float32)
-    if a.ndim == 2:
-        a = np.repeat(a[None], 3, axis=0)
-    elif a.ndim == 3 and a.shape[-1] in (1, 3):
-        a = a.transpose(2, 0, 1)
-        if a.shape[0] == 1:
-            a = np.repeat(a, 3, axis=0)
-    return np.ascontiguousarray(a[None])

@@ -4,6 +4,7 @@ journal is full they hold back (the folder leaves files in place, the SCP delays
 
 from __future__ import annotations
 
+import enum
 import io
 import logging
 import os
@@ -11,14 +12,33 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from hxsched._compat import require
+from hxsched.runtime.service.dicom_io import Reason
 from hxsched.runtime.service.journal import Journal, SpoolError
+from hxsched.runtime.service.pipeline import SourceKind
 
 log = logging.getLogger("hxsched.service")
 
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources" (PS3.4 C-STORE)
 SUFFIXES = {".dcm", ".dicom", ".png", ".tif", ".tiff", ""}
+
+
+class Intake(str, enum.Enum):
+    """What became of a slice a source handed over."""
+
+    ACCEPTED = "accepted"  # durably spooled, waiting for the worker
+    DUPLICATE = "duplicate"  # received before: counted, not redone
+    QUARANTINED = "quarantined"  # refused unread (over the size limit)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _intake(item) -> Intake:
+    return Intake.DUPLICATE if item.duplicate else Intake.ACCEPTED
 
 
 class Gate:
@@ -56,7 +76,7 @@ class FolderSource(threading.Thread):
         gate: Gate,
         *,
         max_bytes: int,
-        on_accept: Callable[[str], None],
+        on_accept: Callable[[Intake], None],
         poll_s: float = 0.1,
     ) -> None:
         super().__init__(name="hxsched-folder", daemon=True)
@@ -96,18 +116,18 @@ class FolderSource(threading.Thread):
             self.journal.quarantine_file(
                 path,
                 name,
-                "oversize",
+                Reason.OVERSIZE,
                 f"{size} bytes is over the limit of {self.max_bytes}",
-                source="folder",
+                source=SourceKind.FOLDER,
                 max_bytes=4096,
             )
             path.unlink(missing_ok=True)
-            self.on_accept("quarantined")
+            self.on_accept(Intake.QUARANTINED)
             return
-        item = self.journal.accept(path, name, "folder")
+        item = self.journal.accept(path, name, SourceKind.FOLDER)
         path.unlink(missing_ok=True)  # durably spooled: the folder's copy can go
         self._sizes.pop(name, None)
-        self.on_accept("duplicate" if item.duplicate else "accepted")
+        self.on_accept(_intake(item))
 
     def run(self) -> None:
         while not self.gate.stop.is_set():
@@ -137,7 +157,7 @@ class PhantomSource(threading.Thread):
         *,
         count: int,
         interval_ms: float,
-        on_accept: Callable[[str], None],
+        on_accept: Callable[[Intake], None],
         start: int = 0,
     ) -> None:
         super().__init__(name="hxsched-phantom", daemon=True)
@@ -153,8 +173,8 @@ class PhantomSource(threading.Thread):
                 if not self.gate.wait():
                     return
                 data = encode_ct_dicom(synthetic_phantom(k))
-                item = self.journal.accept(data, f"phantom_{k:06d}.dcm", "phantom")
-                self.on_accept("duplicate" if item.duplicate else "accepted")
+                item = self.journal.accept(data, f"phantom_{k:06d}.dcm", SourceKind.PHANTOM)
+                self.on_accept(_intake(item))
                 if self.interval_ms:
                     self.gate.stop.wait(self.interval_ms / 1000.0)
         finally:
@@ -173,12 +193,12 @@ class ScpSource:
         host: str,
         port: int,
         ae_title: str,
-        on_accept: Callable[[str], None],
+        on_accept: Callable[[Intake], None],
         wait_s: float = 30.0,
     ) -> None:
         self.journal, self.gate, self.on_accept = journal, gate, on_accept
         self.host, self.port, self.ae_title, self.wait_s = host, port, ae_title, wait_s
-        self._server = None
+        self._server: Any = None  # pynetdicom's ThreadedAssociationServer once started
 
     def handle_store(self, event) -> int:
         if not self.gate.wait(self.wait_s):
@@ -186,7 +206,7 @@ class ScpSource:
             return STATUS_OUT_OF_RESOURCES
         try:
             data = _encoded(event)
-            item = self.journal.accept(data, "scp.dcm", "scp")
+            item = self.journal.accept(data, "scp.dcm", SourceKind.SCP)
         except SpoolError as exc:
             log.error("scp: cannot spool: %s", exc)
             return STATUS_OUT_OF_RESOURCES
@@ -195,10 +215,11 @@ class ScpSource:
                 "scp: cannot encode a pushed dataset (%s); spooling refused", type(exc).__name__
             )
             return 0xC000  # "Error: Cannot understand"
-        self.on_accept("duplicate" if item.duplicate else "accepted")
+        self.on_accept(_intake(item))
         return STATUS_SUCCESS
 
     def start(self) -> None:
+        require("pynetdicom", extra="service")
         from pynetdicom import AE, evt
         from pynetdicom.presentation import AllStoragePresentationContexts
 
@@ -218,7 +239,7 @@ class ScpSource:
                 f"cannot listen for DICOM on {self.host}:{self.port}: "
                 f"{getattr(exc, 'strerror', None) or exc}"
             ) from None
-        self.port = self._server.server_address[1]
+        self.port = int(self._server.server_address[1])
 
     def stop(self) -> None:
         if self._server is not None:

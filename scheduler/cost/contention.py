@@ -9,16 +9,23 @@ measurements (``fit_contention``); the defaults come from published co-runs on O
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from hxsched.errors import HxschedError
+from hxsched.codec import decode, meta
+from hxsched.errors import HxschedError, InternalError
+
+
+def _fraction(value: float) -> str | None:
+    return None if 0 < value < 1 else "expected a fraction in (0, 1)"
 
 
 @dataclass(frozen=True)
 class ContentionModel:
-    peak_gbs: float  # DRAM bandwidth of the device
-    knee: float  # fraction of peak total demand below which nothing slows
-    max_slowdown: float  # slowdown of a fully memory-bound group on a saturated bus
+    """The three fitted parameters (the profile's ``contention`` block)."""
+
+    peak_gbs: float = field(metadata=meta(gt=0))  # DRAM bandwidth of the device
+    knee: float = field(metadata=meta(check=_fraction))  # fraction of peak: below, nothing slows
+    max_slowdown: float = field(metadata=meta(ge=1))  # a fully memory-bound group, saturated bus
 
     KEYS = ("peak_gbs", "knee", "max_slowdown")
 
@@ -40,20 +47,8 @@ class ContentionModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, float], path: str | None = None) -> ContentionModel:
-        model = cls(float(data["peak_gbs"]), float(data["knee"]), float(data["max_slowdown"]))
-        if not 0 < model.knee < 1:
-            raise HxschedError(
-                f"contention.knee: expected a fraction in (0, 1), got {model.knee}", path=path
-            )
-        if model.max_slowdown < 1:
-            raise HxschedError(
-                f"contention.max_slowdown: expected >= 1, got {model.max_slowdown}", path=path
-            )
-        if model.peak_gbs <= 0:
-            raise HxschedError(
-                f"contention.peak_gbs: expected > 0, got {model.peak_gbs}", path=path
-            )
-        return model
+        """Decode ``data``; errors name ``contention.<key>`` (and ``path``)."""
+        return decode(cls, dict(data), path=path, where="contention")
 
 
 # Published co-runs the defaults are fitted to (slowdown of the first engine while the other
@@ -89,5 +84,6 @@ def fit_contention(samples: Sequence[CoRun], peak_gbs: float) -> tuple[Contentio
             err = sum((model.slowdown(x.own_bw, x.other_bw) - x.slowdown) ** 2 for x in samples)
             if best is None or err < best[0]:
                 best = (err, model)
-    assert best is not None
+    if best is None:
+        raise InternalError("contention fit: the grid search evaluated no model")
     return best[1], (best[0] / len(samples)) ** 0.5

@@ -1,6 +1,6 @@
 """Target devices: their accelerators and the hardware numbers the cost model uses.
 
-Numbers cite dla_tensorrt.md §4 (datasheets, DLA-SW, nvpmodel); "derived" marks values computed
+Numbers cite NVIDIA's Jetson module datasheets, the DLA-SW repository and nvpmodel; "derived" marks values computed
 from quoted ones (e.g. dense = sparse / 2), "assumed" marks values no source gave us. The
 efficiency factors are calibrated (see ``estimate.CALIBRATION``), not quoted.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hxsched.errors import HxschedError
+from hxsched.scheduler.types import Accelerator, AcceleratorKind
 
 
 @dataclass(frozen=True)
 class EngineSpec:
     """One kind of accelerator on a device (the GPU, or one DLA core)."""
 
-    kind: str  # "gpu", "dla" or "cpu"
+    kind: AcceleratorKind
     fp16_tflops: float  # dense peak
     int8_tops: float  # dense peak
     mem_gbs: float  # DRAM bandwidth this engine can pull alone
@@ -30,7 +31,7 @@ class EngineSpec:
 class DeviceSpec:
     name: str
     title: str
-    accelerators: tuple[str, ...]  # e.g. ("gpu", "dla0", "dla1")
+    accelerators: tuple[Accelerator, ...]  # e.g. (GPU, DLA0, DLA1)
     gpu: EngineSpec
     dla: EngineSpec | None
     dram_gbs: float
@@ -43,10 +44,11 @@ class DeviceSpec:
 
     @property
     def dla_cores(self) -> int:
-        return sum(1 for a in self.accelerators if a.startswith("dla"))
+        return sum(1 for a in self.accelerators if a.is_dla)
 
     def engine(self, accelerator: str) -> EngineSpec:
-        if accelerator.startswith("dla"):
+        """The engine behind ``accelerator`` (``gpu``, ``dla0``/``dla1``, or the kind ``dla``)."""
+        if accelerator in (AcceleratorKind.DLA, Accelerator.DLA0, Accelerator.DLA1):
             if self.dla is None:
                 raise HxschedError(f"device {self.name} has no DLA")
             return self.dla
@@ -67,22 +69,22 @@ DEVICES: dict[str, DeviceSpec] = {
         DeviceSpec(
             name="orin-agx",
             title="Jetson AGX Orin 64GB (MAXN)",
-            accelerators=("gpu", "dla0", "dla1"),
-            gpu=EngineSpec("gpu", 42.5, 85.0, 204.8, 0.60, 0.80, 10.0, _ORIN_GPU),
-            dla=EngineSpec("dla", 13.0, 26.0, 70.0, 0.33, 0.75, 2.0, _ORIN_DLA),
+            accelerators=(Accelerator.GPU, Accelerator.DLA0, Accelerator.DLA1),
+            gpu=EngineSpec(AcceleratorKind.GPU, 42.5, 85.0, 204.8, 0.60, 0.80, 10.0, _ORIN_GPU),
+            dla=EngineSpec(AcceleratorKind.DLA, 13.0, 26.0, 70.0, 0.33, 0.75, 2.0, _ORIN_DLA),
             dram_gbs=204.8,
             transition_us=35.0,
             reformat_gbs=60.0,
             dla_target="orin",
-            source="dla_tensorrt.md §4; transition cost from Orin 'Reformatting CopyNode' 0.041 ms "
+            source="Jetson AGX Orin datasheet (DS-10662-001); transition cost from Orin 'Reformatting CopyNode' 0.041 ms "
             "(HaX-CoNN README, TRT 8.5) and Xavier 0.045-0.084 ms (HaX-CoNN transition_results)",
         ),
         DeviceSpec(
             name="orin-nx",
             title="Jetson Orin NX 16GB",
-            accelerators=("gpu", "dla0", "dla1"),
+            accelerators=(Accelerator.GPU, Accelerator.DLA0, Accelerator.DLA1),
             gpu=EngineSpec(
-                "gpu",
+                AcceleratorKind.GPU,
                 14.0,
                 28.0,
                 102.4,
@@ -92,7 +94,7 @@ DEVICES: dict[str, DeviceSpec] = {
                 "Orin NX 16GB: 1024-core Ampere GPU, ~1/3 of AGX Orin (derived, unverified)",
             ),
             dla=EngineSpec(
-                "dla",
+                AcceleratorKind.DLA,
                 5.0,
                 10.0,
                 50.0,
@@ -105,14 +107,14 @@ DEVICES: dict[str, DeviceSpec] = {
             transition_us=35.0,
             reformat_gbs=40.0,
             dla_target="orin",
-            source="dla_tensorrt.md §4 (Orin NX datasheet quotes); GPU share derived",
+            source="Jetson Orin NX datasheet; GPU share derived",
         ),
         DeviceSpec(
             name="orin-nano",
             title="Jetson Orin Nano 8GB (no DLA)",
-            accelerators=("gpu",),
+            accelerators=(Accelerator.GPU,),
             gpu=EngineSpec(
-                "gpu",
+                AcceleratorKind.GPU,
                 10.0,
                 20.0,
                 68.0,
@@ -126,14 +128,14 @@ DEVICES: dict[str, DeviceSpec] = {
             transition_us=0.0,
             reformat_gbs=30.0,
             dla_target=None,
-            source="dla_tensorrt.md §0: Orin Nano has no DLA",
+            source="Jetson Orin Nano datasheet: no DLA",
         ),
         DeviceSpec(
             name="xavier-agx",
             title="Jetson AGX Xavier (MAXN)",
-            accelerators=("gpu", "dla0", "dla1"),
+            accelerators=(Accelerator.GPU, Accelerator.DLA0, Accelerator.DLA1),
             gpu=EngineSpec(
-                "gpu",
+                AcceleratorKind.GPU,
                 11.0,
                 22.0,
                 137.0,
@@ -144,7 +146,7 @@ DEVICES: dict[str, DeviceSpec] = {
                 "unverified); 137 GB/s LPDDR4x",
             ),
             dla=EngineSpec(
-                "dla",
+                AcceleratorKind.DLA,
                 2.5,
                 5.0,
                 50.0,
@@ -157,7 +159,7 @@ DEVICES: dict[str, DeviceSpec] = {
             transition_us=60.0,
             reformat_gbs=30.0,
             dla_target="xavier",
-            source="dla_tensorrt.md §4; transition 0.045-0.084 ms DLA side (HaX-CoNN, Xavier)",
+            source="Jetson AGX Xavier datasheet; transition 0.045-0.084 ms DLA side (HaX-CoNN, Xavier)",
         ),
     )
 }

@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hxsched.errors import HxschedError
 from hxsched.scheduler.cost.costs import NodeCost, model_element_bytes, node_cost
 from hxsched.scheduler.cost.devices import DeviceSpec, EngineSpec
 from hxsched.scheduler.cost.groups import LayerGroup
 from hxsched.scheduler.graph.graph import Graph, Node
+from hxsched.scheduler.types import AcceleratorKind, Precision, ProvenanceKind
 
 COST_MODEL_VERSION = "hxsched.costmodel/1"
 PRECISION_BYTES = {"fp16": 2, "int8": 1}
@@ -31,7 +33,7 @@ class Published:
 
     device: str
     model: str  # zoo model name
-    accelerator: str  # "gpu" or "dla"
+    accelerator: AcceleratorKind
     ms: float
     source: str
 
@@ -40,25 +42,32 @@ CALIBRATION: tuple[Published, ...] = (
     Published(
         "orin-agx",
         "yolov8n",
-        "gpu",
+        AcceleratorKind.GPU,
         2.13,
-        "trtutils benchmark/data (TensorRT, 640x640, OrinAGX-64GB), peers.md §1.2",
+        "trtutils benchmark/data (TensorRT, 640x640, OrinAGX-64GB)",
     ),
-    Published("orin-agx", "yolov8s", "gpu", 3.18, "same source"),
-    Published("orin-nx", "yolov8n", "gpu", 4.74, "trtutils benchmark/data, OrinNX-16GB"),
-    Published("orin-nx", "yolov8s", "gpu", 7.38, "same source"),
-    Published("orin-nano", "yolov8n", "gpu", 7.17, "trtutils benchmark/data, OrinNano-8GB"),
-    Published("orin-nano", "yolov8s", "gpu", 11.30, "same source"),
+    Published("orin-agx", "yolov8s", AcceleratorKind.GPU, 3.18, "same source"),
+    Published(
+        "orin-nx", "yolov8n", AcceleratorKind.GPU, 4.74, "trtutils benchmark/data, OrinNX-16GB"
+    ),
+    Published("orin-nx", "yolov8s", AcceleratorKind.GPU, 7.38, "same source"),
+    Published(
+        "orin-nano", "yolov8n", AcceleratorKind.GPU, 7.17, "trtutils benchmark/data, OrinNano-8GB"
+    ),
+    Published("orin-nano", "yolov8s", AcceleratorKind.GPU, 11.30, "same source"),
 )
-# Seed 004 runs Pix2Pix and YOLOv8 together in one DeepStream pipeline at 160.00 FPS with
+# Abdul Majeed et al. ("Edge GPU Aware Multiple AI Model Pipeline for Accelerated MRI
+# Reconstruction and Analysis") run Pix2Pix and YOLOv8 in one DeepStream pipeline at 160.00 FPS with
 # everything on the GPU (Table IV, original model): a whole-pipeline figure, so we compare it with
 # the sum of both models' GPU estimates (the YOLOv8 variant is not stated; we take YOLOv8s).
 PIPELINE_CHECK = Published(
     "orin-agx",
     "pix2pix_unet256+yolov8s",
-    "gpu",
+    AcceleratorKind.GPU,
     1000 / 160.0,
-    "seed 004 Table IV: Pix2Pix + YOLOv8 pipeline, GPU only, 160.00 FPS (DeepStream)",
+    "Abdul Majeed et al., 'Edge GPU Aware Multiple AI Model Pipeline for Accelerated MRI "
+    "Reconstruction and Analysis', Table IV: Pix2Pix + YOLOv8 pipeline, GPU only, 160.00 FPS "
+    "(DeepStream)",
 )
 # DLA vs GPU on the same convolutional model: Orin MAXN INT8 conv 405.3 vs 132.7 qps (3.05x,
 # NVIDIA forum 219770); Xavier GoogleNet 1.959 vs 3.656 ms (1.87x, HaX-CoNN). We aim for 2-3x.
@@ -99,8 +108,8 @@ def node_time_ms(
 
 @dataclass(frozen=True)
 class GroupEstimate:
-    time_ms: dict[str, float]  # accelerator kind ("gpu"/"dla") -> ms
-    memory_bw: dict[str, float]  # accelerator kind -> bytes/s pulled from DRAM
+    time_ms: dict[AcceleratorKind, float]  # ms on each accelerator kind
+    memory_bw: dict[AcceleratorKind, float]  # bytes/s pulled from DRAM on each kind
 
 
 def estimate_groups(
@@ -118,11 +127,11 @@ def estimate_groups(
     out: list[GroupEstimate] = []
     for g in groups:
         fused = fused_nodes(graph, set(g.nodes))
-        times: dict[str, float] = {}
-        bws: dict[str, float] = {}
-        kinds = [("gpu", device.gpu)]
+        times: dict[AcceleratorKind, float] = {}
+        bws: dict[AcceleratorKind, float] = {}
+        kinds = [(AcceleratorKind.GPU, device.gpu)]
         if device.dla is not None and g.dla:
-            kinds.append(("dla", device.dla))
+            kinds.append((AcceleratorKind.DLA, device.dla))
         for kind, engine in kinds:
             total = 0.0
             moved = 0
@@ -147,6 +156,11 @@ def transition_ms(
         return 0.0
     nbytes = boundary_bytes * PRECISION_BYTES[precision] / model_elem
     return device.transition_us / 1e3 + nbytes / (device.reformat_gbs * 1e9) * 1e3
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISION_BYTES:
+        raise HxschedError(f"precision {precision!r}: expected one of {', '.join(PRECISION_BYTES)}")
 
 
 def estimate_profile(
@@ -176,8 +190,7 @@ def estimate_profile(
     )
 
     dev = get_device(device_name)
-    if precision not in PRECISION_BYTES:
-        raise ValueError(f"precision {precision!r}")
+    _check_precision(precision)
     if dev.dla_target is not None:
         report = check_graph(graph, target=dev.dla_target, trt=trt, precision=precision)
         dla_ok = {v.node: v.dla for v in report.verdicts}
@@ -213,7 +226,7 @@ def estimate_profile(
             back = full - dev.transition_us / 2e3
             transitions.append(Transition(g.id, full, back, bytes=g.out_bytes))
     provenance = Provenance(
-        kind="estimated",
+        kind=ProvenanceKind.ESTIMATED,
         tool=COST_MODEL_VERSION,
         versions={"hxsched": __version__},
         date=datetime.date.today().isoformat(),
@@ -222,19 +235,19 @@ def estimate_profile(
     contention = DEFAULT_CONTENTION.get(dev.name)
     return Profile(
         device=dev.name,
-        precision=precision,
+        precision=Precision(precision),
         model=ModelInfo(
             name=model_name or graph.name,
             structural_hash=structural_hash(graph),
             source=graph.path,
             nodes=len(graph.nodes),
-            inputs={n: list(graph.tensors[n].shape or ()) for n in graph.inputs},
+            inputs={n: tuple(graph.tensors[n].shape or ()) for n in graph.inputs},
         ),
         provenance={"cost-model": provenance},
         default_source="cost-model",
         groups=tuple(profiles),
         transitions=tuple(transitions),
-        contention=contention.to_dict() if contention else {},
+        contention=contention,
     )
 
 
@@ -242,9 +255,10 @@ def whole_model_ms(
     graph: Graph, device: DeviceSpec, kind: str = "gpu", precision: str = "fp16"
 ) -> float:
     """Estimated time of the whole model on one accelerator kind (one engine, no transitions)."""
-    engine = device.gpu if kind == "gpu" else device.dla
+    _check_precision(precision)
+    engine = device.gpu if AcceleratorKind(kind) == AcceleratorKind.GPU else device.dla
     if engine is None:
-        raise ValueError(f"{device.name} has no {kind}")
+        raise HxschedError(f"device {device.name} has no {kind}: it cannot be estimated there")
     fused = fused_nodes(graph)
     model_elem = model_element_bytes(graph)
     elem = PRECISION_BYTES[precision]
@@ -262,6 +276,8 @@ def whole_model_ms(
 
 def dla_gpu_ratio(graph: Graph, device: DeviceSpec, dla_ok: Mapping[str, bool]) -> float:
     """Estimated DLA time / GPU time over the model's DLA-capable nodes."""
+    if device.dla is None:
+        raise HxschedError(f"device {device.name} has no DLA")
     sub_fused = fused_nodes(graph)
     model_elem = model_element_bytes(graph)
     gpu = dla = 0.0
@@ -303,7 +319,9 @@ def calibration_table(load_zoo_graph) -> list[dict]:
         )
     pub = PIPELINE_CHECK
     dev = get_device(pub.device)
-    est = sum(whole_model_ms(load_zoo_graph(m), dev, "gpu") for m in pub.model.split("+"))
+    est = sum(
+        whole_model_ms(load_zoo_graph(m), dev, AcceleratorKind.GPU) for m in pub.model.split("+")
+    )
     rows.append(
         {
             "kind": "pipeline",
@@ -318,7 +336,7 @@ def calibration_table(load_zoo_graph) -> list[dict]:
     )
     lo, hi = DLA_GPU_RATIO_RANGE
     for dev in DEVICES.values():
-        if dev.dla is None:
+        if dev.dla is None or dev.dla_target is None:
             continue
         for model in ("yolov8n", "pix2pix_unet256"):
             graph = load_zoo_graph(model).copy()

@@ -1,4 +1,4 @@
-"""ONNX op -> TensorRT layer on DLA, or why the op stays on the GPU (dla_tensorrt.md §1.5).
+"""ONNX op -> TensorRT layer on DLA, or why the op stays on the GPU (TRTDOCS, DLASW tables).
 
 Sources are abbreviated as in ``dla_rules`` (NVINFER, TRTDOCS, DLASW, LOGS).
 """
@@ -27,7 +27,7 @@ class OpSupport:
 
 
 # ---------------------------------------------------------------------------------------------
-# Op table (dla_tensorrt.md §1.5)
+# Op table (TRTDOCS DLA layer support summary, DLASW operators/README.md)
 # ---------------------------------------------------------------------------------------------
 _RFE = "DLASW lists it as 'See RFE' (not available through TensorRT)"
 OPS: dict[str, OpSupport] = {
@@ -159,13 +159,13 @@ _GPU_ONLY = {
     ),
     "Pad": (
         "Pad is not a DLA layer; fold constant zero padding into the next Conv's pads",
-        "DLA layer table (no padding layer); dla_tensorrt.md §1.5",
+        "TRTDOCS DLA layer support summary (no padding layer)",
     ),
     "Shape": ("shape arithmetic (INT32/INT64) always runs on the GPU", SRC_PRECISION),
     "Cast": ("Cast produces non-FP16/INT8 data and runs on the GPU", SRC_PRECISION),
-    "Where": ("Where has no DLA layer", "dla_tensorrt.md §1.5 (GPU row)"),
-    "TopK": ("TopK has no DLA layer", "dla_tensorrt.md §1.5 (GPU row)"),
-    "NonMaxSuppression": ("NMS has no DLA layer", "dla_tensorrt.md §1.5 (GPU row)"),
+    "Where": ("Where has no DLA layer", "TRTDOCS DLA layer support summary"),
+    "TopK": ("TopK has no DLA layer", "TRTDOCS DLA layer support summary"),
+    "NonMaxSuppression": ("NMS has no DLA layer", "TRTDOCS DLA layer support summary"),
 }
 for _act in ("HardSigmoid", "HardSwish", "Elu", "Selu", "Softplus", "Mish", "Erf", "Gelu"):
     _GPU_ONLY[_act] = (
@@ -199,6 +199,6 @@ def op_support(op_type: str, domain: str = "") -> OpSupport:
         return OpSupport(None, source, gpu_reason=reason)
     return OpSupport(
         None,
-        "dla_tensorrt.md §1.5: ops outside the DLA layer table run on the GPU",
+        "TRTDOCS DLA Supported Layers and Restrictions: ops outside its layer table run on the GPU",
         gpu_reason=f"{op_type} has no DLA implementation in TensorRT's DLA layer table",
     )

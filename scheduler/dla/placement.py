@@ -61,8 +61,8 @@ def default_placement(graph: Graph, dla_ok: Mapping[str, bool]) -> Placement:
     members: dict[int, list[str]] = {}
     next_id = 0
     for node in graph.nodes:
-        preds = [graph.producer(i) for i in node.inputs if i]
-        preds = [p for p in preds if p is not None]
+        producers = (graph.producer(i) for i in node.inputs if i)
+        preds = [p for p in producers if p is not None]
         incoming: set[int] = set()
         for p in preds:
             incoming |= reach[p.name]

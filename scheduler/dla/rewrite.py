@@ -1,4 +1,6 @@
-"""Exact DLA rewrites (seed 004): a padded ConvTranspose becomes pads 0 plus a border crop.
+"""Exact DLA rewrites (Abdul Majeed et al., "Edge GPU Aware Multiple AI Model Pipeline for
+Accelerated MRI Reconstruction and Analysis"): a padded ConvTranspose becomes pads 0 plus a
+border crop.
 
 A transposed convolution with pads computes the unpadded ("full") output and drops ``pads``
 rows/columns at each border. So ``ConvTranspose(pads=p)`` equals ``ConvTranspose(pads=0)``

@@ -6,7 +6,7 @@ Sources (``hxsched check --rules --json`` lists every rule with its full citatio
   TRTDOCS   TensorRT docs, "DLA Supported Layers and Restrictions" (10.x page, general
             restrictions and the layer summary table).
   DLASW     NVIDIA/Deep-Learning-Accelerator-SW operators/README.md and FAQ (JetPack 6.0).
-  LOGS      real TensorRT build logs quoted in dla_tensorrt.md and peers.md (ultralytics#16449,
+  LOGS      real TensorRT build logs posted in public issues (ultralytics#16449,
             ultralytics#18012, onnx/tensorflow-onnx#1632).
 """
 
@@ -28,7 +28,7 @@ DEFAULT_TRT = {"orin": "8.6", "xavier": "8.5"}
 SRC_GENERAL = "TRTDOCS general restrictions (10.x page; same wording in 8.x)"
 SRC_TRT11 = (
     "TensorRT 11.4.1 docs work-with-dla.html and 10.x->11.x Jetson migration guide: strongly "
-    "typed networks, DLA on AGX Orin with JetPack 7.2.2+ only (peers.md §0 item 3)"
+    "typed networks, DLA on AGX Orin with JetPack 7.2.2+ only (TensorRT 11.4.1 release notes)"
 )
 
 
@@ -202,8 +202,9 @@ def _static(node: Node, cx: CheckContext) -> str | None:
     "tensor.rank4",
     ALL,
     "DLA layers take 4-D NCHW tensors (FC-style Gemm/MatMul excepted)",
-    "dla_tensorrt.md §1.5 common preconditions; NVINFER ISliceLayer 'The input tensor has four "
-    "dimensions'; LOGS 'DLA only supports slicing 4 dimensional tensors' (ultralytics#18012)",
+    "TRTDOCS general restrictions (batch = all dims but CHW); NVINFER ISliceLayer 'The input "
+    "tensor has four dimensions'; LOGS 'DLA only supports slicing 4 dimensional tensors' "
+    "(ultralytics#18012)",
 )
 def _rank4(node: Node, cx: CheckContext) -> str | None:
     if _exempt_rank(node):
@@ -350,8 +351,8 @@ _ELTWISE = frozenset({"Add", "Sub", "Mul", "Max", "Min", "Sum", "Div", "Pow"})
     _ELTWISE | frozenset({"Concat"}),
     "a constant operand must fold into a Scale (scalar or per-channel); other constants become "
     "CONSTANT layers, which cannot run on DLA",
-    "dla_tensorrt.md §1.3 'Constant layers are folded into consuming weights, otherwise Layer "
-    "(CONSTANT): Unsupported on DLA'; LOGS ultralytics#16449 '/model.22/Constant_* (CONSTANT)'",
+    "TensorRT builder log 'Layer (CONSTANT): Unsupported on DLA' for a constant that does not "
+    "fold into weights; LOGS ultralytics#16449 '/model.22/Constant_* (CONSTANT)'",
 )
 def _eltwise_const(node: Node, cx: CheckContext) -> str | None:
     out = _out_shape(node, cx)
@@ -703,7 +704,7 @@ def _slice(node: Node, cx: CheckContext) -> str | None:
     "slice.fp16_only",
     ["Slice", "Split"],
     "DLA slicing runs in FP16 only",
-    "peers.md §4.1/§4.2 (TensorRT DLA layer table: Slice FP16-only)",
+    "TRTDOCS DLA Supported Layers and Restrictions (Slice: FP16 only)",
     when=lambda cx: cx.precision == "int8",
 )
 def _slice_int8(node: Node, cx: CheckContext) -> str | None:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper, numpy_helper
 
-from hxsched.errors import HxschedError
+from hxsched.errors import HxschedError, ModelError
 from hxsched.scheduler.graph.graph import Graph, Node, Tensor, format_shape
 
 MIN_OPSET = 11
@@ -48,18 +48,18 @@ def read_model_proto(path: str | os.PathLike[str]) -> onnx.ModelProto:
     """Read an ONNX file without its external data, with one-line errors for bad files."""
     p = Path(path)
     if not p.exists():
-        raise HxschedError("no such file", path=p)
+        raise ModelError("no such file", path=p)
     if p.is_dir():
-        raise HxschedError("is a directory, not an ONNX file", path=p)
+        raise ModelError("is a directory, not an ONNX file", path=p)
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HxschedError(
+        raise ModelError(
             f"not a readable ONNX model (truncated or not ONNX: {detail})", path=p
         ) from None
     if not model.graph.node or model.ir_version <= 0 or not model.opset_import:
-        raise HxschedError(
+        raise ModelError(
             "not an ONNX model (no graph, IR version or opset in the file; truncated or "
             "another format?)",
             path=p,
@@ -68,7 +68,7 @@ def read_model_proto(path: str | os.PathLike[str]) -> onnx.ModelProto:
         onnx.checker.check_model(str(p))
     except Exception as exc:
         detail = " ".join(str(exc).split())[:300]
-        raise HxschedError(f"invalid ONNX model: {detail}", path=p) from None
+        raise ModelError(f"invalid ONNX model: {detail}", path=p) from None
     return model
 
 
@@ -94,7 +94,7 @@ def _external_loader(proto: onnx.TensorProto, base_dir: str, path: str):
         try:
             external_data_helper.load_external_data_for_tensor(t, base_dir)
         except Exception as exc:
-            raise HxschedError(
+            raise ModelError(
                 f"cannot read external data of initializer {proto.name!r}: {exc}", path=path
             ) from None
         t.data_location = onnx.TensorProto.DEFAULT
@@ -109,7 +109,7 @@ def _check_external(proto: onnx.TensorProto, base_dir: str, path: str) -> None:
     location = info.get("location", "")
     file = os.path.join(base_dir, location)
     if not location or not os.path.isfile(file):
-        raise HxschedError(
+        raise ModelError(
             f"initializer {proto.name!r} keeps its data in {location!r}, which is missing "
             "(copy the external data file next to the model)",
             path=path,
@@ -119,7 +119,7 @@ def _check_external(proto: onnx.TensorProto, base_dir: str, path: str) -> None:
     need = int(length) if length else 0
     size = os.path.getsize(file)
     if offset + need > size:
-        raise HxschedError(
+        raise ModelError(
             f"external data file {location!r} is truncated: initializer {proto.name!r} needs "
             f"bytes {offset}..{offset + need}, the file has {size}",
             path=path,
@@ -155,7 +155,7 @@ def graph_from_proto(
     opset = {o.domain or "": int(o.version) for o in model.opset_import}
     default_opset = opset.get("", opset.get("ai.onnx", 0))
     if default_opset and default_opset < MIN_OPSET:
-        raise HxschedError(
+        raise ModelError(
             f"ONNX opset {default_opset} is too old (hxsched reads opset {MIN_OPSET}-"
             f"{MAX_CHECKED_OPSET}); convert it with onnx.version_converter.convert_version",
             path=path_s,
@@ -171,7 +171,7 @@ def graph_from_proto(
     for init in g.initializer:
         tensors[init.name] = _const_tensor(init, base_dir, path_s)
     for sparse in g.sparse_initializer:
-        raise HxschedError(
+        raise ModelError(
             f"sparse initializer {sparse.values.name!r} is not supported; densify it first",
             path=path_s,
         )
@@ -186,7 +186,7 @@ def graph_from_proto(
         inputs.append(vi.name)
         elem = vi.type.tensor_type.elem_type
         if not vi.type.HasField("tensor_type"):
-            raise HxschedError(
+            raise ModelError(
                 f"input {vi.name!r} is not a tensor (sequence/map inputs are not supported)",
                 path=path_s,
             )
@@ -194,7 +194,7 @@ def graph_from_proto(
         if vi.name in overrides:
             want = overrides.pop(vi.name)
             if dims is not None and len(dims) != len(want):
-                raise HxschedError(
+                raise ModelError(
                     f"--shape {vi.name}={format_shape(want)}: the input has rank {len(dims)} "
                     f"({_fmt_dims(dims)}), not {len(want)}",
                     path=path_s,
@@ -202,7 +202,7 @@ def graph_from_proto(
             if dims is not None:
                 for have, new in zip(dims, want, strict=True):
                     if isinstance(have, int) and have != new:
-                        raise HxschedError(
+                        raise ModelError(
                             f"--shape {vi.name}={format_shape(want)} contradicts the model's "
                             f"static shape {_fmt_dims(dims)}",
                             path=path_s,
@@ -217,10 +217,10 @@ def graph_from_proto(
             problems.append((vi.name, guess or "DIMS"))
             tensors[vi.name] = Tensor(vi.name, elem, None)
         else:
-            tensors[vi.name] = Tensor(vi.name, elem, tuple(int(d) for d in dims))  # type: ignore[arg-type]
+            tensors[vi.name] = Tensor(vi.name, elem, tuple(d for d in dims if isinstance(d, int)))
     if overrides:
         names = ", ".join(inputs) or "none"
-        raise HxschedError(
+        raise ModelError(
             f"--shape names {', '.join(sorted(overrides))}, but the model has no such input "
             f"(its inputs: {names})",
             path=path_s,
@@ -228,7 +228,7 @@ def graph_from_proto(
     if problems:
         fixes = " ".join(f"--shape {name}={dims}" for name, dims in problems)
         listed = "; ".join(f"{name} [{shown}]" for name, shown in dynamic)
-        raise HxschedError(
+        raise ModelError(
             f"dynamic input shape {listed}: the DLA needs static shapes; fix them with "
             f"{fixes} (put your real sizes where the model has names)",
             path=path_s,
@@ -344,7 +344,7 @@ def infer_shapes(graph: Graph) -> None:
                 skeleton, check_type=False, strict_mode=False, data_prop=True
             )
         except Exception:
-            raise HxschedError(f"shape inference failed: {first}", path=graph.path) from None
+            raise ModelError(f"shape inference failed: {first}", path=graph.path) from None
         graph.model_meta.setdefault("warnings", []).append(f"shape inference: {first}")
     for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
         t = graph.tensors.get(vi.name)
@@ -355,7 +355,7 @@ def infer_shapes(graph: Graph) -> None:
             t.elem_type = tt.elem_type
         dims = _dims_of(vi)
         if dims is not None and all(isinstance(d, int) for d in dims):
-            t.shape = tuple(int(d) for d in dims)  # type: ignore[arg-type]
+            t.shape = tuple(d for d in dims if isinstance(d, int))  # all int: checked above
         elif dims is not None and len(dims) == 0:
             t.shape = ()
 
@@ -374,7 +374,7 @@ def _initializer(t: Tensor, *, embed: bool) -> onnx.TensorProto:
         return t.proto
     value = t.value
     if value is None:
-        raise HxschedError(f"constant {t.name!r} has no data")
+        raise ModelError(f"constant {t.name!r} has no data")
     return numpy_helper.from_array(np.asarray(value), t.name)
 
 

@@ -36,7 +36,7 @@ def structural_hash(graph: Graph) -> str:
                 ids[out] = f"n{i}.{j}"
     records = []
     for node in graph.nodes:
-        inputs = []
+        inputs: list[str | dict[str, Any]] = []
         for name in node.inputs:
             if not name:
                 inputs.append("-")
@@ -61,6 +61,6 @@ def structural_hash(graph: Graph) -> str:
             }
         )
     outputs = [ids.get(o, "const") for o in graph.outputs]
-    inputs = [list(graph.tensors[i].shape or ()) for i in graph.inputs]
-    blob = json.dumps({"in": inputs, "nodes": records, "out": outputs}, sort_keys=True)
+    shapes_in = [list(graph.tensors[i].shape or ()) for i in graph.inputs]
+    blob = json.dumps({"in": shapes_in, "nodes": records, "out": outputs}, sort_keys=True)
     return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()

@@ -16,27 +16,30 @@ from dataclasses import dataclass
 from hxsched.errors import HxschedError
 from hxsched.scheduler.planning.problem import Config, Problem, config_from_spans, merge_spans
 from hxsched.scheduler.planning.simulate import Evaluation, evaluate
+from hxsched.scheduler.types import Accelerator, AcceleratorKind
 
 MAX_NAIVE_ASSIGNMENTS = 20_000
 
 
-@dataclass
-class Baseline:
+@dataclass(frozen=True)
+class BaselineRun:
+    """A baseline's selection and its evaluation (the plan file keeps only its figures)."""
+
     name: str
     selection: list[Config]
     evaluation: Evaluation
     note: str = ""
 
 
-def gpu_only(problem: Problem) -> Baseline:
+def gpu_only(problem: Problem) -> BaselineRun:
     sel = [
-        config_from_spans(problem, i, [(0, inst.n_groups - 1, "gpu")])
+        config_from_spans(problem, i, [(0, inst.n_groups - 1, Accelerator.GPU)])
         for i, inst in enumerate(problem.instances)
     ]
-    return Baseline("gpu-only", sel, evaluate(problem, sel))
+    return BaselineRun("gpu-only", sel, evaluate(problem, sel))
 
 
-def naive(problem: Problem) -> Baseline | None:
+def naive(problem: Problem) -> BaselineRun | None:
     options = []
     for i, inst in enumerate(problem.instances):
         opts = []
@@ -51,9 +54,9 @@ def naive(problem: Problem) -> Baseline | None:
         total *= len(o)
     if total > MAX_NAIVE_ASSIGNMENTS:
         return None
-    best: Baseline | None = None
-    for sel in itertools.product(*options):
-        sel = list(sel)
+    best: BaselineRun | None = None
+    for combo in itertools.product(*options):
+        sel = list(combo)
         if any(
             sum(c.loadables(core) for c in sel) > problem.max_loadables
             for core in problem.dla_cores
@@ -61,24 +64,27 @@ def naive(problem: Problem) -> Baseline | None:
             continue
         ev = evaluate(problem, sel)
         if best is None or ev.period < best.evaluation.period:
-            best = Baseline(
+            best = BaselineRun(
                 "naive", sel, ev, "each model whole on one accelerator, best assignment"
             )
     return best
 
 
-def trt_default(problem: Problem) -> Baseline | None:
+def trt_default(problem: Problem) -> BaselineRun | None:
     if not problem.dla_cores:
         return None
     core = problem.dla_cores[0]
     sel, used = [], 0
     for i, inst in enumerate(problem.instances):
-        assign = [core if "dla" in g.time_ms else "gpu" for g in inst.profile.groups]
+        assign = [
+            core if AcceleratorKind.DLA in g.time_ms else Accelerator.GPU
+            for g in inst.profile.groups
+        ]
         spans = merge_spans(assign)
         for k, (a, b, acc) in enumerate(spans):
             if acc == core:
                 if used >= problem.max_loadables:
-                    spans[k] = (a, b, "gpu")
+                    spans[k] = (a, b, Accelerator.GPU)
                 else:
                     used += 1
         sel.append(
@@ -86,7 +92,7 @@ def trt_default(problem: Problem) -> Baseline | None:
                 problem, i, merge_spans([acc for a, b, acc in spans for _ in range(a, b + 1)])
             )
         )
-    return Baseline(
+    return BaselineRun(
         "trt-default",
         sel,
         evaluate(problem, sel),
@@ -94,7 +100,7 @@ def trt_default(problem: Problem) -> Baseline | None:
     )
 
 
-def all_baselines(problem: Problem) -> list[Baseline]:
+def all_baselines(problem: Problem) -> list[BaselineRun]:
     out = [gpu_only(problem)]
     for b in (naive(problem), trt_default(problem)):
         if b is not None:

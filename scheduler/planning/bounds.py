@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hxsched.errors import InternalError
 from hxsched.scheduler.planning.problem import Config, Problem
+from hxsched.scheduler.types import Objective
 
 PENALTY = 1e7  # cost of violating a loadable limit in the relaxation (phase-one slack)
 
@@ -43,9 +45,46 @@ class Relaxation:
         return max(1, math.ceil(self.value - 1e-6))
 
 
-def _solve_master(problem: Problem, columns: list[list[Config]]):
-    from scipy.optimize import linprog
+def _lp_min(
+    cost: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """min cost·x, A_ub x <= b_ub, A_eq x = b_eq, x >= 0 with HiGHS (the dual simplex).
 
+    Returns x, the duals of the <= rows and those of the = rows, in HiGHS's sign convention
+    (d objective / d right-hand side, so <= duals are <= 0), which is what SciPy's
+    ``linprog(method="highs")`` reports as marginals. HiGHS is called directly: importing
+    ``scipy.optimize`` costs more than the whole LP (0.5 s against milliseconds).
+    """
+    from highspy import _core as highs  # the plain C++ binding: no banner on stdout
+
+    a = np.vstack([a_ub, a_eq])
+    m, n = a.shape
+    lp = highs.HighsLp()
+    lp.num_col_ = n
+    lp.num_row_ = m
+    lp.col_cost_ = np.asarray(cost, dtype=float)
+    lp.col_lower_ = np.zeros(n)
+    lp.col_upper_ = np.full(n, highs.kHighsInf)
+    lp.row_lower_ = np.concatenate([np.full(len(b_ub), -highs.kHighsInf), b_eq])
+    lp.row_upper_ = np.concatenate([b_ub, b_eq]).astype(float)
+    rows, cols = np.nonzero(a.T)  # column-wise: for each column, its rows
+    lp.a_matrix_.format_ = highs.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = np.searchsorted(rows, np.arange(n + 1)).astype(np.int32)
+    lp.a_matrix_.index_ = cols.astype(np.int32)
+    lp.a_matrix_.value_ = a.T[rows, cols].astype(float)
+    solver = highs._Highs()
+    solver.setOptionValue("output_flag", False)
+    solver.passModel(lp)
+    solver.run()
+    status = solver.getModelStatus()
+    if status != highs.HighsModelStatus.kOptimal:  # pragma: no cover - always feasible
+        raise InternalError(f"LP relaxation failed: HiGHS says {status}")
+    sol = solver.getSolution()
+    duals = np.asarray(sol.row_dual, dtype=float)
+    return np.asarray(sol.col_value, dtype=float), duals[: len(b_ub)], duals[len(b_ub) :]
+
+
+def _solve_master(problem: Problem, columns: list[list[Config]]):
     accs = problem.accelerators
     cores = problem.dla_cores
     cols = [(i, c) for i, cs in enumerate(columns) for c in cs]
@@ -68,27 +107,17 @@ def _solve_master(problem: Problem, columns: list[list[Config]]):
     a_eq = np.zeros((len(columns), n))
     for k, (i, _) in enumerate(cols):
         a_eq[i, k] = 1.0
-    res = linprog(
-        cost,
-        A_ub=a_ub,
-        b_ub=b_ub,
-        A_eq=a_eq,
-        b_eq=np.ones(len(columns)),
-        bounds=[(0, None)] * n,
-        method="highs",
-    )
-    if res.status != 0:  # pragma: no cover - the master always has a feasible point
-        raise RuntimeError(f"LP relaxation failed: {res.message}")
-    duals_ub = -np.asarray(res.ineqlin.marginals)
+    x, ineq, eq = _lp_min(cost, a_ub, b_ub, a_eq, np.ones(len(columns)))
+    duals_ub = -ineq
     w = {acc: float(max(0.0, duals_ub[r])) for r, acc in enumerate(accs)}
     u = {core: float(max(0.0, duals_ub[len(accs) + r])) for r, core in enumerate(cores)}
-    mu = [float(x) for x in res.eqlin.marginals]
+    mu = [float(v) for v in eq]
     frac: list[dict[int, float]] = [dict() for _ in columns]
     for k, (i, _) in enumerate(cols):
-        if res.x[k] > 1e-9:
-            frac[i][sum(1 for ii, _ in cols[:k] if ii == i)] = float(res.x[k])
-    slack = float(np.sum(res.x[len(cols) + 1 :]))
-    return float(res.x[len(cols)]), w, u, mu, frac, slack
+        if x[k] > 1e-9:
+            frac[i][sum(1 for ii, _ in cols[:k] if ii == i)] = float(x[k])
+    slack = float(np.sum(x[len(cols) + 1 :]))
+    return float(x[len(cols)]), w, u, mu, frac, slack
 
 
 def relax(problem: Problem, max_rounds: int = 200) -> Relaxation:
@@ -102,7 +131,7 @@ def relax(problem: Problem, max_rounds: int = 200) -> Relaxation:
         )
         cols = [c for c in (c1, c2) if c is not None]
         if not cols:  # pragma: no cover - Chain raises earlier when nothing can run
-            raise RuntimeError("no configuration")
+            raise InternalError("no configuration")
         columns.append(_unique(cols))
     for _ in range(max_rounds):
         value, w, u, mu, frac, slack = _solve_master(problem, columns)
@@ -110,7 +139,7 @@ def relax(problem: Problem, max_rounds: int = 200) -> Relaxation:
         for i, chain in enumerate(problem.chains):
             cost, cfg = chain.price(w, u)
             negative = cfg is not None and cost - mu[i] < -1e-7 * max(1.0, abs(mu[i]))
-            if negative and all(cfg.segments != c.segments for c in columns[i]):
+            if negative and cfg is not None and all(cfg.segments != c.segments for c in columns[i]):
                 columns[i].append(cfg)
                 added = True
         if not added:
@@ -133,7 +162,7 @@ def lower_bound_ticks(problem: Problem, relaxation: Relaxation | None = None) ->
     if not rel.feasible:
         return -1
     bound = rel.bound_ticks()
-    if problem.objective == "latency":
+    if problem.objective == Objective.LATENCY:
         chains = 0
         for chain in problem.chains:
             cost, _ = chain.price({a: 1.0 for a in problem.accelerators}, {})

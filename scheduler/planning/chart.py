@@ -1,6 +1,6 @@
 """Gantt charts (accelerators x time) of a plan and a baseline, as SVG or PNG.
 
-Like seed 004's Nsight timelines: one row per accelerator, one colour per instance, hand-over
+Like Nsight Systems timelines: one row per accelerator, one colour per instance, hand-over
 time hatched at the start of a segment. PNG is drawn with OpenCV (a dependency already)."""
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from hxsched._compat import require
 from hxsched.errors import HxschedError
+from hxsched.files import atomic_write
+from hxsched.scheduler.planning.plan import TimelineEntry
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"]
 
@@ -37,28 +40,29 @@ class Panel:
 def panel_from_timeline(
     title: str,
     rows: Sequence[str],
-    timeline: Sequence[dict],
+    timeline: Sequence[TimelineEntry],
     names: Sequence[str],
     span_ms: float,
     wrap_ms: float | None = None,
 ) -> Panel:
-    """Bars from timeline records; with ``wrap_ms`` (one period of a cyclic schedule), a
+    """Bars from a plan's timeline; with ``wrap_ms`` (one period of a cyclic schedule), a
     segment that runs past the period's end continues at its start."""
     colour = {n: k for k, n in enumerate(names)}
     bars = []
     for t in timeline:
-        label = f"{t['instance']} s{t['segment']}"
-        c = colour.get(t["instance"], 0)
-        start, end = t["start_ms"], t["end_ms"]
-        if wrap_ms and end > wrap_ms + 1e-9:
-            bars.append(
-                Bar(t["accelerator"], start, wrap_ms, label, c, t.get("transition_ms", 0.0))
-            )
-            bars.append(Bar(t["accelerator"], 0.0, end - wrap_ms, label, c))
+        label = f"{t.instance} s{t.segment}"
+        c = colour.get(t.instance, 0)
+        row = str(t.accelerator)
+        if wrap_ms and t.end_ms > wrap_ms + 1e-9:
+            bars.append(Bar(row, t.start_ms, wrap_ms, label, c, t.transition_ms))
+            bars.append(Bar(row, 0.0, t.end_ms - wrap_ms, label, c))
         else:
-            bars.append(Bar(t["accelerator"], start, end, label, c, t.get("transition_ms", 0.0)))
+            bars.append(Bar(row, t.start_ms, t.end_ms, label, c, t.transition_ms))
     return Panel(
-        title, tuple(rows), tuple(bars), max(span_ms, max((b.end_ms for b in bars), default=0.0))
+        title,
+        tuple(str(r) for r in rows),
+        tuple(bars),
+        max(span_ms, max((b.end_ms for b in bars), default=0.0)),
     )
 
 
@@ -121,6 +125,7 @@ def to_svg(panels: Sequence[Panel]) -> str:
 
 
 def to_png(panels: Sequence[Panel], path: str | os.PathLike[str]) -> None:
+    require("cv2", extra="opencv")
     import cv2
     import numpy as np
 
@@ -167,9 +172,9 @@ def write_chart(panels: Sequence[Panel], path: str | os.PathLike[str]) -> Path:
     suffix = out.suffix.lower()
     if suffix not in (".svg", ".png"):
         raise HxschedError(f"--chart {path}: use a .svg or .png file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".svg":
-        out.write_text(to_svg(panels))
+        atomic_write(out, to_svg(panels).encode("utf-8"))
     else:
+        out.parent.mkdir(parents=True, exist_ok=True)
         to_png(panels, out)
     return out

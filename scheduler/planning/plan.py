@@ -1,71 +1,110 @@
 """Plans (``schema: hxsched.plan/1``): what runs where, what it should achieve, how we know.
-
-A plan names, per instance, its segments (groups, first/last node, accelerator, stream, times),
-the predicted timeline of one period (throughput) or one frame (latency), the predicted
-period/FPS/latency from the simulator, the solver's proof status, the baselines evaluated the
-same way, and the profiles it used with their provenance. Plans are validated on load.
-"""
+Typed records read and written by ``hxsched.codec``; a broken file is one line naming file and key."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import yaml
 
-from hxsched.errors import HxschedError
+from hxsched.codec import decode, encode, meta
+from hxsched.errors import SchemaError
+from hxsched.files import atomic_write, read_yaml
+from hxsched.scheduler.types import Accelerator, Objective, ProvenanceKind
 
 SCHEMA = "hxsched.plan/1"
 
+Edge = tuple[tuple[int, int], tuple[int, int]]  # (instance, segment) before (instance, segment)
 
-@dataclass(frozen=True)
+
+def _freeze(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlanSegment:
-    first_group: int
-    last_group: int
-    first_node: str | None
-    last_node: str | None
-    accelerator: str
-    ms: float  # compute alone, from the profile (unrounded)
-    busy_ms: float  # in the plan: rounded to ticks, with hand-over and contention
-    transition_ms: float = 0.0
+    """One segment of an instance: groups ``first..last`` on one accelerator (its stream)."""
+
+    groups: tuple[int, int]
+    first_node: str | None = field(default=None, metadata=meta(omit_none=False))
+    last_node: str | None = field(default=None, metadata=meta(omit_none=False))
+    accelerator: Accelerator
+    stream: Accelerator | None = None  # one stream per accelerator: always the accelerator
+    ms: float = field(default=0.0, metadata=meta(ge=0))  # compute alone, from the profile
+    busy_ms: float = field(default=0.0, metadata=meta(ge=0))  # in the plan: ticks, hand-over
+    transition_ms: float = field(default=0.0, metadata=meta(ge=0))
+
+    def __post_init__(self) -> None:
+        _freeze(self, "accelerator", Accelerator(self.accelerator))
+        _freeze(self, "groups", tuple(self.groups))
+        if self.stream is None:
+            _freeze(self, "stream", self.accelerator)
+        elif self.stream != self.accelerator:
+            raise SchemaError(
+                f"expected {self.accelerator} (the segment's accelerator)", key="stream"
+            )
+        if not 0 <= self.groups[0] <= self.groups[1]:
+            raise SchemaError(
+                f"expected [first, last] with 0 <= first <= last, got {list(self.groups)}",
+                key="groups",
+            )
 
     @property
-    def stream(self) -> str:
-        return self.accelerator
+    def first_group(self) -> int:
+        return self.groups[0]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "groups": [self.first_group, self.last_group],
-            "first_node": self.first_node,
-            "last_node": self.last_node,
-            "accelerator": self.accelerator,
-            "stream": self.stream,
-            "ms": round(self.ms, 5),
-            "busy_ms": round(self.busy_ms, 5),
-            "transition_ms": round(self.transition_ms, 5),
-        }
+    @property
+    def last_group(self) -> int:
+        return self.groups[1]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class SourceRef:
+    """Where a profile's numbers come from (a profile's ``sources`` entry)."""
+
+    kind: ProvenanceKind
+    tool: str
+    versions: dict[str, str | int | float] = field(default_factory=dict)
+    date: str = ""
+    notes: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileRef:
+    """The profile an instance was planned with: its file, how it was obtained, its sources."""
+
+    path: str | None = None
+    how: str = ""  # shipped, found, given, estimated on the fly, re-planned ...
+    device: str | None = None
+    default_source: str | None = None
+    sources: dict[str, SourceRef] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class PlanInstance:
     name: str
     model: str
-    segments: tuple[PlanSegment, ...]
     model_path: str | None = None
     structural_hash: str | None = None
-    profile: dict[str, Any] = field(default_factory=dict)  # path, how obtained, provenance
+    profile: ProfileRef = field(default_factory=ProfileRef)
+    segments: tuple[PlanSegment, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"name": self.name, "model": self.model}
-        if self.model_path:
-            out["model_path"] = self.model_path
-        if self.structural_hash:
-            out["structural_hash"] = self.structural_hash
-        out["profile"] = self.profile
-        out["segments"] = [s.to_dict() for s in self.segments]
-        return out
+    def __post_init__(self) -> None:
+        _freeze(self, "segments", tuple(self.segments))
+        if not self.segments:
+            raise SchemaError("expected at least one segment", key="segments")
+        nxt = 0
+        for j, seg in enumerate(self.segments):
+            if seg.first_group != nxt:
+                raise SchemaError(
+                    f"expected [first, last] continuing at group {nxt}, got {list(seg.groups)}",
+                    key=f"segments[{j}].groups",
+                )
+            nxt = seg.last_group + 1
 
     def describe(self) -> str:
         """``pix2pix#0: dla0 groups 0-13 (/a .. /b) -> gpu 14-21 (/c .. /d)``"""
@@ -76,145 +115,154 @@ class PlanInstance:
         return f"{self.name}: " + " -> ".join(parts)
 
 
-@dataclass
-class Plan:
-    objective: str
-    device: str
-    accelerators: tuple[str, ...]
-    resolution_ms: float
-    max_switches: int
-    instances: list[PlanInstance]
-    predicted: dict[str, Any]
-    solver: dict[str, Any]
-    baselines: dict[str, dict[str, Any]]
-    timeline: list[dict[str, Any]]
-    edges: list[list[list[int]]] = field(default_factory=list)
-    contention: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
-    path: str | None = None
+@dataclass(frozen=True, kw_only=True)
+class ContentionSettings:
+    """The shared-DRAM contention model a plan was made with, and its number of levels."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "objective": self.objective,
-            "device": self.device,
-            "accelerators": list(self.accelerators),
-            "resolution_ms": self.resolution_ms,
-            "max_switches": self.max_switches,
-            "contention": self.contention,
-            "predicted": self.predicted,
-            "solver": self.solver,
-            "baselines": self.baselines,
-            "instances": [i.to_dict() for i in self.instances],
-            "timeline": self.timeline,
-            "edges": self.edges,
-            "warnings": self.warnings,
-        }
+    peak_gbs: float = field(metadata=meta(gt=0))
+    knee: float = field(metadata=meta(gt=0, lt=1))
+    max_slowdown: float = field(metadata=meta(ge=1))
+    levels: int = field(metadata=meta(ge=1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Predicted:
+    """What the plan should achieve, and where those numbers come from (``source``)."""
+
+    period_ms: float = field(metadata=meta(gt=0))  # steady-state period, or one frame's makespan
+    fps: float | None = field(default=None, metadata=meta(gt=0, omit_none=False))
+    latency_ms: float | None = field(default=None, metadata=meta(ge=0, omit_none=False))
+    busy_ms: dict[Accelerator, float] = field(default_factory=dict)
+    idle_ms: dict[Accelerator, float] = field(default_factory=dict)
+    contention_levels: dict[Accelerator, int] | None = field(
+        default=None, metadata=meta(omit_none=False)
+    )
+    source: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SatCall:
+    """One decision the solver asked: is there a plan of value <= ``bound`` ticks?"""
+
+    bound: int
+    configurations: tuple[int, ...] | None = None
+    result: str  # sat, unsat, timeout, or why the call did not run
+    seconds: float = field(default=0.0, metadata=meta(ge=0))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SolverReport:
+    """How the plan was found and how far from optimal it can be."""
+
+    optimal: bool
+    proof: Literal["unsat", "lp-bound", ""] = ""
+    gap: float = field(default=0.0, metadata=meta(ge=0))
+    solve_time_s: float = field(default=0.0, metadata=meta(ge=0))
+    lower_bound_ms: float = 0.0
+    lp_bound_ms: float = 0.0
+    ratio_to_lp_bound: float | None = field(default=None, metadata=meta(omit_none=False))
+    ratio_to_best_baseline: float | None = field(default=None, metadata=meta(omit_none=False))
+    best_baseline: str | None = field(default=None, metadata=meta(omit_none=False))
+    sat_solver: str = ""
+    sat_calls: tuple[SatCall, ...] = ()
+    variables: int = field(default=0, metadata=meta(ge=0))
+    clauses: int = field(default=0, metadata=meta(ge=0))
+    configurations: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Baseline:
+    """A baseline's figures, evaluated by the same simulator on the same profiles."""
+
+    period_ms: float = field(metadata=meta(gt=0))
+    fps: float | None = field(default=None, metadata=meta(gt=0, omit_none=False))
+    latency_ms: float | None = field(default=None, metadata=meta(ge=0, omit_none=False))
+    note: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimelineEntry:
+    """One segment's slot in the predicted period (throughput) or frame (latency)."""
+
+    instance: str
+    segment: int = field(metadata=meta(ge=0))
+    accelerator: Accelerator
+    start_ms: float = field(metadata=meta(ge=0))
+    end_ms: float = field(metadata=meta(ge=0))
+    transition_ms: float = field(default=0.0, metadata=meta(ge=0))
+
+    def __post_init__(self) -> None:
+        if self.end_ms < self.start_ms:
+            raise SchemaError(
+                f"expected >= start_ms {self.start_ms}, got {self.end_ms}", key="end_ms"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A whole plan; ``path`` (the file it was read from or written to) is not part of it."""
+
+    schema: Literal["hxsched.plan/1"] = "hxsched.plan/1"
+    objective: Objective
+    device: str
+    accelerators: tuple[Accelerator, ...]
+    resolution_ms: float = field(default=0.01, metadata=meta(gt=0))
+    max_switches: int = field(default=1, metadata=meta(ge=0))
+    contention: ContentionSettings | None = field(default=None, metadata=meta(omit_none=False))
+    predicted: Predicted
+    solver: SolverReport | None = None
+    baselines: dict[str, Baseline] = field(default_factory=dict)
+    instances: tuple[PlanInstance, ...]
+    timeline: tuple[TimelineEntry, ...] = ()
+    edges: tuple[Edge, ...] = ()
+    warnings: tuple[str, ...] = ()
+    path: str | None = field(default=None, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _freeze(self, "objective", Objective(self.objective))
+        _freeze(self, "accelerators", tuple(Accelerator(a) for a in self.accelerators))
+        for name in ("instances", "timeline", "edges", "warnings"):
+            _freeze(self, name, tuple(getattr(self, name)))
+        for k, inst in enumerate(self.instances):
+            for j, seg in enumerate(inst.segments):
+                if seg.accelerator not in self.accelerators:
+                    raise SchemaError(
+                        f"expected one of the plan's accelerators "
+                        f"({', '.join(self.accelerators)}), got {seg.accelerator}",
+                        key=f"instances[{k}].segments[{j}].accelerator",
+                    )
+
+    def with_path(self, path: str | os.PathLike[str] | None) -> Plan:
+        """The same plan, known to live at ``path``."""
+        out = dataclasses.replace(self)
+        _freeze(out, "path", os.fspath(path) if path is not None else None)
+        return out
+
+    def to_dict(self) -> dict:
+        """The plan as the YAML mapping ``save_plan`` writes."""
+        return encode(self)
+
+
+def plan_from_dict(data: object, path: str | os.PathLike[str] | None = "<plan>") -> Plan:
+    """A parsed plan file as a Plan, or a SchemaError naming the file and the key."""
+    if not isinstance(data, dict):
+        raise SchemaError("not a plan (expected a YAML mapping)", path=path)
+    if "schema" not in data:
+        raise SchemaError(f"missing (required: {SCHEMA})", key="schema", path=path)
+    return decode(Plan, data, path=path).with_path(path)
 
 
 def save_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write the plan (atomically) with a comment saying where its numbers come from."""
+    source = plan.predicted.source or "simulated"
     header = (
-        f"# hxsched plan ({plan.objective}) for {plan.device}: predicted numbers are "
-        f"{plan.predicted.get('source', 'simulated')}.\n"
+        f"# hxsched plan ({plan.objective}) for {plan.device}: predicted numbers are {source}.\n"
     )
-    out.write_text(
-        header + yaml.safe_dump(plan.to_dict(), sort_keys=False, width=100, default_flow_style=None)
+    text = header + yaml.safe_dump(
+        plan.to_dict(), sort_keys=False, width=100, default_flow_style=None
     )
-    return out
-
-
-def _need(d: dict, key: str, kind: type | tuple, where: str, path: str) -> Any:
-    if key not in d:
-        raise HxschedError(f"{where}.{key}: missing (required)", path=path)
-    value = d[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise HxschedError(
-            f"{where}.{key}: expected {getattr(kind, '__name__', kind)}, got {value!r}", path=path
-        )
-    return value
-
-
-def plan_from_dict(data: Any, path: str = "<plan>") -> Plan:
-    if not isinstance(data, dict):
-        raise HxschedError("not a plan (expected a YAML mapping)", path=path)
-    if data.get("schema") != SCHEMA:
-        raise HxschedError(f"schema: expected {SCHEMA}, got {data.get('schema')!r}", path=path)
-    objective = _need(data, "objective", str, "plan", path)
-    if objective not in ("throughput", "latency"):
-        raise HxschedError(
-            f"objective: expected throughput or latency, got {objective!r}", path=path
-        )
-    accelerators = tuple(_need(data, "accelerators", list, "plan", path))
-    instances = []
-    for k, inst in enumerate(_need(data, "instances", list, "plan", path)):
-        where = f"instances[{k}]"
-        if not isinstance(inst, dict):
-            raise HxschedError(f"{where}: expected a mapping", path=path)
-        segs = []
-        last = -1
-        for j, seg in enumerate(_need(inst, "segments", list, where, path)):
-            w = f"{where}.segments[{j}]"
-            groups = _need(seg, "groups", list, w, path)
-            if len(groups) != 2 or groups[0] != last + 1 or groups[1] < groups[0]:
-                raise HxschedError(
-                    f"{w}.groups: expected [first, last] continuing at group {last + 1}", path=path
-                )
-            last = groups[1]
-            acc = _need(seg, "accelerator", str, w, path)
-            if acc not in accelerators:
-                raise HxschedError(
-                    f"{w}.accelerator: {acc!r} is not one of {list(accelerators)}", path=path
-                )
-            segs.append(
-                PlanSegment(
-                    groups[0],
-                    groups[1],
-                    seg.get("first_node"),
-                    seg.get("last_node"),
-                    acc,
-                    float(seg.get("ms", 0.0)),
-                    float(seg.get("busy_ms", 0.0)),
-                    float(seg.get("transition_ms", 0.0)),
-                )
-            )
-        if not segs:
-            raise HxschedError(f"{where}.segments: expected at least one segment", path=path)
-        instances.append(
-            PlanInstance(
-                _need(inst, "name", str, where, path),
-                _need(inst, "model", str, where, path),
-                tuple(segs),
-                inst.get("model_path"),
-                inst.get("structural_hash"),
-                inst.get("profile") or {},
-            )
-        )
-    return Plan(
-        objective=objective,
-        device=_need(data, "device", str, "plan", path),
-        accelerators=accelerators,
-        resolution_ms=float(data.get("resolution_ms", 0.01)),
-        max_switches=int(data.get("max_switches", 1)),
-        instances=instances,
-        predicted=data.get("predicted") or {},
-        solver=data.get("solver") or {},
-        baselines=data.get("baselines") or {},
-        timeline=data.get("timeline") or [],
-        edges=data.get("edges") or [],
-        contention=data.get("contention"),
-        warnings=list(data.get("warnings") or []),
-        path=path,
-    )
+    return atomic_write(path, text.encode("utf-8"))
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:
-    p = Path(path)
-    if not p.exists():
-        raise HxschedError("no such file", path=p)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise HxschedError(f"not valid YAML: {exc}", path=p) from None
-    return plan_from_dict(data, str(p))
+    return plan_from_dict(read_yaml(path, "plan"), os.fspath(path))

@@ -15,18 +15,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hxsched.errors import HxschedError
+from hxsched.errors import HxschedError, InternalError
 from hxsched.scheduler.cost.contention import ContentionModel
 from hxsched.scheduler.profile.schema import Profile
+from hxsched.scheduler.types import Accelerator, AcceleratorKind, Objective
 
 DEFAULT_RESOLUTION_MS = 0.01
 DEFAULT_LEVELS = 4  # contention levels: other traffic in (0, 1/4], (1/4, 2/4], ... of peak
 MAX_LOADABLES = 16
 
 
-def kind_of(accelerator: str) -> str:
+def kind_of(accelerator: str) -> AcceleratorKind:
     """Profile time key of an accelerator: dla0/dla1 -> dla."""
-    return "dla" if accelerator.startswith("dla") else accelerator
+    return Accelerator(accelerator).kind
 
 
 def to_ticks(ms: float, resolution_ms: float) -> int:
@@ -40,7 +41,7 @@ class Instance:
     name: str
     model: str
     profile: Profile
-    pin: str | None = None  # all groups on this accelerator, if set
+    pin: str | None = None  # all groups on this accelerator, if set (checked by build_problem)
 
     @property
     def n_groups(self) -> int:
@@ -51,7 +52,7 @@ class Instance:
 class Segment:
     first: int  # group ids, inclusive
     last: int
-    accelerator: str
+    accelerator: Accelerator
     ticks: tuple[int, ...]  # compute ticks at contention level 0..L (level 0: alone)
     transition: int  # hand-over ticks into this segment, charged to its accelerator
     bytes: float  # DRAM bytes this segment moves (contention input)
@@ -102,8 +103,8 @@ class Config:
 @dataclass
 class Problem:
     instances: list[Instance]
-    accelerators: tuple[str, ...]
-    objective: str = "throughput"  # or "latency"
+    accelerators: tuple[Accelerator, ...]
+    objective: Objective = Objective.THROUGHPUT
     max_switches: int = 1
     resolution_ms: float = DEFAULT_RESOLUTION_MS
     contention: ContentionModel | None = None
@@ -124,7 +125,7 @@ class Problem:
 
     @property
     def dla_cores(self) -> tuple[str, ...]:
-        return tuple(a for a in self.accelerators if a.startswith("dla"))
+        return tuple(a for a in self.accelerators if Accelerator(a).is_dla)
 
     def level_traffic(self, level: int) -> float:
         """Other accelerators' traffic (bytes/s) assumed at contention level ``level``."""
@@ -196,11 +197,12 @@ def _transition_ms(inst: Instance, after: int, src: str, dst: str) -> float:
     if t is None:
         return 0.0
     a, b = kind_of(src), kind_of(dst)
-    if a == "gpu" and b == "dla":
+    gpu, dla = AcceleratorKind.GPU, AcceleratorKind.DLA
+    if a == gpu and b == dla:
         return t.gpu_to_dla_ms
-    if a == "dla" and b == "gpu":
+    if a == dla and b == gpu:
         return t.dla_to_gpu_ms
-    if a == "dla" and b == "dla":
+    if a == dla and b == dla:
         return t.dla_to_gpu_ms + t.gpu_to_dla_ms
     return 0.0
 
@@ -216,7 +218,9 @@ def pareto(problem: Problem, configs: Sequence[Config]) -> list[Config]:
     configurations with the same accelerator sequence."""
     groups: dict[object, list[Config]] = {}
     for cfg in configs:
-        groups.setdefault(cfg.pattern if problem.objective == "latency" else None, []).append(cfg)
+        groups.setdefault(
+            cfg.pattern if problem.objective == Objective.LATENCY else None, []
+        ).append(cfg)
     out: list[Config] = []
     for members in groups.values():
         keys = np.array([config_key(problem, c) for c in members], dtype=float)
@@ -236,12 +240,12 @@ def pareto(problem: Problem, configs: Sequence[Config]) -> list[Config]:
 
 def config_key(problem: Problem, cfg: Config) -> tuple:
     key: list[float] = []
-    if problem.objective == "throughput":
+    if problem.objective == Objective.THROUGHPUT:
         for acc in problem.accelerators:
             key += [cfg.load(acc, lv) for lv in range(problem.n_levels)]
             if problem.contention is not None:
                 key.append(problem.kib(cfg.bytes_on(acc)))
-            if acc.startswith("dla"):
+            if acc.is_dla:
                 key.append(cfg.loadables(acc))
         return tuple(key)
     for seg in cfg.segments:
@@ -269,7 +273,7 @@ class Chain:
                 f"--pin {inst.name}={inst.pin}: the device has no {inst.pin} "
                 f"(it has {', '.join(problem.accelerators)})"
             )
-        self.accels = [inst.pin] if inst.pin else list(problem.accelerators)
+        self.accels = [Accelerator(inst.pin)] if inst.pin else list(problem.accelerators)
         n, res = self.n, problem.resolution_ms
         # busy ticks of segment [a, b] on acc (level 0, no hand-over); inf where it cannot run
         self.ticks: dict[str, np.ndarray] = {}
@@ -308,6 +312,7 @@ class Chain:
             to_ticks(lv[level][b + 1] - lv[level][a], res) for level in range(self.p.n_levels)
         )
         trans = 0 if prev is None else to_ticks(_transition_ms(self.inst, a - 1, prev, acc), res)
+        acc = Accelerator(acc)
         return Segment(a, b, acc, ticks, trans, by[b + 1] - by[a], ms[b + 1] - ms[a])
 
     def config(self, spans: Sequence[tuple[int, int, str]]) -> Config:
@@ -341,18 +346,19 @@ class Chain:
         R[n, :, :] = 0.0
         for a in range(n - 1, -1, -1):
             for used in range(K - 1, -1, -1):
+                # least cost of a segment a..b on each accelerator plus the rest after it; the
+                # hand-over from the previous accelerator is a constant of the row, added after
+                tail = [
+                    float(np.min(seg[acc][a, a:] + R[a + 1 : n + 1, jj, used + 1]))
+                    for jj, acc in enumerate(self.accels)
+                ]
                 for j in range(A + 1):
                     prev = self.accels[j] if j < A else None
                     best = INF
                     for jj, acc in enumerate(self.accels):
                         if acc == prev:
                             continue
-                        row = seg[acc][a, a:]  # ends b = a..n-1
-                        if prev is not None:
-                            row = row + hand[(prev, acc)][a]
-                        rest = R[a + 1 : n + 1, jj, used + 1]
-                        total = row + rest
-                        m = float(np.min(total)) if total.size else INF
+                        m = tail[jj] if prev is None else tail[jj] + hand[(prev, acc)][a]
                         best = min(best, m)
                     R[a, j, used] = best
         return R
@@ -367,7 +373,7 @@ class Chain:
         spans = self._trace(w, u, R)
         return float(best), self.config(spans)
 
-    def _trace(self, w, u, R) -> list[tuple[int, int, str]]:
+    def _trace(self, w, u, R) -> list[tuple[int, int, Accelerator]]:
         seg, hand = self._costs(w, u)
         A, n = len(self.accels), self.n
         a, j, used, spans = 0, A, 0, []
@@ -387,7 +393,7 @@ class Chain:
                 if found:
                     break
             if not found:  # pragma: no cover - R was computed from the same costs
-                raise HxschedError(f"{self.inst.name}: internal error tracing a configuration")
+                raise InternalError(f"{self.inst.name}: tracing a configuration failed")
         return spans
 
     def enumerate(
@@ -443,7 +449,7 @@ def build_problem(
     instances: Sequence[Instance],
     accelerators: Sequence[str],
     *,
-    objective: str = "throughput",
+    objective: Objective | str = Objective.THROUGHPUT,
     max_switches: int = 1,
     resolution_ms: float = DEFAULT_RESOLUTION_MS,
     contention: ContentionModel | None = None,
@@ -451,8 +457,11 @@ def build_problem(
     max_loadables: int = MAX_LOADABLES,
 ) -> Problem:
     """Validate the options and enumerate every instance's non-dominated configurations."""
-    if objective not in ("throughput", "latency"):
-        raise HxschedError(f"--objective {objective!r}: expected throughput or latency")
+    try:
+        objective = Objective(objective)
+    except ValueError:
+        raise HxschedError(f"--objective {objective!r}: expected throughput or latency") from None
+    accs = _accelerators(accelerators)
     if not 0 <= max_switches <= 3:
         raise HxschedError(f"--max-switches {max_switches}: expected 0..3")
     if resolution_ms <= 0:
@@ -463,7 +472,7 @@ def build_problem(
         raise HxschedError("contention levels must be >= 1")
     problem = Problem(
         list(instances),
-        tuple(accelerators),
+        accs,
         objective,
         max_switches,
         resolution_ms,
@@ -476,7 +485,7 @@ def build_problem(
         key = (id(inst.profile), inst.pin)
         if key not in cache:
             chain = Chain(problem, inst)
-            cost, _ = chain.price({a: 1.0 for a in accelerators}, {})
+            cost, _ = chain.price({a: 1.0 for a in accs}, {})
             if cost == INF:
                 raise HxschedError(
                     f"{inst.name}: no way to place it"
@@ -485,6 +494,19 @@ def build_problem(
             cache[key] = chain
         problem.chains.append(cache[key])
     return problem
+
+
+def _accelerators(names: Sequence[str]) -> tuple[Accelerator, ...]:
+    out = []
+    for name in names:
+        try:
+            out.append(Accelerator(name))
+        except ValueError:
+            known = ", ".join(a.value for a in Accelerator)
+            raise HxschedError(f"accelerator {name!r}: expected one of {known}") from None
+    if not out:
+        raise HxschedError("no accelerators to plan for")
+    return tuple(out)
 
 
 def config_from_spans(

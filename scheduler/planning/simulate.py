@@ -15,16 +15,23 @@ import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from hxsched.errors import InternalError
 from hxsched.scheduler.planning.problem import Config, Problem
+from hxsched.scheduler.types import Accelerator, Objective
 
 Slot = tuple[int, int]  # (instance index, segment index)
+
+
+class CyclicOrder(InternalError, ValueError):
+    """Ordering edges that form a cycle: a bug when the solver made them; a caller that explores
+    orders (exhaustive search) catches it as a ValueError and moves on."""
 
 
 @dataclass(frozen=True)
 class Activity:
     instance: int
     segment: int
-    accelerator: str
+    accelerator: Accelerator
     start: int  # ticks
     end: int
     frame: int = 0
@@ -33,15 +40,15 @@ class Activity:
 
 @dataclass
 class Evaluation:
-    objective: str
+    objective: Objective
     period: int  # ticks between frames in steady state (throughput) or makespan (latency)
     latency: int  # ticks, one frame end to end
-    busy: dict[str, int]  # ticks per period (throughput) or in the frame (latency)
+    busy: dict[Accelerator, int]  # ticks per period (throughput) or in the frame (latency)
     timeline: list[Activity] = field(default_factory=list)
-    levels: dict[str, int] = field(default_factory=dict)  # contention level per accelerator
+    levels: dict[Accelerator, int] = field(default_factory=dict)  # contention level per accelerator
     edges: frozenset[tuple[Slot, Slot]] = frozenset()  # latency: imposed order
 
-    def idle(self) -> dict[str, int]:
+    def idle(self) -> dict[Accelerator, int]:
         return {a: max(0, self.period - b) for a, b in self.busy.items()}
 
 
@@ -107,7 +114,7 @@ def evaluate_throughput(problem: Problem, selection: Sequence[Config]) -> Evalua
             t = start + seg.busy_at(levels[seg.accelerator])
         latency = max(latency, t)
     timeline.sort(key=lambda a: (a.accelerator, a.start))
-    return Evaluation("throughput", period, latency, busy, timeline, levels)
+    return Evaluation(Objective.THROUGHPUT, period, latency, busy, timeline, levels)
 
 
 def _circle_offsets(
@@ -124,7 +131,7 @@ def _circle_offsets(
     used: dict[str, list[tuple[int, int]]] = {a: [] for a in problem.accelerators}
     offset: dict[Slot, int] = {}
     prev_end: dict[int, int] = {}
-    failed: set[str] = set()
+    failed: set[Accelerator] = set()
     for i, s in order:
         acc = selection[i].segments[s].accelerator
         want = prev_end.get(i, 0) % period if period else 0
@@ -198,7 +205,8 @@ def schedule_with_edges(
     traffic = slot_levels(problem, selection)
     level = {p: 0 for p in slots}
     for _ in range(64):  # durations only grow; converges in a few rounds
-        start, end = {}, {}
+        start: dict[Slot, int] = {}
+        end: dict[Slot, int] = {}
         for p in order:
             seg = selection[p[0]].segments[p[1]]
             start[p] = max((end[q] for q in preds[p]), default=0)
@@ -224,7 +232,7 @@ def schedule_with_edges(
         busy[seg.accelerator] += end[p] - start[p]
         timeline.append(Activity(p[0], p[1], seg.accelerator, start[p], end[p], 0, seg.transition))
     timeline.sort(key=lambda a: (a.start, a.instance))
-    return Evaluation("latency", makespan, makespan, busy, timeline, {}, edges)
+    return Evaluation(Objective.LATENCY, makespan, makespan, busy, timeline, {}, edges)
 
 
 def _topological(slots: list[Slot], preds: dict[Slot, list[Slot]]) -> list[Slot]:
@@ -244,7 +252,7 @@ def _topological(slots: list[Slot], preds: dict[Slot, list[Slot]]) -> list[Slot]
                 queue.append(q)
         queue.sort()
     if len(out) != len(slots):
-        raise ValueError("ordering edges form a cycle")
+        raise CyclicOrder("ordering edges form a cycle")
     return out
 
 
@@ -287,7 +295,7 @@ def list_schedule(problem: Problem, selection: Sequence[Config]) -> Evaluation:
 
 def evaluate(problem: Problem, selection: Sequence[Config], edges=None) -> Evaluation:
     """Evaluate a selection under the problem's objective."""
-    if problem.objective == "throughput":
+    if problem.objective == Objective.THROUGHPUT:
         return evaluate_throughput(problem, selection)
     if edges is None:
         return list_schedule(problem, selection)

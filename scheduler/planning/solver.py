@@ -21,36 +21,44 @@ bound) or at the time limit, reporting the proven gap.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pysat.solvers import Solver
 
-from hxsched.errors import HxschedError
+from hxsched.errors import HxschedError, InternalError
 from hxsched.scheduler.planning.bounds import lower_bound_ticks, relax
 from hxsched.scheduler.planning.encodings import Cnf, OrderInt
+from hxsched.scheduler.planning.plan import SatCall
 from hxsched.scheduler.planning.problem import Config, Problem, _TooMany
 from hxsched.scheduler.planning.simulate import Evaluation, evaluate
+from hxsched.scheduler.types import Objective
+
+Proof = Literal["unsat", "lp-bound", ""]  # as SolverReport.proof in plan.py
 
 DEFAULT_SAT_SOLVER = "glucose4"  # interruptible, so --time-limit is honoured inside a call
+log = logging.getLogger(__name__)
+
 INTERRUPTIBLE = {"glucose3", "glucose4", "minisat22", "maplechrono", "maplecm", "mergesat3"}
 
 
 @dataclass
 class SolveResult:
-    objective: str
+    objective: Objective
     selection: list[Config] | None
     evaluation: Evaluation | None
     value: int | None  # ticks (period or makespan) of the plan
     lower_bound: int  # proven lower bound, ticks
     lp_bound: int
     optimal: bool
-    proof: str  # "unsat" (UNSAT one tick below), "lp-bound", or "" when not proven
+    proof: Proof  # "unsat" (UNSAT one tick below), "lp-bound", or "" when not proven
     solve_time_s: float
-    calls: list[dict] = field(default_factory=list)
+    calls: list[SatCall] = field(default_factory=list)
     variables: int = 0
     clauses: int = 0
     configs: list[int] = field(default_factory=list)
@@ -251,7 +259,9 @@ def _heuristic(
 ) -> tuple[list[Config], Evaluation] | None:
     """Coordinate descent over each instance's candidate configurations (the LP's columns),
     starting from the column the LP weighs most; evaluated by the simulator."""
-    sel = [pool[max(w, key=w.get) if w else 0] for pool, w in zip(pools, weights, strict=True)]
+    sel = [
+        pool[max(w, key=lambda g: w[g]) if w else 0] for pool, w in zip(pools, weights, strict=True)
+    ]
     if not _loadables_ok(problem, sel):
         sel = [
             min(pool, key=lambda c: sum(c.loadables(x) for x in problem.dla_cores))
@@ -383,17 +393,15 @@ def solve(
     *,
     time_limit_s: float | None = 60.0,
     solver_name: str = DEFAULT_SAT_SOLVER,
-    progress: Callable[[str], None] | None = None,
 ) -> SolveResult:
     """Search the optimum of ``problem`` and prove it (or report the gap at the time limit)."""
-    say = progress or (lambda _m: None)
     t0 = time.monotonic()
     deadline = t0 + time_limit_s if time_limit_s else None
     rel = relax(problem)
     lp = lower_bound_ticks(problem, rel)
     if lp < 0:
         raise HxschedError(_infeasible_message(problem))
-    calls: list[dict] = []
+    calls: list[SatCall] = []
     pools = [list(cols) for cols in rel.columns]
     for i, chain in enumerate(problem.chains):
         extra = []
@@ -417,7 +425,7 @@ def solve(
     if heur is not None:
         best_sel, ev = heur
         best_value, best_edges = ev.period, ev.edges
-    say(
+    log.info(
         f"LP bound {lp} ticks ({rel.value:.2f}), heuristic {best_value} ticks; "
         f"{sum(len(c) for c in rel.columns)} LP columns"
     )
@@ -429,6 +437,7 @@ def solve(
     last_unsat: int | None = None
     found_sat = False
     cap = _cap(problem)
+    result: bool | None = None  # the last decision: sat, unsat or timeout
     while True:
         if upper is not None and lb >= upper:
             break
@@ -447,14 +456,14 @@ def solve(
         try:
             view = _candidates(problem, rel, probe, deadline)
         except _Timeout as exc:
-            calls.append({"bound": probe, "result": str(exc) or "timeout", "seconds": 0.0})
-            say(f"  T = {probe} ticks: {str(exc) or 'timeout'}; stopping with the best plan so far")
+            calls.append(SatCall(bound=probe, result=str(exc) or "timeout"))
+            log.info(f"  T = {probe} ticks: {calls[-1].result}; stopping with the best plan so far")
             break
         sizes = [len(c) for c in view.configs]
         largest = [max(x, y) for x, y in zip(largest, sizes, strict=True)]
         if any(n == 0 for n in sizes):
             result, sel, edges = False, None, None
-        elif problem.objective == "throughput":
+        elif problem.objective == Objective.THROUGHPUT:
             enc = ThroughputEncoding(view, solver_name)
             enc.add_coarse_load_cuts(probe)
             result, sel = enc.decide(probe, deadline)
@@ -465,32 +474,33 @@ def solve(
             result, sel, edges, size = _latency_decide(problem, view, probe, solver_name, deadline)
             variables, clauses = max(variables, size[0]), max(clauses, size[1])
         calls.append(
-            {
-                "bound": probe,
-                "configurations": sizes,
-                "result": {True: "sat", False: "unsat", None: "timeout"}[result],
-                "seconds": round(time.monotonic() - start, 4),
-            }
+            SatCall(
+                bound=probe,
+                configurations=tuple(sizes),
+                result={True: "sat", False: "unsat", None: "timeout"}[result],
+                seconds=round(time.monotonic() - start, 4),
+            )
         )
-        say(
-            f"  T = {probe} ticks: {calls[-1]['result']} ({calls[-1]['seconds']:.3f} s, "
+        log.info(
+            f"  T = {probe} ticks: {calls[-1].result} ({calls[-1].seconds:.3f} s, "
             f"{sum(sizes)} configurations)"
         )
         if result is None:
             break
         if result:
+            assert sel is not None  # a satisfiable decision comes with its selection
             ev = evaluate(problem, sel, edges)
             if ev.period > probe:  # pragma: no cover - would be a bug in the encoding
-                raise HxschedError(f"internal: plan at bound {probe} evaluates to {ev.period}")
+                raise InternalError(f"plan at bound {probe} evaluates to {ev.period}")
             best_sel, best_value, upper, best_edges = sel, ev.period, ev.period, ev.edges
             found_sat = True
         else:
             lb = probe + 1
             last_unsat = probe
-    if best_sel is None:
+    if best_sel is None or best_value is None:
         raise HxschedError(_infeasible_message(problem))
     optimal = upper is not None and lb >= upper
-    proof = ""
+    proof: Proof = ""
     if optimal:
         proof = "unsat" if last_unsat == best_value - 1 else "lp-bound"
     if optimal and proof == "lp-bound" and best_value > 1:
@@ -500,7 +510,7 @@ def solve(
             view = _candidates(problem, rel, best_value - 1, deadline)
             if any(len(c) == 0 for c in view.configs):
                 result = False
-            elif problem.objective == "throughput":
+            elif problem.objective == Objective.THROUGHPUT:
                 enc = ThroughputEncoding(view, solver_name)
                 result = enc.decide(best_value - 1, deadline)[0]
                 enc.solver.delete()
@@ -511,17 +521,19 @@ def solve(
         except _Timeout:
             result = None
         calls.append(
-            {
-                "bound": best_value - 1,
-                "result": {True: "sat", False: "unsat", None: "timeout"}[result],
-                "seconds": round(time.monotonic() - start, 4),
-            }
+            SatCall(
+                bound=best_value - 1,
+                result={True: "sat", False: "unsat", None: "timeout"}[result],
+                seconds=round(time.monotonic() - start, 4),
+            )
         )
         if result is False:
             proof = "unsat"
         elif result:  # pragma: no cover - would contradict the LP bound
-            raise HxschedError("internal: SAT below the LP bound")
-    evaluation = evaluate(problem, best_sel, best_edges if problem.objective == "latency" else None)
+            raise InternalError("SAT below the LP bound")
+    evaluation = evaluate(
+        problem, best_sel, best_edges if problem.objective == Objective.LATENCY else None
+    )
     return SolveResult(
         objective=problem.objective,
         selection=best_sel,
@@ -642,7 +654,7 @@ def _candidates(problem: Problem, rel, bound: int, deadline: float | None) -> Pr
             found = chain.enumerate(rel.w, rel.u, budget, bound)
         except _TooMany:  # the bound admits too many segmentations to list: stop the search here
             raise _Timeout("too many configurations") from None
-        if problem.objective == "latency":
+        if problem.objective == Objective.LATENCY:
             found = [c for c in found if c.chain_ticks <= bound]
         kept = pareto(problem, found)
         configs.append(kept)

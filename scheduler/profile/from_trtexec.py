@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 
 from hxsched import __version__
 from hxsched.errors import HxschedError
@@ -14,6 +15,9 @@ from hxsched.scheduler.dla.check import check_graph
 from hxsched.scheduler.graph.graph import Graph
 from hxsched.scheduler.profile.schema import GroupProfile, Profile, Provenance
 from hxsched.scheduler.profile.trtexec import ExportedProfile, attribute
+from hxsched.scheduler.types import AcceleratorKind, ProvenanceKind
+
+GPU, DLA = AcceleratorKind.GPU, AcceleratorKind.DLA
 
 
 def import_trtexec(
@@ -68,24 +72,26 @@ def import_trtexec(
             raise HxschedError("this profile has no DLA subgraph ({...} layer)", path=dla.path)
         for members, total in dla_att.dla_blocks:
             ids = sorted({owner[m] for m in members})
-            weights = [est[i].time_ms.get("dla", est[i].time_ms["gpu"]) for i in ids]
+            weights = [est[i].time_ms.get(DLA, est[i].time_ms[GPU]) for i in ids]
             norm = sum(weights) or 1.0
             for i, wgt in zip(ids, weights, strict=True):
                 dla_ms[i] = dla_ms.get(i, 0.0) + total * wgt / norm
     today = datetime.date.today().isoformat()
     provenance = {
         "trtexec-gpu": Provenance(
-            "imported",
+            ProvenanceKind.IMPORTED,
             f"trtexec --exportProfile ({gpu.path})",
             {"iterations": str(gpu.iterations)},
             today,
             "GPU engine: per-layer times summed per group",
         ),
-        "cost-model": Provenance("estimated", COST_MODEL_VERSION, {"hxsched": __version__}, today),
+        "cost-model": Provenance(
+            ProvenanceKind.ESTIMATED, COST_MODEL_VERSION, {"hxsched": __version__}, today
+        ),
     }
     if dla is not None:
         provenance["trtexec-dla"] = Provenance(
-            "imported",
+            ProvenanceKind.IMPORTED,
             f"trtexec --exportProfile ({dla.path})",
             {"iterations": str(dla.iterations)},
             today,
@@ -96,13 +102,13 @@ def import_trtexec(
         times = dict(bg.time_ms)
         sources = {}
         if gpu_seen[g.id]:
-            times["gpu"] = gpu_ms[g.id]
+            times[GPU] = gpu_ms[g.id]
             sources["time_ms.gpu"] = "trtexec-gpu"
         else:
             sources["time_ms.gpu"] = "cost-model"
-        if "dla" in times:
+        if DLA in times:
             if g.id in dla_ms:
-                times["dla"] = dla_ms[g.id]
+                times[DLA] = dla_ms[g.id]
                 sources["time_ms.dla"] = "trtexec-dla"
             else:
                 sources["time_ms.dla"] = "cost-model"
@@ -112,8 +118,6 @@ def import_trtexec(
                 **{**bg.__dict__, "time_ms": times, "memory_bw": memory, "sources": sources}
             )
         )
-    from dataclasses import replace
-
     return replace(
         base,
         provenance=provenance,

@@ -1,17 +1,21 @@
 """Where profiles are found: HXSCHED_PROFILE_PATH folders first, then the shipped ones.
 
-A model finds its profile by structural hash, so a user's own export with the zoo's
-architecture (other weights, other names) uses the shipped profile.
+A model finds its profile by structural hash (read from each file's header block only), so a
+user's own export with the zoo's architecture (other weights, other names) uses the shipped one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hxsched.errors import HxschedError
-from hxsched.scheduler.profile.schema import Profile, load_profile
+from hxsched.errors import HxschedError, SchemaError
+from hxsched.scheduler.profile.schema import Profile, load_profile, read_header
+
+log = logging.getLogger(__name__)
 
 
 def shipped_dir() -> Path:
@@ -33,31 +37,58 @@ class StoredProfile:
     shipped: bool = False
 
 
-def list_profiles(device: str | None = None) -> list[StoredProfile]:
-    """Every profile file on the search path (invalid ones listed with their error)."""
-    found: list[StoredProfile] = []
+def profile_files() -> Iterator[tuple[Path, bool]]:
+    """Every ``*.yaml`` on the search path, in search order, with whether it is shipped."""
     shipped = shipped_dir().resolve()
     for folder in profile_dirs():
         if not folder.is_dir():
             continue
         for path in sorted(folder.rglob("*.yaml")):
-            is_shipped = shipped in path.resolve().parents
-            try:
-                prof = load_profile(path)
-            except HxschedError as exc:
-                found.append(StoredProfile(path, None, exc.message, is_shipped))
-                continue
-            if device is None or prof.device == device:
-                found.append(StoredProfile(path, prof, None, is_shipped))
+            yield path, shipped in path.resolve().parents
+
+
+def _reason(exc: HxschedError) -> str:
+    """The error without the file name (listed beside it)."""
+    if isinstance(exc, SchemaError) and exc.key:
+        return f"{exc.key}: {exc.reason}"
+    return exc.message
+
+
+def list_profiles(device: str | None = None) -> list[StoredProfile]:
+    """Every profile file on the search path (invalid ones listed with their error)."""
+    found: list[StoredProfile] = []
+    for path, is_shipped in profile_files():
+        try:
+            prof = load_profile(path)
+        except HxschedError as exc:
+            found.append(StoredProfile(path, None, _reason(exc), is_shipped))
+            continue
+        if device is None or prof.device == device:
+            found.append(StoredProfile(path, prof, None, is_shipped))
     return found
 
 
 def find_profile(device: str, structural_hash: str, precision: str | None = None) -> Profile | None:
-    """The first profile on the search path for this device and architecture."""
-    for item in list_profiles(device):
-        p = item.profile
-        if p is None or p.model.structural_hash != structural_hash:
+    """The first profile on the search path for this device and architecture.
+
+    Only each file's header (device, precision, model) is parsed to decide; the match alone is
+    loaded and validated whole. Files whose header cannot be read alone are loaded whole.
+    """
+    for path, _shipped in profile_files():
+        head = read_header(path)
+        if head is not None and not (
+            head.device == device
+            and head.model.structural_hash == structural_hash
+            and (precision is None or head.precision == precision)
+        ):
             continue
-        if precision is None or p.precision == precision:
-            return p
+        try:
+            prof = load_profile(path)
+        except HxschedError as exc:
+            log.warning("skipping profile %s", exc)
+            continue
+        if prof.device != device or prof.model.structural_hash != structural_hash:
+            continue
+        if precision is None or prof.precision == precision:
+            return prof
     return None

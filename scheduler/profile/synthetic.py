@@ -11,6 +11,9 @@ from hxsched.scheduler.profile.schema import (
     Provenance,
     Transition,
 )
+from hxsched.scheduler.types import AcceleratorKind, Precision, ProvenanceKind
+
+GPU, DLA = AcceleratorKind.GPU, AcceleratorKind.DLA
 
 
 def random_profile(rng, n_groups: int, name: str, device: str = "orin-agx") -> Profile:
@@ -18,17 +21,17 @@ def random_profile(rng, n_groups: int, name: str, device: str = "orin-agx") -> P
     for g in range(n_groups):
         dla = bool(rng.random() < 0.75)
         gpu = int(rng.integers(2, 30)) * 0.01
-        times = {"gpu": gpu}
+        times = {GPU: gpu}
         if dla:
-            times["dla"] = int(rng.integers(2, 60)) * 0.01
+            times[DLA] = int(rng.integers(2, 60)) * 0.01
         bw = {k: float(rng.integers(1, 150)) * 1e9 for k in times}
         groups.append(GroupProfile(id=g, time_ms=times, dla=dla, memory_bw=bw))
     trans = tuple(
         Transition(g, int(rng.integers(0, 5)) * 0.01, int(rng.integers(0, 5)) * 0.01)
         for g in range(n_groups - 1)
     )
-    prov = {"t": Provenance("published", "test generator")}
-    return Profile(device, "fp16", ModelInfo(name), prov, "t", tuple(groups), trans)
+    prov = {"t": Provenance(ProvenanceKind.PUBLISHED, "test generator")}
+    return Profile(device, Precision.FP16, ModelInfo(name), prov, "t", tuple(groups), trans)
 
 
 def benchmark_profile(rng, n_groups: int, name: str, device: str = "orin-agx") -> Profile:
@@ -39,9 +42,9 @@ def benchmark_profile(rng, n_groups: int, name: str, device: str = "orin-agx") -
     for g in range(n_groups):
         gpu = max(0.01, float(rng.uniform(0.02, 0.3)))
         dla = g < n_groups - tail
-        times = {"gpu": round(gpu, 2)}
+        times = {GPU: round(gpu, 2)}
         if dla:
-            times["dla"] = round(gpu * float(rng.uniform(1.5, 3.0)), 2)
+            times[DLA] = round(gpu * float(rng.uniform(1.5, 3.0)), 2)
         bw = {k: float(rng.uniform(5, 120)) * 1e9 for k in times}
         groups.append(GroupProfile(id=g, time_ms=times, dla=dla, memory_bw=bw))
     trans = tuple(
@@ -50,5 +53,5 @@ def benchmark_profile(rng, n_groups: int, name: str, device: str = "orin-agx") -
         )
         for g in range(n_groups - 1)
     )
-    prov = {"b": Provenance("published", "benchmark generator (random, seeded)")}
-    return Profile(device, "fp16", ModelInfo(name), prov, "b", tuple(groups), trans)
+    prov = {"b": Provenance(ProvenanceKind.PUBLISHED, "benchmark generator (random, seeded)")}
+    return Profile(device, Precision.FP16, ModelInfo(name), prov, "b", tuple(groups), trans)

@@ -57,6 +57,15 @@ class ExportedProfile:
         return sum(r.ms for r in self.rows)
 
 
+def _ms(item: Mapping[str, Any], key: str, i: int, path: str) -> float:
+    try:
+        return float(item[key])
+    except (TypeError, ValueError):
+        raise HxschedError(
+            f"entry {i} ({item['name']!r}): {key} is not a number", path=path
+        ) from None
+
+
 def parse_export_profile(data: Any, path: str = "<trtexec profile>") -> ExportedProfile:
     """The JSON of ``trtexec --exportProfile``: ``[{count}, {name, timeMs, averageMs, ...}, ...]``."""
     if (
@@ -75,23 +84,21 @@ def parse_export_profile(data: Any, path: str = "<trtexec profile>") -> Exported
             raise HxschedError(
                 f"entry {i}: expected {{name, timeMs, averageMs, ...}}, got {item!r:.80}", path=path
             )
-        try:
-            avg = float(item["averageMs"])
-        except (TypeError, ValueError):
-            raise HxschedError(
-                f"entry {i} ({item['name']!r}): averageMs is not a number", path=path
-            ) from None
+        avg = _ms(item, "averageMs", i, path)
         if avg < 0:
             raise HxschedError(f"entry {i} ({item['name']!r}): negative time {avg}", path=path)
         rows.append(
             LayerRow(
                 name=str(item["name"]),
                 avg_ms=avg,
-                total_ms=float(item["timeMs"]) if "timeMs" in item else None,
-                median_ms=float(item["medianMs"]) if "medianMs" in item else None,
+                total_ms=_ms(item, "timeMs", i, path) if "timeMs" in item else None,
+                median_ms=_ms(item, "medianMs", i, path) if "medianMs" in item else None,
             )
         )
-    return ExportedProfile(int(data[0]["count"]), tuple(rows), path)
+    count = data[0]["count"]
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise HxschedError(f"entry 0: count: expected an integer, got {count!r:.40}", path=path)
+    return ExportedProfile(count, tuple(rows), path)
 
 
 def _read_json(path: str | Path) -> Any:

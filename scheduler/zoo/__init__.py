@@ -25,11 +25,10 @@ class ZooEntry:
         self,
         *,
         seed: int = 0,
-        progress: Callable[[str], None] | None = None,
         calibrate_weights: bool = True,
     ) -> onnx.ModelProto:
         """The model with seeded weights (calibrated to keep activations alive by default)."""
-        return self._build(seed=seed, progress=progress, calibrate_weights=calibrate_weights)
+        return self._build(seed=seed, calibrate_weights=calibrate_weights)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,7 +70,7 @@ ZOO: dict[str, ZooEntry] = {
     for e in (
         ZooEntry(
             "pix2pix_unet256",
-            "Pix2Pix U-Net 256 generator, 3 channels in/out (as published, seed 004)",
+            "Pix2Pix U-Net 256 generator, 3 channels in/out (as in Abdul Majeed et al.)",
             _PIX2PIX_REF,
             ("input", (1, 3, 256, 256)),
             ("output", (1, 3, 256, 256)),
@@ -122,8 +121,7 @@ def build_zoo_model(
     name: str,
     *,
     seed: int = 0,
-    progress: Callable[[str], None] | None = None,
     calibrate_weights: bool = True,
 ) -> onnx.ModelProto:
     """Build zoo model ``name`` with seeded weights."""
-    return zoo_entry(name).build(seed=seed, progress=progress, calibrate_weights=calibrate_weights)
+    return zoo_entry(name).build(seed=seed, calibrate_weights=calibrate_weights)

@@ -9,14 +9,18 @@ has a chosen mean and spread. The result behaves like a trained network's activa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from hxsched._compat import require
 from hxsched.errors import InternalError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ Target = BatchNormStats | AffineOutput
 
 
 def _run_node(node: onnx.NodeProto, feeds: Mapping[str, np.ndarray], inits, opset: int):
+    require("onnxruntime", extra="ort")
     import onnxruntime as ort
 
     inputs = [
@@ -74,7 +79,6 @@ def calibrate(
     targets: Mapping[str, Target],
     sample_inputs: Mapping[str, np.ndarray],
     rng: np.random.Generator,
-    progress: Callable[[str], None] | None = None,
 ) -> onnx.ModelProto:
     """Return ``model`` with the weights of ``targets`` (node name -> policy) calibrated.
 
@@ -98,9 +102,10 @@ def calibrate(
         if isinstance(target, BatchNormStats):
             x = feeds[node.input[0]]
             mean, std = _channel_stats(x)
-            c = mean.shape[0]
+            c = int(mean.shape[0])
             scale, bias, rmean, rvar = node.input[1:5]
-            weights[scale] = rng.uniform(*target.gamma, size=c).astype(np.float32)
+            gamma_lo, gamma_hi = target.gamma
+            weights[scale] = rng.uniform(gamma_lo, gamma_hi, size=c).astype(np.float32)
             weights[bias] = (rng.standard_normal(c) * target.beta_std).astype(np.float32)
             weights[rmean] = mean.astype(np.float32)
             weights[rvar] = np.maximum(std**2, 1e-4).astype(np.float32)
@@ -109,9 +114,10 @@ def calibrate(
         if isinstance(target, AffineOutput):
             out = result[0]
             mean, std = _channel_stats(out)
-            c = mean.shape[0]
+            c = int(mean.shape[0])
             if isinstance(target.std, tuple):
-                want_std = rng.uniform(*target.std, size=c)
+                std_lo, std_hi = target.std
+                want_std = rng.uniform(std_lo, std_hi, size=c)
             else:
                 want_std = np.full(c, target.std)
             want_mean = target.mean + rng.standard_normal(c) * target.mean_std
@@ -135,8 +141,7 @@ def calibrate(
             del acts[name]
         if node.name in remaining:
             remaining.discard(node.name)
-            if progress:
-                progress(node.name)
+            log.debug("calibrated %s", node.name)
     if remaining:
         missing = ", ".join(sorted(remaining)[:3])
         raise InternalError(f"calibration targets not in the graph: {missing}")

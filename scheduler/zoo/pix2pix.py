@@ -110,7 +110,6 @@ def build_pix2pix(
     size: int = 256,
     seed: int = 0,
     calibrate_weights: bool = True,
-    progress: Callable[[str], None] | None = None,
 ) -> onnx.ModelProto:
     """The U-Net generator with ``channels`` in and out (3 = RGB as published, 1 = CT/MRI)."""
     if size % (2**num_downs):
@@ -143,5 +142,5 @@ def build_pix2pix(
     if calibrate_weights:
         rng = np.random.default_rng(seed + 1)
         samples = {"input": rng.uniform(-1, 1, size=(8, channels, size, size)).astype(np.float32)}
-        model = calibrate(model, net.targets, samples, rng, progress)
+        model = calibrate(model, net.targets, samples, rng)
     return model

@@ -11,8 +11,6 @@ anchors, the DFL (Reshape, Transpose, Softmax, fixed 1x1 Conv with weights 0..15
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import onnx
 
@@ -240,7 +238,6 @@ def build_yolov8(
     seed: int = 0,
     head: str = "split",
     calibrate_weights: bool = True,
-    progress: Callable[[str], None] | None = None,
 ) -> onnx.ModelProto:
     """YOLOv8{n,s} for ``nc`` classes at ``imgsz`` x ``imgsz``; output ``[1, 4 + nc, anchors]``.
 
@@ -290,5 +287,5 @@ def build_yolov8(
     if calibrate_weights:
         rng = np.random.default_rng(seed + 1)
         samples = {"images": rng.uniform(0, 1, size=(4, 3, imgsz, imgsz)).astype(np.float32)}
-        model = calibrate(model, y.targets, samples, rng, progress)
+        model = calibrate(model, y.targets, samples, rng)
     return model

@@ -102,3 +102,127 @@ def test_bad_model_gives_one_line_error(tmp_path, data_dir, yolov8n_path, kind, 
     assert str(path) in lines[0] and needle in lines[0]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out.onnx").exists()
+
+
+# --- errors and progress through main() ---------------------------------------------------------
+
+
+def _replace_zoo_run(monkeypatch, run):
+    import hxsched.cli.zoo as zoo_cli
+
+    monkeypatch.setattr(zoo_cli, "run", run)
+
+
+def test_user_error_is_one_line(monkeypatch, capsys):
+    from hxsched.errors import ModelError
+
+    def run(args):
+        raise ModelError("not a readable ONNX model", path="m.onnx")
+
+    _replace_zoo_run(monkeypatch, run)
+    assert main(["zoo"]) == 1
+    err = capsys.readouterr().err
+    assert err == "hxsched zoo: error: m.onnx: not a readable ONNX model\n"
+
+
+def test_internal_error_is_reported_as_a_bug_with_traceback(monkeypatch, capsys):
+    from hxsched.errors import InternalError
+
+    def run(args):
+        raise InternalError("plan at bound 3 evaluates to 4")
+
+    _replace_zoo_run(monkeypatch, run)
+    assert main(["zoo"]) == 3
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[0] == (
+        "hxsched zoo: internal error (a bug in hxsched): plan at bound 3 evaluates to 4"
+    )
+    assert "Traceback (most recent call last):" in err and "in run" in err
+    assert lines[-1].startswith("hxsched zoo: this is a bug in hxsched") and "report" in lines[-1]
+
+
+@pytest.mark.parametrize("exc", [ValueError("bad shape"), RuntimeError("no"), KeyError("k")])
+def test_unexpected_exception_is_an_internal_error_never_a_bare_crash(monkeypatch, capsys, exc):
+    def run(args):
+        raise exc
+
+    _replace_zoo_run(monkeypatch, run)
+    assert main(["zoo"]) == 3
+    err = capsys.readouterr().err
+    first = err.splitlines()[0]
+    assert first.startswith("hxsched zoo: internal error (a bug in hxsched): ")
+    assert type(exc).__name__ in first
+    assert "Traceback" in err and "report" in err.strip().splitlines()[-1]
+
+
+def test_broken_pipe_is_left_to_console_main(monkeypatch):
+    def run(args):
+        raise BrokenPipeError
+
+    _replace_zoo_run(monkeypatch, run)
+    with pytest.raises(BrokenPipeError):
+        main(["zoo"])
+
+
+def test_help_states_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "3 an internal error, a bug in hxsched" in out and "please report it" in out
+
+
+def _logging_run(args):
+    import logging
+
+    log = logging.getLogger("hxsched.cli.zoo")
+    log.debug("a debug line")
+    log.info("a progress line")
+    log.warning("a warning line")
+    return 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown", "hidden"),
+    [
+        ([], ["[hxsched] a progress line", "[hxsched] warning: a warning line"], ["debug"]),
+        (["-q"], ["[hxsched] warning: a warning line"], ["progress", "debug"]),
+        (["--quiet"], ["warning: a warning line"], ["progress", "debug"]),
+        (["-v"], ["[hxsched] debug: a debug line", "[hxsched] a progress line"], []),
+        (["--verbose"], ["debug: a debug line", "a progress line", "a warning line"], []),
+    ],
+)
+def test_quiet_and_verbose_set_the_level(monkeypatch, capsys, flags, shown, hidden):
+    _replace_zoo_run(monkeypatch, _logging_run)
+    assert main(["zoo", *flags]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for text in shown:
+        assert text in captured.err
+    for text in hidden:
+        assert text not in captured.err
+
+
+def test_quiet_and_verbose_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["zoo", "-q", "-v"])
+    assert exc.value.code == 2
+
+
+def test_real_progress_lines_and_quiet(data_dir, tmp_path, capsys):
+    src = data_dir / "torch" / "torch_unet_tiny.onnx"
+    out = tmp_path / "r.onnx"
+    assert main(["rewrite", str(src), "-o", str(out), "--verify", "--samples", "1"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert "[hxsched] verifying on 1 seeded input(s) with ONNX Runtime (CPU, FP32)" in err
+    assert f"[hxsched] writing {out}" in err
+    assert main(["rewrite", str(src), "-o", str(out), "--verify", "--samples", "1", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_goes_to_stderr_in_a_subprocess(tmp_path, data_dir):
+    src = data_dir / "torch" / "torch_unet_tiny.onnx"
+    proc = run_cli("rewrite", str(src), "-o", str(tmp_path / "r.onnx"), "-v")
+    assert proc.returncode == 0, proc.stderr
+    assert f"[hxsched] writing {tmp_path / 'r.onnx'}" in proc.stderr.splitlines()
+    assert "[hxsched]" not in proc.stdout

@@ -46,7 +46,10 @@ def test_plan_zoo_models_json(pix2pix_path, yolov8n_path, tmp_path, capsys):
     assert [i["profile"] for i in data["instances"]] == ["shipped", "shipped"]
     seg = data["instances"][0]["segments"][0]
     assert {"first_node", "last_node", "accelerator", "ms"} <= set(seg)
-    assert load_plan(out).objective == "throughput"
+    plan = load_plan(out)
+    assert plan.objective == "throughput"
+    assert data["output"] == str(out) and data["period_ms"] == plan.predicted.period_ms
+    assert data["lower_bound_ms"] == plan.solver.lower_bound_ms
     assert (tmp_path / "g.svg").read_text().startswith("<svg")
 
 

@@ -11,7 +11,7 @@ from hxsched.errors import HxschedError
 from hxsched.runtime.build import plan_instance_specs, segment_digest, write_segments
 from hxsched.runtime.reference import OrtModel, random_inputs
 from hxsched.scheduler.graph.onnx_io import load_model
-from hxsched.scheduler.planning.plan import Plan, PlanInstance, PlanSegment
+from hxsched.scheduler.planning.plan import Plan, PlanInstance, PlanSegment, Predicted
 
 
 def chain(inst, feeds):
@@ -46,12 +46,30 @@ def test_gan_yolo_segments_chain_to_the_whole_model(gan_yolo_plan):
 def _torch_plan(graph, path, cut: int) -> Plan:
     names = [n.name for n in graph.nodes]
     segs = (
-        PlanSegment(0, 0, names[0], names[cut], "dla0", 1.0, 1.0),
-        PlanSegment(1, 1, names[cut + 1], names[-1], "gpu", 1.0, 1.0),
+        PlanSegment(
+            groups=(0, 0),
+            first_node=names[0],
+            last_node=names[cut],
+            accelerator="dla0",
+            ms=1.0,
+            busy_ms=1.0,
+        ),
+        PlanSegment(
+            groups=(1, 1),
+            first_node=names[cut + 1],
+            last_node=names[-1],
+            accelerator="gpu",
+            ms=1.0,
+            busy_ms=1.0,
+        ),
     )
-    inst = PlanInstance("unet#0", "unet", segs, str(path))
+    inst = PlanInstance(name="unet#0", model="unet", segments=segs, model_path=str(path))
     return Plan(
-        "throughput", "orin-agx", ("gpu", "dla0"), 0.01, 1, [inst], {"period_ms": 1.0}, {}, {}, []
+        objective="throughput",
+        device="orin-agx",
+        accelerators=("gpu", "dla0"),
+        instances=(inst,),
+        predicted=Predicted(period_ms=1.0),
     )
 
 

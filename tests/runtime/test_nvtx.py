@@ -51,7 +51,8 @@ def test_annotate_uses_the_lane_color_when_nvtx_is_there(monkeypatch):
     ]
 
 
-def test_nsys_command_drops_the_flag_and_quotes():
+def test_nsys_command_drops_the_flag_and_quotes(monkeypatch):
+    monkeypatch.setattr(nvtx, "is_jetson", lambda release_file=nvtx.TEGRA_RELEASE: False)
     argv = ["run", "plan.json", "--nsys", "--backend", "trt", "--label", "two words", "a'b"]
     line = nvtx.nsys_command(argv)
     assert line.startswith("nsys profile ")
@@ -70,3 +71,24 @@ def test_nsys_command_output_name_is_quoted():
     words = shlex.split(line)
     assert words[words.index("-o") + 1] == "my run; rm -rf x"
     assert words[-3:] == ["hxsched", "run", "p.json"]
+
+
+def test_nsys_command_traces_the_dla_on_a_jetson(tmp_path):
+    jetson = shlex.split(nvtx.nsys_command(["run", "p.json"], jetson=True))
+    assert "--trace=cuda,nvtx,osrt,cudla,tegra-accelerators" in jetson
+    assert "--accelerator-trace=tegra-accelerators" in jetson
+    x86 = shlex.split(nvtx.nsys_command(["run", "p.json"], jetson=False))
+    assert "--trace=cuda,nvtx,osrt" in x86
+    assert not any(w.startswith("--accelerator-trace") for w in x86)
+    assert jetson[-3:] == x86[-3:] == ["hxsched", "run", "p.json"]
+    release = tmp_path / "nv_tegra_release"
+    assert not nvtx.is_jetson(str(release))
+    release.write_text("# R36 (release), REVISION: 4.3\n")
+    assert nvtx.is_jetson(str(release))
+
+
+def test_nsys_command_on_this_machine_follows_the_tegra_release_file(monkeypatch):
+    monkeypatch.setattr(nvtx, "is_jetson", lambda release_file=nvtx.TEGRA_RELEASE: True)
+    assert "--accelerator-trace=tegra-accelerators" in nvtx.nsys_command(["run", "p.json"])
+    monkeypatch.setattr(nvtx, "is_jetson", lambda release_file=nvtx.TEGRA_RELEASE: False)
+    assert "--accelerator-trace" not in nvtx.nsys_command(["run", "p.json"])

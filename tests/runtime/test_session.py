@@ -33,8 +33,8 @@ def test_sim_comparison_and_replan(small_plan, tmp_path):
     assert stats.fallback_events
     new, info = replan(small_plan, stats, time_limit_s=20)
     assert info["drifted"] == [seg]
-    assert new.predicted["period_ms"] >= small_plan.predicted["period_ms"]
-    assert new.predicted["period_ms"] < 1000.0 / stats.steady_fps  # beats running on with it
+    assert new.predicted.period_ms >= small_plan.predicted.period_ms
+    assert new.predicted.period_ms < 1000.0 / stats.steady_fps  # beats running on with it
     clean, _ = run_plan(small_plan, "sim", frames=100)
     with pytest.raises(HxschedError, match="no segment drifted"):
         replan(small_plan, clean)

@@ -9,18 +9,34 @@ imported lazily; every decision is made by pure functions (``trt_engine``, ``eng
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hxsched.errors import HxschedError
+from hxsched.errors import HxschedError, MissingDependencyError
 from hxsched.runtime import nvtx
 from hxsched.runtime.backends.base import FrameState
-from hxsched.runtime.backends.trt.engine import BuildConfig, build_config_for
+from hxsched.runtime.backends.trt.engine import (
+    CU_STREAM_NON_BLOCKING,
+    BuildConfig,
+    TensorIO,
+    boundary_io,
+    build_config_for,
+    calibration_sha256,
+    check_int8_source,
+    check_tensorrt_version,
+    format_name,
+    padded_nbytes,
+    primary_context,
+    vector_size,
+)
 from hxsched.runtime.backends.trt.engine_cache import (
     EngineCache,
     EngineKey,
@@ -34,19 +50,12 @@ from hxsched.runtime.backends.trt.fallback import (
     parse_inspector_json,
 )
 from hxsched.runtime.build import InstanceSpec, SegmentSpec
+from hxsched.scheduler.types import Accelerator
 
-_VECTOR = {"chw16": 16, "chw32": 32}
+logger = logging.getLogger(__name__)
+
 _ITEM = {"float32": 4, "float16": 2, "int8": 1}
-
-
-def padded_nbytes(shape: Sequence[int], dtype: str, fmt: str) -> int:
-    """Bytes of a tensor in a (possibly vectorised) layout: kCHW16/kCHW32 pad channels (dim 1)
-    up to a multiple of 16/32, the DLA-native formats."""
-    dims = [int(d) for d in shape]
-    vec = _VECTOR.get(fmt, 1)
-    if vec > 1 and len(dims) >= 3:  # the vectorised dimension is C = dims[-3]
-        dims[-3] = -(-dims[-3] // vec) * vec
-    return int(np.prod(dims)) * _ITEM[dtype] if dims else _ITEM[dtype]
+__all__ = ["TrtBackend", "pack_into", "pack_vectorized", "padded_nbytes", "unpack_vectorized"]
 
 
 def pack_vectorized(arr: np.ndarray, vec: int, dtype: str) -> np.ndarray:
@@ -63,16 +72,139 @@ def pack_vectorized(arr: np.ndarray, vec: int, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(n, groups, vec, h, w).transpose(0, 1, 3, 4, 2))
 
 
-def unpack_vectorized(buf: np.ndarray, shape: Sequence[int], vec: int) -> np.ndarray:
-    """The inverse of :func:`pack_vectorized`, back to float32 NCHW."""
+def pack_into(dst: np.ndarray, arr: np.ndarray, vec: int) -> None:
+    """Write NCHW ``arr`` into the flat host buffer ``dst`` in layout ``vec`` with one strided,
+    casting copy per channel group; the padding lanes are not written (zeroed at allocation).
+
+    Measured with benchmarks/bench_trt_pack.py (2026-12-01, a shared 2-core x86 VM under load),
+    1x3x640x640 float32 -> FP16, medians: full :func:`pack_vectorized` + copy 21.7 ms, this
+    strided kCHW16 copy 8.4 ms, a plain contiguous cast (kDLA_LINEAR) 5.8 ms; for 1x3x256x256:
+    4.2, 1.3 and 0.9 ms. Against a 2.66 ms plan period (DLA-first YOLOv8n) the full pack is
+    hopeless, so host-fed DLA tensors whose kDLA_LINEAR padding is empty (W * 2 bytes a
+    multiple of 64: 640, 256) use kDLA_LINEAR, a DLA-native input format that DIRECT_IO accepts
+    without a reformat layer ("I/O Formats on DLA"), and take the cast; the rest take this
+    strided copy. Both run on the issuing thread while the accelerators work on earlier frames.
+    A GPU-side reformat was not chosen: it puts a GPU kernel in front of every DLA frame."""
     if vec == 1:
-        return np.asarray(buf, dtype=np.float32).reshape(shape)
+        np.copyto(dst.reshape(arr.shape), arr, casting="unsafe")
+        return
+    if arr.ndim != 4:
+        raise HxschedError(f"vectorised layouts take NCHW tensors here, got shape {arr.shape}")
+    n, c, h, w = arr.shape
+    groups = -(-c // vec)
+    view = dst.reshape(n, groups, h, w, vec)
+    for g in range(groups):
+        lo, hi = g * vec, min(c, (g + 1) * vec)
+        np.copyto(view[:, g, :, :, : hi - lo], arr[:, lo:hi].transpose(0, 2, 3, 1), "unsafe")
+
+
+def unpack_vectorized(buf: np.ndarray, shape: Sequence[int], vec: int) -> np.ndarray:
+    """The inverse of :func:`pack_vectorized`, back to float32 NCHW: always a new array, never a
+    view of ``buf`` (a reused pinned ring-buffer slot that a later frame overwrites)."""
+    if vec == 1:
+        return np.array(buf, dtype=np.float32).reshape(shape)
     if len(shape) != 4:
         raise HxschedError(f"vectorised layouts take NCHW tensors here, got shape {tuple(shape)}")
     n, c, h, w = (int(d) for d in shape)
     groups = -(-c // vec)
     v = np.asarray(buf).reshape(n, groups, h, w, vec).transpose(0, 1, 4, 2, 3)
     return v.reshape(n, groups * vec, h, w)[:, :c].astype(np.float32)
+
+
+def missing_binding_message(missing: str | None, python: tuple[int, int], other: list[str]) -> str:
+    """What to do when tensorrt or pycuda cannot be imported; ``other`` lists TensorRT bindings
+    installed for another Python (JetPack 5's is for the system Python 3.8)."""
+    if missing == "tensorrt" and other:
+        return (
+            f"TensorRT's Python binding is installed for another Python ({', '.join(other)}), "
+            f"not for this Python {python[0]}.{python[1]}: build the binding for this Python "
+            "(JETSON.md, 'JetPack 5.1'), or use JetPack 6 (Python 3.10)"
+        )
+    return (
+        f"--backend trt needs TensorRT and pycuda ({missing} is missing): on a Jetson "
+        "TensorRT comes with JetPack (python3-libnvinfer) and pycuda with "
+        "pip install 'hxsched[jetson]' (JETSON.md); elsewhere use --backend ort or sim"
+    )
+
+
+def foreign_trt_bindings(
+    python: tuple[int, int], roots: Sequence[str] = ("/usr/lib",)
+) -> list[str]:
+    """Directories of TensorRT bindings for Pythons other than ``python``."""
+    mine = f"python{python[0]}.{python[1]}"
+    found = []
+    for root in roots:
+        for d in sorted(Path(root).glob("python3*/dist-packages/tensorrt")):
+            if d.parent.parent.name != mine:
+                found.append(str(d))
+    return found
+
+
+def instance_layouts(
+    segs: Sequence[SegmentSpec], precision: str, *, allow_gpu_fallback: bool
+) -> dict[str, TensorIO]:
+    """One layout per boundary tensor of an instance, decided over its producer and *all* its
+    readers (they share one device buffer): DLA-native when any side is a DLA, FP32 linear
+    when the host reads or writes it and no DLA does, FP16 linear between GPU segments. A DLA
+    side of rank < 3 has no vectorised format: refused unless GPU fallback may reformat."""
+    sides: dict[str, set[str | None]] = {}
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    where: dict[str, str] = {}
+    for seg in segs:
+        for t in seg.inputs:
+            sides.setdefault(t, set()).update({seg.accelerator, seg.inputs_from.get(t)})
+            shapes.setdefault(t, _shape(seg, t))
+            where[t] = seg.name
+        for t in seg.outputs:
+            sides.setdefault(t, set()).update({seg.accelerator, seg.outputs_to.get(t)})
+            shapes.setdefault(t, _shape(seg, t))
+            where.setdefault(t, seg.name)
+    return {
+        t: tensor_layout(t, s, precision, shapes[t], where[t], allow_gpu_fallback)
+        for t, s in sides.items()
+    }
+
+
+def tensor_layout(
+    t: str,
+    sides: set[str | None],
+    precision: str,
+    shape: tuple[int, ...] | None,
+    seg: str,
+    fallback: bool,
+) -> TensorIO:
+    """The layout of one tensor given every accelerator that touches it (None: the host)."""
+    dla = sorted(a for a in sides if a is not None and Accelerator(a).is_dla)
+    host = None in sides
+    rank = len(shape) if shape is not None else 4
+    if dla and rank < 3 and not fallback:
+        raise HxschedError(
+            f"{seg}: tensor {t} has rank {rank} and crosses {dla[0]}; DLA I/O takes only "
+            "kDLA_LINEAR, kDLA_HWC4, kCHW16 and kCHW32 (TensorRT, 'I/O Formats on DLA'): plan "
+            "the cut elsewhere or allow GPU fallback (--allow-gpu-fallback)"
+        )
+    gpu = any(a is not None and not Accelerator(a).is_dla for a in sides)
+    if dla and host and not gpu and precision == "fp16" and _plain_dla_linear(shape):
+        # Host <-> DLA only: kDLA_LINEAR, whose W padding is empty here, so the host writes
+        # plain NCHW FP16 (see pack_into for the measured packing costs).
+        return TensorIO("float16", "dla_linear")
+    if dla:
+        return boundary_io(dla[0], None if host else Accelerator.GPU.value, precision, rank)
+    return TensorIO("float32", "linear") if host else TensorIO("float16", "linear")
+
+
+def _plain_dla_linear(shape: tuple[int, ...] | None) -> bool:
+    """Whether a rank-4 FP16 tensor in kDLA_LINEAR is byte for byte NCHW (W fills 64 bytes)."""
+    return shape is not None and len(shape) == 4 and shape[-1] > 0 and (shape[-1] * 2) % 64 == 0
+
+
+def _shape(seg: SegmentSpec, name: str) -> tuple[int, ...] | None:
+    if seg.graph is None:
+        return None
+    t = seg.graph.tensors.get(name)
+    if t is None or t.shape is None or not all(isinstance(d, int) for d in t.shape):
+        return None
+    return tuple(int(d) for d in t.shape)
 
 
 def segment_config(
@@ -82,10 +214,14 @@ def segment_config(
     allow_gpu_fallback: bool,
     calibration_cache: str | None,
     trt_version: str,
+    layouts: dict[str, TensorIO] | None = None,
 ) -> BuildConfig:
     """The build decisions for one planned segment (pure); refuses what cannot run before any
-    build starts (INT8 DLA tensors handed to or from the host)."""
-    if precision == "int8" and seg.accelerator.startswith("dla"):
+    build starts (INT8 DLA tensors handed to or from the host, INT8 without scales);
+    ``layouts`` from :func:`instance_layouts` (one per tensor over all its readers)."""
+    if precision == "int8":
+        check_int8_source(trt_version, calibration_cache)
+    if precision == "int8" and Accelerator(seg.accelerator).is_dla:
         edge = [t for t, src in seg.inputs_from.items() if src is None]
         edge += [t for t, dst in seg.outputs_to.items() if dst is None]
         if edge:
@@ -102,7 +238,15 @@ def segment_config(
         calibration_cache=calibration_cache,
         trt_major=trt_major(trt_version),
         ranks=_ranks(seg),
+        layouts={t: io for t, io in (layouts or {}).items() if t in seg.inputs or t in seg.outputs},
     )
+
+
+def _has_qdq(seg: SegmentSpec) -> bool:
+    """Whether the segment carries its own INT8 scales (QuantizeLinear/DequantizeLinear)."""
+    if seg.graph is None:
+        return False
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in seg.graph.nodes)
 
 
 def _ranks(seg: SegmentSpec) -> dict[str, int]:
@@ -134,6 +278,9 @@ def engine_key(
         gpu_fallback=cfg.gpu_fallback,
         direct_io=cfg.direct_io,
         io_layout=io_layout_text(cfg.inputs, cfg.outputs),
+        calibration_sha256=calibration_sha256(cfg.calibration_cache)
+        if cfg.precision == "int8"
+        else "",
     )
 
 
@@ -181,7 +328,9 @@ class TrtStream:
     def __init__(self, backend: TrtBackend, accelerator: str) -> None:
         self.backend = backend
         self.accelerator = accelerator
-        self.stream = backend.cuda.Stream()
+        # non-blocking: no implicit sync with the legacy default stream (CUDA Runtime API,
+        # "Stream synchronization behavior")
+        self.stream = backend.cuda.Stream(CU_STREAM_NON_BLOCKING)
 
     def enqueue(self, seg: SegmentSpec, frame: FrameState, waits: Sequence[TrtEvent]) -> TrtEvent:
         b, cuda = self.backend, self.backend.cuda
@@ -194,8 +343,7 @@ class TrtStream:
             if seg.inputs_from.get(name) is None:  # from the host: pinned copy, then upload
                 host = b.host[(seg.instance, name, slot)]
                 vec, shape = b.layout[(seg.instance, name)]
-                value = np.asarray(frame.tensors[seg.instance][name])
-                np.copyto(host, pack_vectorized(value, vec, host.dtype.name).reshape(host.shape))
+                pack_into(host, np.asarray(frame.tensors[seg.instance][name]), vec)
                 cuda.memcpy_htod_async(buf, host, self.stream)
             ctx.set_tensor_address(name, int(buf))
         for name in seg.outputs:
@@ -250,29 +398,53 @@ class TrtBackend:
         self.host: dict[tuple[str, str, int], Any] = {}
         self.layout: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = {}
         self.inflight = 1
-        self._engines: dict[str, Any] = {}
+        self._engines: dict[int, tuple[Any, Any]] = {}  # id(engine): (runtime, engine)
         self._streams: dict[str, TrtStream] = {}
+        self._layouts: dict[str, dict[str, TensorIO]] = {}
+        self._ctx: Any = None  # device 0's primary context, pushed on the preparing thread
+        self._identity: tuple[str, str, str] | None = None
         self._t0 = time.perf_counter()
 
     def _import(self) -> None:
         try:
-            import pycuda.autoinit  # noqa: F401 - creates the CUDA context
             import pycuda.driver as cuda
             import tensorrt as trt
         except ImportError as exc:
-            raise HxschedError(
-                f"--backend trt needs TensorRT and pycuda ({exc.name} is missing): on a Jetson "
-                "TensorRT comes with JetPack (python3-libnvinfer) and pycuda with "
-                "pip install 'hxsched[jetson]'; elsewhere use --backend ort or sim"
-            ) from None
+            py = (sys.version_info[0], sys.version_info[1])
+            other = foreign_trt_bindings(py) if exc.name == "tensorrt" else []
+            raise MissingDependencyError(missing_binding_message(exc.name, py, other)) from None
+        check_tensorrt_version(str(trt.__version__))
         self.trt, self.cuda = trt, cuda
+        if self._ctx is None:
+            self._ctx = primary_context(cuda)
+        self._identity = self._query_identity()
 
-    def device_identity(self) -> tuple[str, str, str]:
+    def _query_identity(self) -> tuple[str, str, str]:
         dev = self.cuda.Context.get_device()
         major, minor = dev.compute_capability()
-        return self.trt.__version__, dev.name(), f"{major}.{minor}"
+        return str(self.trt.__version__), str(dev.name()), f"{major}.{minor}"
 
-    def engine_for(self, seg: SegmentSpec, progress: Callable[[str], None] | None) -> bytes:
+    def device_identity(self) -> tuple[str, str, str]:
+        """(TensorRT version, device name, compute capability), read once at prepare time so
+        that threads without a CUDA context (the HTTP handlers) never call CUDA."""
+        if self._identity is None:
+            raise HxschedError("the trt backend is not prepared yet")
+        return self._identity
+
+    @contextlib.contextmanager
+    def on_this_thread(self) -> Iterator[None]:
+        """Make the primary context current on a thread that issues work (pycuda's context
+        stack is per thread), and pop it afterwards."""
+        if self._ctx is None:
+            yield
+            return
+        self._ctx.push()
+        try:
+            yield
+        finally:
+            self.cuda.Context.pop()
+
+    def engine_for(self, seg: SegmentSpec) -> bytes:
         from hxsched.runtime.backends.trt.engine import build_engine
         from hxsched.scheduler.graph.onnx_io import to_model_proto
 
@@ -283,20 +455,25 @@ class TrtBackend:
             allow_gpu_fallback=self.allow_gpu_fallback,
             calibration_cache=self.calibration_cache,
             trt_version=version,
+            layouts=self._layouts.get(seg.instance),
         )
+        if self.precision == "int8":
+            check_int8_source(version, self.calibration_cache, _has_qdq(seg))
         key = engine_key(seg, cfg, trt_version=version, device_name=device, compute_capability=cc)
         cached = self.cache.get(key)
         if cached is not None:
             for d in self.cache.meta(key).get("fallbacks", []):
                 self.fallbacks.append(FallbackEvent(**d))
-            if progress:
-                progress(f"{seg.name}: engine from cache ({self.cache.path_for(key).name})")
+            logger.info("%s: engine from cache (%s)", seg.name, self.cache.path_for(key).name)
             return cached
-        if progress:
-            progress(
-                f"{seg.name}: building a TensorRT {cfg.precision} engine on "
-                f"{seg.accelerator} (this takes minutes)"
-            )
+        logger.info(
+            "%s: building a TensorRT %s engine on %s (this takes minutes)",
+            seg.name,
+            cfg.precision,
+            seg.accelerator,
+        )
+        if seg.graph is None:
+            raise HxschedError(f"segment {seg.name} has no model: trt needs the ONNX file")
         log: list[str] = []
         t0 = time.monotonic()
         try:
@@ -345,27 +522,28 @@ class TrtBackend:
         specs: Sequence[InstanceSpec],
         *,
         inflight: int,
-        progress: Callable[[str], None] | None = None,
     ) -> None:
+        for seg in (s for inst in specs for s in inst.segments):  # before touching the device
+            if seg.graph is None:
+                raise HxschedError(f"segment {seg.name} has no model: trt needs the ONNX file")
         self._import()
         self.inflight = inflight
         total = sum(len(i.segments) for i in specs)
         done = 0
         for inst in specs:
+            self._layouts[inst.name] = instance_layouts(
+                inst.segments, self.precision, allow_gpu_fallback=self.allow_gpu_fallback
+            )
             for seg in inst.segments:
                 done += 1
-                if seg.graph is None:
-                    raise HxschedError(f"segment {seg.name} has no model: trt needs the ONNX file")
-                if progress:
-                    progress(f"[{done}/{total}] {seg.name}")
-                blob = self.engine_for(seg, progress)
-                dla = int(seg.accelerator[3:]) if seg.accelerator.startswith("dla") else None
-                engine = self._deserialize(blob, dla)
+                logger.info("[%d/%d] %s", done, total, seg.name)
+                blob = self.engine_for(seg)
+                engine = self._deserialize(blob, Accelerator(seg.accelerator).dla_core)
                 self.contexts[seg.name] = engine.create_execution_context()
                 self._allocate(seg, engine)
         # the clock stream never waits for the others (non-blocking), so reading the time does
         # not drain the pipeline
-        self._clock = self.cuda.Stream(flags=self.cuda.stream_flags.NON_BLOCKING)
+        self._clock = self.cuda.Stream(CU_STREAM_NON_BLOCKING)
         self.base = self.cuda.Event()
         self.base.record(self._clock)
         self.base.synchronize()
@@ -377,14 +555,14 @@ class TrtBackend:
             name = engine.get_tensor_name(i)
             shape = tuple(engine.get_tensor_shape(name))
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            fmt = str(engine.get_tensor_format(name)).rsplit(".", 1)[-1].lower()
+            fmt = format_name(engine.get_tensor_format(name))
             if dtype.name not in _ITEM:
                 raise HxschedError(
                     f"{seg.name}: tensor {name} has type {dtype.name}; segment "
                     "boundaries must be float32, float16 or int8"
                 )
             nbytes = padded_nbytes(shape, dtype.name, fmt)
-            vec = _VECTOR.get(fmt, 1)
+            vec = vector_size(fmt)
             self.layout[(seg.instance, name)] = (vec, shape)
             if (
                 vec > 1
@@ -402,11 +580,13 @@ class TrtBackend:
                 key = (seg.instance, name, slot)
                 if key not in self.buffers:  # the producer's buffer is the consumer's
                     self.buffers[key] = cuda.mem_alloc(max(nbytes, 1))
+                    cuda.memset_d8(self.buffers[key], 0, max(nbytes, 1))  # padding lanes
                 from_host = name in seg.inputs and seg.inputs_from.get(name) is None
                 to_host = name in seg.outputs and seg.outputs_to.get(name) is None
                 if (from_host or to_host) and key not in self.host:
                     count = nbytes // dtype.itemsize
                     self.host[key] = cuda.pagelocked_empty((count,), dtype)
+                    self.host[key].fill(0)  # pack_into never writes the padding lanes
 
     def stream(self, accelerator: str) -> TrtStream:
         if accelerator not in self._streams:
@@ -424,8 +604,13 @@ class TrtBackend:
         return f"measured: TensorRT {version} on {device} (sm {cc}), CUDA events, {self.precision}"
 
     def close(self) -> None:
+        if self._ctx is not None:
+            self.cuda.Context.synchronize()  # nothing in flight reads a buffer freed below
         self.contexts.clear()
         self.buffers.clear()
         self.host.clear()
         self._engines.clear()
         self._streams.clear()
+        if self._ctx is not None:
+            self._ctx = None
+            self.cuda.Context.pop()

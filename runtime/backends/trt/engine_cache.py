@@ -27,9 +27,13 @@ class EngineKey:
     gpu_fallback: bool = False
     direct_io: bool = False
     io_layout: str = ""  # boundary dtypes/formats, e.g. "in:x=float16/chw16;out:y=float32/linear"
+    calibration_sha256: str = ""  # the INT8 calibration cache the engine was built from
 
     def digest(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True).encode()
+        fields = asdict(self)
+        if not fields["calibration_sha256"]:  # keys without one keep the digest they always had
+            del fields["calibration_sha256"]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
 
     def filename(self) -> str:

@@ -408,11 +408,11 @@ def find_fallbacks(
     switched = dict(log.switched) if log else {}
     for node in planned:
         if node in switched:
-            layer = gpu_evidence.get(node, ("", "", node))[2]
-            events.append(FallbackEvent(segment, node, switched[node], "builder-log", layer))
+            layer_name = gpu_evidence.get(node, ("", "", node))[2]
+            events.append(FallbackEvent(segment, node, switched[node], "builder-log", layer_name))
         elif node in gpu_evidence and node not in explicit_dla:
-            source, reason, layer = gpu_evidence[node]
-            events.append(FallbackEvent(segment, node, reason, source, layer))
+            source, reason, layer_name = gpu_evidence[node]
+            events.append(FallbackEvent(segment, node, reason, source, layer_name))
     if node_order is not None:
         index = {n: i for i, n in enumerate(node_order)}
         events.sort(key=lambda e: index.get(e.node or "", len(index)))

@@ -7,12 +7,14 @@ which engines, which layouts, how timings become profile numbers — is pure and
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from hxsched import __version__
-from hxsched.errors import HxschedError
+from hxsched.errors import HxschedError, MissingDependencyError
 from hxsched.runtime.backends.trt import engine as te
 from hxsched.scheduler.cost.contention import CoRun, fit_contention
 from hxsched.scheduler.cost.estimate import estimate_profile
@@ -20,6 +22,9 @@ from hxsched.scheduler.graph.graph import Graph
 from hxsched.scheduler.graph.onnx_io import to_model_proto
 from hxsched.scheduler.graph.segments import extract_segment
 from hxsched.scheduler.profile.schema import GroupProfile, Profile, Provenance, Transition
+from hxsched.scheduler.types import Accelerator, ProvenanceKind
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,16 @@ def _node_range(graph: Graph, g: GroupProfile) -> tuple[int, int]:
     return graph.index_of(g.first), graph.index_of(g.last)
 
 
+@contextlib.contextmanager
+def _loaded(blob: bytes, accelerator: str, log: list[str]) -> Iterator[te.EngineRunner]:
+    """An engine deserialized for one measurement and released right after it."""
+    runner = te.EngineRunner(blob, Accelerator(accelerator).dla_core, log)
+    try:
+        yield runner
+    finally:
+        runner.release()
+
+
 def measure_trt_profile(
     graph: Graph,
     device_name: str,
@@ -75,15 +90,13 @@ def measure_trt_profile(
     model_name: str | None = None,
     runs: int = 50,
     warmup: int = 10,
-    progress: Callable[[str], None] | None = None,
 ) -> Profile:
     """Measure every group on the GPU and on dla0 of this Jetson (needs TensorRT and pycuda)."""
-    say = progress or (lambda _m: None)
     from hxsched.capabilities import detect
 
     caps = detect()
     if not caps.trt_available:
-        raise HxschedError(
+        raise MissingDependencyError(
             "--backend trt needs TensorRT (on a Jetson: JetPack's python3-libnvinfer) and "
             "pycuda (pip install 'hxsched[jetson]'); use --backend estimate or ort elsewhere"
         )
@@ -91,7 +104,8 @@ def measure_trt_profile(
         graph, device_name, precision=precision, max_groups=max_groups, model_name=model_name
     )
     log: list[str] = []
-    runners: dict[tuple[int, str], te.EngineRunner] = {}
+    major = te.version_tuple(str(te.trt.__version__))[0]
+    blobs: dict[tuple[int, str], bytes] = {}
     measured: dict[tuple[int, str], tuple[float, float]] = {}
     jobs = engine_jobs(base)
     for k, job in enumerate(jobs, 1):
@@ -103,18 +117,23 @@ def measure_trt_profile(
             precision,
             inputs_from={n: None for n in seg.inputs},
             outputs_to={n: None for n in seg.outputs},
+            trt_major=major,
         )
-        say(f"[{k}/{len(jobs)}] building {g.label} on {job.accelerator}")
+        logger.info("[%d/%d] building %s on %s", k, len(jobs), g.label, job.accelerator)
         try:
             blob = te.build_engine(to_model_proto(seg).SerializeToString(), cfg, log)
         except HxschedError as exc:
-            if job.accelerator.startswith("dla"):
-                say(f"  {g.label} does not build on the DLA ({exc}); keeping it GPU-only")
+            if Accelerator(job.accelerator).is_dla:
+                logger.warning(
+                    "%s does not build on the DLA (%s); keeping it GPU-only", g.label, exc
+                )
                 continue
             raise
-        runner = te.EngineRunner(blob, cfg.dla_core, log)
-        runners[(g.id, job.accelerator)] = runner
-        measured[(g.id, job.accelerator)] = te.summarize_ms(runner.time_ms(runs, warmup))
+        blobs[(g.id, job.accelerator)] = blob
+        # one engine alive at a time: a DLA core holds at most 16 loadables ("DLA Supported
+        # Layers and Restrictions"), fewer than the DLA-capable groups of every zoo model
+        with _loaded(blob, job.accelerator, log) as runner:
+            measured[(g.id, job.accelerator)] = te.summarize_ms(runner.time_ms(runs, warmup))
     groups = []
     for g in base.groups:
         times, spread, sources = {}, {}, {}
@@ -137,15 +156,16 @@ def measure_trt_profile(
     for a_id, b_id in transition_pairs(base):
         vals = {}
         for direction, (acc_a, acc_b) in (("g2d", ("gpu", "dla0")), ("d2g", ("dla0", "gpu"))):
-            ra, rb = runners.get((a_id, acc_a)), runners.get((b_id, acc_b))
-            if ra is None or rb is None:
+            ba, bb = blobs.get((a_id, acc_a)), blobs.get((b_id, acc_b))
+            if ba is None or bb is None:
                 continue
-            chain = te.summarize_ms(te.time_chain(ra, rb, runs))[0]
+            with _loaded(ba, acc_a, log) as ra, _loaded(bb, acc_b, log) as rb:
+                chain = te.summarize_ms(te.time_chain(ra, rb, runs))[0]
             value, note = te.transition_from_timings(
                 chain, measured[(a_id, acc_a)][0], measured[(b_id, acc_b)][0]
             )
             if note:
-                say(f"  transition after g{a_id:02d} {direction}: {note}")
+                logger.warning("transition after g%02d %s: %s", a_id, direction, note)
             vals[direction] = value
         est = next((t for t in base.transitions if t.after == a_id), None)
         transitions.append(
@@ -157,15 +177,18 @@ def measure_trt_profile(
                 source="trt" if len(vals) == 2 else "cost-model",
             )
         )
-    contention = dict(base.contention)
+    contention = base.contention
     samples: list[CoRun] = []
     dla_ids = [g.id for g in groups if "dla" in g.time_ms]
     if dla_ids:
         heavy_gpu = max(groups, key=lambda g: g.time_ms["gpu"]).id
         heavy_dla = max(dla_ids, key=lambda i: groups[i].time_ms["dla"])
-        ra, rb = runners[(heavy_gpu, "gpu")], runners[(heavy_dla, "dla0")]
-        say("co-running the heaviest GPU and DLA groups to fit the contention model")
-        ta, tb = te.time_concurrently(ra, rb, runs)
+        logger.info("co-running the heaviest GPU and DLA groups to fit the contention model")
+        with (
+            _loaded(blobs[(heavy_gpu, "gpu")], "gpu", log) as ra,
+            _loaded(blobs[(heavy_dla, "dla0")], "dla0", log) as rb,
+        ):
+            ta, tb = te.time_concurrently(ra, rb, runs)
         ga, gb = groups[heavy_gpu], groups[heavy_dla]
         samples += corun_samples(
             ga.time_ms["gpu"], ta, ga.memory_bw.get("gpu", 0.0), gb.memory_bw.get("dla", 0.0)
@@ -174,13 +197,13 @@ def measure_trt_profile(
             gb.time_ms["dla"], tb, gb.memory_bw.get("dla", 0.0), ga.memory_bw.get("gpu", 0.0)
         )
         if samples:
-            model, rmse = fit_contention(samples, base.contention.get("peak_gbs", 204.8))
-            contention = model.to_dict()
-            say(f"contention model fitted: {contention} (rmse {rmse:.3f})")
+            peak = base.contention.peak_gbs if base.contention else 204.8
+            contention, rmse = fit_contention(samples, peak)
+            logger.info("contention model fitted: %s (rmse %.3f)", contention, rmse)
     versions = {"hxsched": __version__, "tensorrt": str(te.trt.__version__)}
     provenance = dict(base.provenance)
     provenance["trt"] = Provenance(
-        "measured",
+        ProvenanceKind.MEASURED,
         "TensorRT engines timed with CUDA events around execute_async_v3",
         versions,
         datetime.datetime.now().isoformat(timespec="seconds"),

@@ -14,8 +14,9 @@ import urllib.request
 import zlib
 
 import pytest
+from prometheus_client import generate_latest
 
-from hxsched.errors import HxschedError
+from hxsched.errors import HxschedError, ResourceError
 from hxsched.runtime.service.http import StatusServer, json_safe
 from hxsched.runtime.service.metrics import Registry
 
@@ -75,11 +76,13 @@ def served():
     server.stop()
 
 
-def get(server: StatusServer, path: str, method: str = "GET") -> tuple[int, dict, bytes]:
+def get(
+    server: StatusServer, path: str, method: str = "GET", headers: dict | None = None
+) -> tuple[int, dict, bytes]:
     """A raw request (no client-side path normalisation)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
     try:
-        conn.request(method, path)
+        conn.request(method, path, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
@@ -105,7 +108,18 @@ def test_metrics_route(served):
     code, headers, body = get(server, "/metrics")
     assert code == 200
     assert headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert 'hxsched_frames_total{direction="in"} 5\n' in body.decode()
+    assert 'hxsched_frames_total{direction="in"} 5.0\n' in body.decode()
+    assert body == generate_latest(server.registry)
+
+
+def test_metrics_route_negotiates_openmetrics(served):
+    server, _ = served
+    accept = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    code, headers, body = get(server, "/metrics", headers={"Accept": accept})
+    assert code == 200
+    assert headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    text = body.decode()
+    assert 'hxsched_frames_total{direction="in"} 5.0\n' in text and text.endswith("# EOF\n")
 
 
 def test_status_json_is_strict_json(served):
@@ -187,8 +201,9 @@ def test_stop_releases_port_and_bad_port_errors(served):
         ready=lambda: (True, ""),
         latest_png=lambda: None,
     )
-    with pytest.raises(HxschedError, match="cannot serve HTTP"):
+    with pytest.raises(ResourceError, match="cannot serve HTTP") as err:
         busy.start()
+    assert isinstance(err.value, HxschedError) and "\n" not in str(err.value)
     port = server.port
     server.stop()
     server.stop()  # idempotent

@@ -52,3 +52,18 @@ def test_validation():
         ContentionModel.from_dict({"peak_gbs": 100, "knee": 1.5, "max_slowdown": 2})
     with pytest.raises(HxschedError):
         fit_contention([], 100.0)
+
+
+def test_validation_messages_name_the_key():
+    with pytest.raises(HxschedError) as err:
+        ContentionModel.from_dict({"peak_gbs": 100, "knee": 1.5, "max_slowdown": 2}, "c.yaml")
+    assert str(err.value) == "c.yaml: contention.knee: expected a fraction in (0, 1), got 1.5"
+    with pytest.raises(HxschedError) as err:
+        ContentionModel.from_dict({"peak_gbs": 100, "knee": 0.5, "max_slowdown": 0.5})
+    assert str(err.value) == "contention.max_slowdown: expected a number ≥ 1, got 0.5"
+    with pytest.raises(HxschedError) as err:
+        ContentionModel.from_dict({"peak_gbs": 0, "knee": 0.5, "max_slowdown": 2})
+    assert str(err.value) == "contention.peak_gbs: expected a number > 0, got 0.0"
+    with pytest.raises(HxschedError) as err:
+        ContentionModel.from_dict({"peak_gbs": 100, "knee": 0.5})
+    assert str(err.value) == "contention.max_slowdown: missing (required)"

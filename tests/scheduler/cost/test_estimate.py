@@ -69,3 +69,25 @@ def test_unknown_device():
     with pytest.raises(HxschedError, match="unknown device"):
         device("jetson-thor")
     assert DEVICES["orin-nano"].dla_cores == 0 and DEVICES["orin-agx"].dla_cores == 2
+
+
+def test_user_errors_are_one_line(yolov8n_graph):
+    from hxsched.errors import HxschedError
+    from hxsched.scheduler.cost.estimate import whole_model_ms
+
+    with pytest.raises(HxschedError) as err:
+        estimate_profile(yolov8n_graph, "orin-agx", precision="fp8")
+    assert str(err.value) == "precision 'fp8': expected one of fp16, int8"
+    with pytest.raises(HxschedError) as err:
+        whole_model_ms(yolov8n_graph, device("orin-nano"), "dla")
+    assert str(err.value) == "device orin-nano has no dla: it cannot be estimated there"
+
+
+def test_devices_name_their_accelerators_with_the_enums():
+    from hxsched.scheduler.types import Accelerator, AcceleratorKind
+
+    orin = device("orin-agx")
+    assert orin.accelerators == (Accelerator.GPU, Accelerator.DLA0, Accelerator.DLA1)
+    assert orin.dla_cores == 2 and device("orin-nano").dla_cores == 0
+    assert orin.engine("dla1") is orin.dla and orin.engine(AcceleratorKind.DLA) is orin.dla
+    assert orin.engine("gpu").kind is AcceleratorKind.GPU

@@ -36,3 +36,29 @@ def test_column_generation_reaches_the_full_lp(seed):
         for c in all_configs(p, i):
             assert rel.reduced_cost(i, c, p) >= -1e-6
     assert lower_bound_ticks(p, rel) >= rel.value - 1e-9
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_highs_lp_matches_scipy_primal_and_duals(seed):
+    """The direct HiGHS call gives SciPy's answer: optimum, and the duals the pricing uses."""
+    from hxsched.scheduler.planning.bounds import _lp_min
+
+    rng = np.random.default_rng(seed)
+    n, m_ub, m_eq = rng.integers(3, 9), rng.integers(1, 5), rng.integers(1, 3)
+    cost = rng.uniform(0.1, 2.0, n)
+    a_ub = rng.uniform(-1.0, 1.0, (m_ub, n)) * (rng.random((m_ub, n)) < 0.7)
+    b_ub = rng.uniform(0.5, 2.0, m_ub)
+    a_eq = (rng.random((m_eq, n)) < 0.6).astype(float)
+    a_eq[:, 0] = 1.0  # every equality row can be met
+    b_eq = np.ones(m_eq)
+    ref = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, method="highs")
+    if ref.status != 0:
+        pytest.skip("random LP infeasible")
+    x, ineq, eq = _lp_min(cost, a_ub, b_ub, a_eq, b_eq)
+    assert float(cost @ x) == pytest.approx(ref.fun, abs=1e-7)
+    # duals are unique only at a non-degenerate optimum: compare the dual objective instead
+    assert float(b_ub @ ineq + b_eq @ eq) == pytest.approx(ref.fun, abs=1e-7)
+    assert np.all(ineq <= 1e-9)
+    assert float(b_ub @ ref.ineqlin.marginals + b_eq @ ref.eqlin.marginals) == pytest.approx(
+        float(b_ub @ ineq + b_eq @ eq), abs=1e-7
+    )

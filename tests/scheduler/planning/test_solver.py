@@ -169,4 +169,4 @@ def test_too_many_configurations_stops_with_the_best_plan(monkeypatch):
     monkeypatch.setattr(problem_mod.Chain, "enumerate", too_many)
     r = solve(p, time_limit_s=10)
     assert not r.optimal and r.value > 0
-    assert r.calls[-1]["result"] == "too many configurations"
+    assert r.calls[-1].result == "too many configurations"

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import yaml
 
-from hxsched.errors import HxschedError
-from hxsched.scheduler.profile.schema import SCHEMA, load_profile, profile_from_dict, save_profile
+from hxsched.errors import HxschedError, SchemaError
+from hxsched.scheduler.cost.contention import ContentionModel
+from hxsched.scheduler.profile.schema import (
+    SCHEMA,
+    GroupProfile,
+    header_text,
+    load_profile,
+    profile_from_dict,
+    read_header,
+    save_profile,
+)
+from hxsched.scheduler.types import AcceleratorKind, Precision, ProvenanceKind
 
 HAND_WRITTEN = {
     "schema": SCHEMA,
@@ -55,15 +66,22 @@ def mutate(fn):
 @pytest.mark.parametrize(
     "change,message",
     [
-        (lambda d: d.update(schema="hxsched.profile/9"), "schema: expected hxsched.profile/1"),
-        (lambda d: d.update(colour="red"), "profile.colour: unknown key"),
+        (
+            lambda d: d.update(schema="hxsched.profile/9"),
+            "schema: expected one of hxsched.profile/1, got 'hxsched.profile/9'",
+        ),
+        (
+            lambda d: d.update(colour="red"),
+            "colour: unknown key; expected one of: schema, device, precision, model, provenance, "
+            "groups, transitions, whole_model_ms, contention, notes",
+        ),
         (
             lambda d: d["groups"][0].update(time_ms={"gpu": -0.1}),
-            "groups[0].time_ms.gpu: expected a number >= 0",
+            "groups[0].time_ms.gpu: expected a number ≥ 0, got -0.1",
         ),
         (
             lambda d: d["groups"][0].update(time_ms={"tpu": 1.0}),
-            "groups[0].time_ms.tpu: expected one of gpu, dla, cpu",
+            "groups[0].time_ms: expected one of gpu, dla, cpu, got 'tpu'",
         ),
         (lambda d: d.update(device="jetson-thor"), "device: expected one of"),
         (
@@ -97,7 +115,7 @@ def mutate(fn):
             "groups[0].sources.time_ms.gpu",
         ),
         (lambda d: d.update(device="orin-nano"), "device orin-nano has no DLA"),
-        (lambda d: d.pop("precision"), "profile.precision: missing"),
+        (lambda d: d.pop("precision"), "precision: missing (required)"),
         (
             lambda d: d.update(contention={"peak_gbs": 100, "knee": 2, "max_slowdown": 1.5}),
             "contention.knee",
@@ -112,12 +130,78 @@ def test_validation_errors(change, message):
 
 
 def test_file_errors(tmp_path):
-    with pytest.raises(HxschedError, match="no such file"):
+    with pytest.raises(HxschedError, match=r"none\.yaml: profile not found$"):
         load_profile(tmp_path / "none.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("groups: [1, 2\n")
-    with pytest.raises(HxschedError, match="not valid YAML at line"):
+    with pytest.raises(
+        HxschedError, match=r"bad\.yaml: not readable YAML: while parsing .*, line 1, column 9"
+    ):
         load_profile(bad)
     ok = tmp_path / "ok.yaml"
     ok.write_text(yaml.safe_dump(HAND_WRITTEN))
     assert load_profile(ok).model.name == "googlenet"
+
+
+def test_records_are_typed():
+    prof = profile_from_dict(copy.deepcopy(HAND_WRITTEN), "googlenet.yaml")
+    assert prof.precision is Precision.FP16
+    assert prof.provenance["artifact"].kind is ProvenanceKind.PUBLISHED
+    assert all(isinstance(k, AcceleratorKind) for g in prof.groups for k in g.time_ms)
+    assert prof.contention is None
+    doc = mutate(lambda d: d.update(contention={"peak_gbs": 100, "knee": 0.5, "max_slowdown": 2}))
+    assert profile_from_dict(doc, "c.yaml").contention == ContentionModel(100.0, 0.5, 2.0)
+
+
+def test_profiles_built_in_code_are_checked_too():
+    prof = profile_from_dict(copy.deepcopy(HAND_WRITTEN), "googlenet.yaml")
+    with pytest.raises(SchemaError) as err:
+        replace(prof, default_source="nowhere")
+    assert str(err.value) == (
+        "provenance.default: expected one of the source ids (artifact), got 'nowhere'"
+    )
+    with pytest.raises(SchemaError) as err:
+        GroupProfile(id=0, time_ms={"gpu": float("inf")})
+    assert str(err.value) == "time_ms.gpu: expected a number, got inf"
+
+
+def test_transitions_each_cut_once_and_sorted():
+    doc = mutate(
+        lambda d: d.update(
+            transitions=[
+                {"after": 1, "gpu_to_dla_ms": 0.1, "dla_to_gpu_ms": 0.1},
+                {"after": 0, "gpu_to_dla_ms": 0.2, "dla_to_gpu_ms": 0.2},
+            ]
+        )
+    )
+    assert [t.after for t in profile_from_dict(doc, "t.yaml").transitions] == [0, 1]
+    doc["transitions"][1]["after"] = 1
+    with pytest.raises(SchemaError) as err:
+        profile_from_dict(doc, "t.yaml")
+    assert str(err.value) == "t.yaml: transitions[1].after: expected each cut once, got 1 again"
+
+
+def test_header_is_read_without_the_groups(tmp_path):
+    path = save_profile(
+        profile_from_dict(copy.deepcopy(HAND_WRITTEN), "g.yaml"), tmp_path / "g.yaml"
+    )
+    head = header_text(path.read_text())
+    assert head is not None and "groups" not in head and "time_ms" not in head
+    got = read_header(path)
+    assert (got.device, got.precision, got.model.name) == ("xavier-agx", "fp16", "googlenet")
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("{schema: hxsched.profile/1}\n")
+    assert read_header(flow) is None
+
+
+def test_every_shipped_profile_header_agrees_with_the_whole_file():
+    from hxsched.scheduler.profile.store import shipped_dir
+
+    for path in sorted(shipped_dir().rglob("*.yaml")):
+        whole, head = load_profile(path), read_header(path)
+        assert head is not None, path
+        assert (head.device, head.precision, head.model) == (
+            whole.device,
+            whole.precision,
+            whole.model,
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hxsched.scheduler.graph.onnx_io import graph_from_proto
 from hxsched.scheduler.graph.structure import structural_hash
 from hxsched.scheduler.profile.store import find_profile, list_profiles, shipped_dir
@@ -54,3 +56,47 @@ def test_shipped_profiles_match_the_current_cost_model():
             for src in d["provenance"]["sources"].values():
                 src.pop("date", None)
         assert stored == now, f"{rel} is stale: run python -m hxsched.profiles.regenerate"
+
+
+def _yolo_hash():
+    from hxsched.scheduler.profile.schema import read_header
+
+    return read_header(shipped_dir() / "orin-agx" / "yolov8n.yaml").model.structural_hash
+
+
+def test_find_skips_a_matching_file_whose_body_is_broken(tmp_path, monkeypatch, caplog):
+    src = (shipped_dir() / "orin-agx" / "yolov8n.yaml").read_text()
+    (tmp_path / "a_broken.yaml").write_text(src.replace("time_ms: {gpu:", "time_ms: {tpu:", 1))
+    monkeypatch.setenv("HXSCHED_PROFILE_PATH", str(tmp_path))
+    with caplog.at_level("WARNING", logger="hxsched.scheduler.profile.store"):
+        found = find_profile("orin-agx", _yolo_hash())
+    assert found is not None and shipped_dir() in Path(found.path).parents
+    assert "a_broken.yaml: groups[0].time_ms: expected one of gpu, dla, cpu, got 'tpu'" in (
+        caplog.text
+    )
+
+
+def test_find_reads_a_flow_style_file_whole(tmp_path, monkeypatch):
+    import json
+
+    from hxsched.scheduler.profile.schema import load_profile
+
+    doc = load_profile(shipped_dir() / "orin-agx" / "yolov8n.yaml").to_dict()
+    doc["model"]["name"] = "flow-yolo"
+    (tmp_path / "flow.yaml").write_text(json.dumps(doc))  # JSON is flow-style YAML
+    monkeypatch.setenv("HXSCHED_PROFILE_PATH", str(tmp_path))
+    assert find_profile("orin-agx", _yolo_hash()).model.name == "flow-yolo"
+    assert find_profile("orin-agx", _yolo_hash(), precision="int8") is None
+    assert find_profile("xavier-agx", _yolo_hash()).model.name == "yolov8n"
+
+
+def test_regenerate_help_writes_nothing(tmp_path, capsys):
+    import pytest
+
+    from hxsched.profiles.regenerate import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    assert "--check" in capsys.readouterr().out
+    assert not Path("--help").exists()

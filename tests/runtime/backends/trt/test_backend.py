@@ -3,7 +3,9 @@ CPU, and one end-to-end run on an NVIDIA GPU with TensorRT + pycuda."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sys
 import types
 from pathlib import Path
@@ -366,7 +368,7 @@ def _offline_backend(tmp_path, monkeypatch, **kw) -> TrtBackend:
     return b
 
 
-def test_engine_for_uses_the_cache_without_building(tmp_path, monkeypatch, head):
+def test_engine_for_uses_the_cache_without_building(tmp_path, monkeypatch, head, caplog):
     b = _offline_backend(tmp_path, monkeypatch)
     seg = _seg(head, "dla0", src=None, dst="gpu")
     key = _key(seg)
@@ -376,12 +378,12 @@ def test_engine_for_uses_the_cache_without_building(tmp_path, monkeypatch, head)
         raise AssertionError("built although cached")
 
     monkeypatch.setattr(trt_engine, "build_engine", no_build)
-    said: list[str] = []
-    assert b.engine_for(seg, said.append) == b"a cached engine"
-    assert said == [f"m/s0: engine from cache ({key.filename()})"]
+    caplog.set_level(logging.INFO, logger="hxsched")
+    assert b.engine_for(seg) == b"a cached engine"
+    assert caplog.messages == [f"m/s0: engine from cache ({key.filename()})"]
 
 
-def test_a_failed_dla_build_names_the_nodes_and_the_fallback_flag(tmp_path, monkeypatch):
+def test_a_failed_dla_build_names_the_nodes_and_the_fallback_flag(tmp_path, monkeypatch, caplog):
     g = _yolo_head()
     b = _offline_backend(tmp_path, monkeypatch)
     recorded = (TRT / "ultralytics_16449_yolov8m_jp6.log").read_text().splitlines()
@@ -393,14 +395,14 @@ def test_a_failed_dla_build_names_the_nodes_and_the_fallback_flag(tmp_path, monk
         raise HxschedError("TensorRT could not build the dla0 engine: see log")
 
     monkeypatch.setattr(trt_engine, "build_engine", failing_build)
-    said: list[str] = []
+    caplog.set_level(logging.INFO, logger="hxsched")
     with pytest.raises(HxschedError) as exc:
-        b.engine_for(_seg(g, "dla0", src="gpu", dst="gpu"), said.append)
+        b.engine_for(_seg(g, "dla0", src="gpu", dst="gpu"))
     text = str(exc.value)
     assert text.startswith("m/s0: TensorRT could not build the dla0 engine")
     assert "/model.22/Div: DLA cores do not support DIV ElementWise operation" in text
     assert "--allow-gpu-fallback" in text
-    assert "building a TensorRT fp16 engine on dla0" in said[0]
+    assert "building a TensorRT fp16 engine on dla0" in caplog.messages[0]
     assert list(tmp_path.iterdir()) == []  # nothing cached
 
 
@@ -408,7 +410,9 @@ def test_a_failed_dla_build_names_the_nodes_and_the_fallback_flag(tmp_path, monk
 
 
 @pytest.mark.gpu
-def test_gpu_segment_end_to_end_matches_onnx_runtime(tmp_path):  # pragma: no cover - needs a GPU
+def test_gpu_segment_end_to_end_matches_onnx_runtime(
+    tmp_path, caplog
+):  # pragma: no cover - needs a GPU
     pytest.importorskip("tensorrt")
     pytest.importorskip("pycuda.driver")
     import onnxruntime as ort
@@ -426,11 +430,11 @@ def test_gpu_segment_end_to_end_matches_onnx_runtime(tmp_path):  # pragma: no co
     )
     want = [sess.run(["y"], {"x": x})[0] for x in frames]
 
-    said: list[str] = []
+    caplog.set_level(logging.INFO, logger="hxsched")
     backend = TrtBackend(cache_dir=tmp_path, precision="fp16")
-    backend.prepare([inst], inflight=2, progress=said.append)
+    backend.prepare([inst], inflight=2)
     try:
-        assert any("building a TensorRT fp16 engine on gpu" in s for s in said)
+        assert any("building a TensorRT fp16 engine on gpu" in s for s in caplog.messages)
         assert backend.fallbacks == []
         stream = backend.stream("gpu")
         states = [FrameState(k, {"m": {"x": x}}) for k, x in enumerate(frames)]
@@ -447,11 +451,11 @@ def test_gpu_segment_end_to_end_matches_onnx_runtime(tmp_path):  # pragma: no co
     assert len(list(tmp_path.glob("*.engine"))) == 1
 
     # A second backend loads the engine from the cache.
-    said.clear()
+    caplog.clear()
     again = TrtBackend(cache_dir=tmp_path, precision="fp16")
-    again.prepare([inst], inflight=1, progress=said.append)
+    again.prepare([inst], inflight=1)
     try:
-        assert any("engine from cache" in s for s in said)
+        assert any("engine from cache" in s for s in caplog.messages)
         state = FrameState(0, {"m": {"x": frames[0]}})
         again.stream("gpu").enqueue(seg, state, []).wait()
         np.testing.assert_allclose(state.tensors["m"]["y"], want[0], rtol=2e-2, atol=2e-2)
@@ -465,3 +469,305 @@ def test_vectorised_dimension_is_c_for_three_dimensional_tensors():
     assert padded_nbytes((3, 5, 7), "float16", "chw16") == 16 * 5 * 7 * 2  # [C, H, W]
     assert padded_nbytes((1, 3, 5, 7), "float16", "chw16") == 16 * 5 * 7 * 2
     assert padded_nbytes((1, 1000), "float16", "chw16") == 1000 * 2  # no C: not vectorised
+
+
+# --- issue 10: streams, contexts, copies, layouts -----------------------------------------------
+
+
+class _ThreadCuda:
+    """A pycuda.driver that, like pycuda, keeps a context stack per thread and refuses work on a
+    thread without a current context (src/cpp/cuda.hpp ``context_stack``)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.local = threading.local()
+        self.streams: list[int] = []
+        self.queries = 0
+        cuda = self
+
+        class Ctx:
+            def push(self) -> None:
+                cuda._stack().append(self)
+
+            @staticmethod
+            def pop() -> None:
+                cuda._stack().pop()
+
+            @staticmethod
+            def get_device():
+                cuda._need()
+                cuda.queries += 1
+                return Device(0)
+
+            @staticmethod
+            def synchronize() -> None:
+                cuda._need()
+
+        class Device:
+            def __init__(self, n: int) -> None:
+                pass
+
+            def retain_primary_context(self):
+                return Ctx()
+
+            def name(self) -> str:
+                return "Orin"
+
+            def compute_capability(self):
+                return (8, 7)
+
+        class Stream:
+            def __init__(self, flags: int = 0) -> None:
+                cuda._need()
+                cuda.streams.append(flags)
+
+        class Event:
+            def __init__(self, flags: int = 0) -> None:
+                cuda._need()
+
+            def record(self, stream=None):
+                return self
+
+            def synchronize(self):
+                return self
+
+            def time_since(self, other) -> float:
+                return 0.5
+
+        self.Context, self.Device, self.Stream, self.Event = Ctx, Device, Stream, Event
+
+    def init(self, flags: int = 0) -> None:
+        pass
+
+    def _stack(self) -> list:
+        if not hasattr(self.local, "stack"):
+            self.local.stack = []
+        return self.local.stack
+
+    def _need(self) -> None:
+        if not self._stack():
+            raise RuntimeError("explicit_context_dependent failed: no currently active context?")
+
+
+def _install_thread_cuda(monkeypatch, version: str = "10.3.0") -> _ThreadCuda:
+    cuda = _ThreadCuda()
+    pkg = types.ModuleType("pycuda")
+    pkg.driver = cuda
+    monkeypatch.setitem(sys.modules, "pycuda", pkg)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+    monkeypatch.setitem(sys.modules, "pycuda.autoinit", None)  # must not be needed
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    return cuda
+
+
+def _on_thread(fn):
+    import threading
+
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(("ok", fn()))
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            out.append(("error", str(exc)))
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    return out[0]
+
+
+def test_streams_are_non_blocking(tmp_path, monkeypatch):
+    cuda = _install_thread_cuda(monkeypatch)
+    b = TrtBackend(cache_dir=tmp_path)
+    b.prepare([], inflight=1)
+    assert cuda.streams == [1]  # the clock stream: CU_STREAM_NON_BLOCKING
+    b.stream("gpu")
+    b.stream("dla0")
+    assert cuda.streams == [1, 1, 1]
+    b.close()
+
+
+def test_the_primary_context_is_made_current_on_each_issuing_thread(tmp_path, monkeypatch):
+    cuda = _install_thread_cuda(monkeypatch)
+    b = TrtBackend(cache_dir=tmp_path)
+    b.prepare([], inflight=1)
+    queried = cuda.queries
+    # An HTTP thread: status() reads the identity cached at prepare time, no CUDA call.
+    assert _on_thread(b.device_identity) == ("ok", ("10.3.0", "Orin", "8.7"))
+    assert _on_thread(b.source)[1].startswith("measured: TensorRT 10.3.0 on Orin (sm 8.7)")
+    assert cuda.queries == queried
+    # A worker thread without the context cannot issue work; with it, it can, and pops after.
+    assert _on_thread(b.now_ms)[0] == "error"
+
+    def worker():
+        with b.on_this_thread():
+            t = b.now_ms()
+        return t, len(cuda._stack())
+
+    assert _on_thread(worker) == ("ok", (0.5, 0))
+    assert len(cuda._stack()) == 1  # the preparing thread keeps it until close()
+    b.close()
+    assert cuda._stack() == []
+
+
+def test_the_executor_binds_the_backend_to_its_thread(tmp_path, monkeypatch):
+    from hxsched.runtime.executor import Executor
+
+    seen: list[str] = []
+
+    class Bound:
+        def __init__(self) -> None:
+            self.backend = self
+
+        @contextlib.contextmanager
+        def on_this_thread(self):
+            seen.append("push")
+            yield
+            seen.append("pop")
+
+    ex = Executor.__new__(Executor)
+    ex.backend = Bound()
+    ex._frames, ex.inflight = [], 1
+    monkeypatch.setattr(ex, "prepare", lambda: None, raising=False)
+    monkeypatch.setattr(ex, "_drain", lambda on_output: seen.append("drain"), raising=False)
+    monkeypatch.setattr(ex, "summary", lambda: "stats", raising=False)
+    assert ex.run([]) == "stats"
+    assert seen == ["push", "drain", "pop"]
+
+
+def test_an_old_tensorrt_is_refused_before_any_cuda_call(tmp_path, monkeypatch):
+    cuda = _install_thread_cuda(monkeypatch, version="8.4.1.5")
+    with pytest.raises(HxschedError, match=r"TensorRT 8\.4\.1\.5 is too old.*JETSON\.md"):
+        TrtBackend(cache_dir=tmp_path).prepare([], inflight=1)
+    assert cuda.streams == [] and cuda._stack() == []
+
+
+def test_a_binding_for_another_python_says_what_to_do(tmp_path):
+    from hxsched.runtime.backends.trt.backend import foreign_trt_bindings, missing_binding_message
+
+    (tmp_path / "python3.8" / "dist-packages" / "tensorrt").mkdir(parents=True)
+    (tmp_path / "python3.10" / "dist-packages" / "tensorrt").mkdir(parents=True)
+    other = foreign_trt_bindings((3, 10), roots=(str(tmp_path),))
+    assert other == [str(tmp_path / "python3.8" / "dist-packages" / "tensorrt")]
+    text = missing_binding_message("tensorrt", (3, 10), other)
+    assert "another Python" in text and "JetPack 5.1" in text and "3.10" in text
+    assert "\n" not in text
+    plain = missing_binding_message("pycuda", (3, 10), [])
+    assert "pycuda is missing" in plain and "hxsched[jetson]" in plain
+
+
+def test_host_outputs_are_copies_not_views_of_the_pinned_slot():
+    slot = np.arange(12, dtype=np.float32)
+    out = unpack_vectorized(slot, (1, 3, 2, 2), 1)
+    assert not np.shares_memory(out, slot)
+    slot[:] = -1  # the next frame reuses the slot
+    assert out.reshape(-1)[5] == 5.0
+
+
+@pytest.mark.parametrize("vec", [1, 16, 32])
+def test_pack_into_writes_the_same_bytes_as_pack_vectorized(vec):
+    from hxsched.runtime.backends.trt.backend import pack_into
+
+    arr = np.random.default_rng(vec).standard_normal((2, 35, 3, 4)).astype(np.float32)
+    dtype = "float32" if vec == 32 else "float16"
+    want = pack_vectorized(arr, vec, dtype).reshape(-1)
+    host = np.zeros(want.size, dtype=dtype)
+    pack_into(host, arr, vec)
+    np.testing.assert_array_equal(host, want)
+
+
+def _chain(accs, g):
+    """Segments of one instance over the same graph, reading x and skip tensors as given."""
+    return [
+        SegmentSpec(
+            "m", k, acc, k, k, 1.0, inputs=ins, outputs=outs, inputs_from=fr, outputs_to=to, graph=g
+        )
+        for k, (acc, ins, outs, fr, to) in enumerate(accs)
+    ]
+
+
+def test_a_tensor_read_by_a_dla_and_later_by_the_gpu_has_one_layout():
+    from hxsched.runtime.backends.trt.backend import instance_layouts
+
+    g = graph(
+        [
+            helper.make_node("Relu", ["x"], ["t"], name="a"),
+            helper.make_node("Relu", ["t"], ["u"], name="b"),
+            helper.make_node("Add", ["u", "t"], ["y"], name="c"),
+        ],
+        {"x": [1, 8, 4, 4]},
+        ["y"],
+        {},
+    )
+    segs = _chain(
+        [
+            ("gpu", ("x",), ("t",), {"x": None}, {"t": "dla0"}),
+            ("dla0", ("t",), ("u",), {"t": "gpu"}, {"u": "gpu"}),
+            ("gpu", ("u", "t"), ("y",), {"u": "dla0", "t": "gpu"}, {"y": None}),
+        ],
+        g,
+    )
+    lay = instance_layouts(segs, "fp16", allow_gpu_fallback=False)
+    assert lay["t"] == TensorIO("float16", "chw16")  # the GPU reader gets the DLA's format
+    assert lay["x"] == TensorIO("float32", "linear") and lay["y"] == TensorIO("float32", "linear")
+    cfgs = [
+        segment_config(
+            s,
+            "fp16",
+            allow_gpu_fallback=False,
+            calibration_cache=None,
+            trt_version="10.3.0",
+            layouts=lay,
+        )
+        for s in segs
+    ]
+    assert cfgs[0].outputs["t"] == cfgs[1].inputs["t"] == cfgs[2].inputs["t"]
+
+
+def test_low_rank_dla_boundaries_are_refused_or_reformatted():
+    from hxsched.runtime.backends.trt.backend import tensor_layout
+
+    with pytest.raises(HxschedError, match=r"rank 2 and crosses dla0.*--allow-gpu-fallback"):
+        tensor_layout("logits", {"dla0", "gpu"}, "fp16", (1, 1000), "m/s0", False)
+    assert tensor_layout("logits", {"dla0", "gpu"}, "fp16", (1, 1000), "m/s0", True) == TensorIO(
+        "float16", "linear"
+    )
+
+
+def test_host_fed_dla_inputs_use_dla_linear_when_it_is_plain_nchw():
+    from hxsched.runtime.backends.trt.backend import tensor_layout
+
+    assert tensor_layout("x", {None, "dla0"}, "fp16", (1, 3, 640, 640), "s", False) == TensorIO(
+        "float16", "dla_linear"
+    )
+    assert tensor_layout("x", {None, "dla0"}, "fp16", (1, 3, 8, 8), "s", False) == TensorIO(
+        "float16", "chw16"
+    )
+    assert tensor_layout("x", {None, "dla0", "gpu"}, "fp16", (1, 3, 640, 640), "s", False) == (
+        TensorIO("float16", "chw16")
+    )
+
+
+def test_the_calibration_cache_is_in_the_engine_key(head, tmp_path):
+    seg = _seg(head, "gpu", src=None, dst=None)
+    a, b = tmp_path / "a.cache", tmp_path / "b.cache"
+    a.write_bytes(b"TRT-8601-EntropyCalibration2\nx: 3c00f9f4\n")
+    b.write_bytes(b"TRT-8601-EntropyCalibration2\nx: 3c010000\n")
+    keys = []
+    for cache in (a, b):
+        cfg = segment_config(
+            seg,
+            "int8",
+            allow_gpu_fallback=False,
+            calibration_cache=str(cache),
+            trt_version="10.3.0",
+        )
+        keys.append(
+            engine_key(seg, cfg, trt_version="10.3.0", device_name="Orin", compute_capability="8.7")
+        )
+    assert keys[0].calibration_sha256 and keys[0].digest() != keys[1].digest()
+    assert _key(seg).calibration_sha256 == ""
