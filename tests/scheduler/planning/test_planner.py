@@ -30,7 +30,9 @@ def test_paper_workloads_are_solved_to_proven_optimality(models, objective):
     s = plan.solver
     assert s.optimal and s.proof in ("unsat", "lp-bound")
     if objective == "throughput":
-        assert s.solve_time_s < 5  # goal < 1 s on a Jetson-class CPU; CI machines are slower
+        # the work the proof took, not this machine's speed (benchmarks/bench_plan.py times it):
+        # today 7-12 SAT calls over a few thousand variables and < 30k clauses
+        assert 0 < len(s.sat_calls) <= 16 and s.clauses < 60_000
     assert plan.predicted.period_ms >= s.lp_bound_ms
     best = min(b.period_ms for b in plan.baselines.values())
     assert plan.predicted.period_ms <= best + 1e-9
