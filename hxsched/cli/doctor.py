@@ -65,7 +65,15 @@ class Disagreement:
 # --- pure: findings from what the probes read ---------------------------------------------------
 
 
-def tensorrt_finding(version: str | None, error: str | None, python: tuple[int, int]) -> Finding:
+def tensorrt_finding(
+    version: str | None, error: str | None, python: tuple[int, int], other: tuple[str, ...] = ()
+) -> Finding:
+    if version is None and other:
+        fix = (
+            f"the binding in {other[0]} is for another Python, not {python[0]}.{python[1]}: "
+            f"build it for this Python ({GUIDE}, 'JetPack 5.1') or use JetPack 6"
+        )
+        return Finding("tensorrt", Status.MISSING, error or "not importable", fix)
     if version is None:
         fix = (
             f"install JetPack's TensorRT for this Python {python[0]}.{python[1]} "
@@ -121,6 +129,15 @@ def clock_text(freqs: Mapping[str, tuple[str | None, str | None]]) -> str | None
             text += f" of {int(top) / 1e6:.0f} MHz"
         parts.append(text)
     return "; ".join(parts) or None
+
+
+def check_trt_option(version: str) -> str:
+    """The ``hxsched check --trt`` rules matching an installed TensorRT (8.5, 8.6, 10, 11)."""
+    parts = (version.split(".") + ["0"])[:2]
+    major, minor = (int(p) if p.isdigit() else 0 for p in parts)
+    if major >= 10:
+        return str(min(major, 11))
+    return "8.6" if (major, minor) >= (8, 6) else "8.5"
 
 
 def compare_dla_verdicts(
@@ -183,6 +200,7 @@ def _devfreq() -> dict[str, tuple[str | None, str | None]]:
 def gather() -> list[Finding]:
     """Every finding on this machine (reads files, imports modules, runs nvpmodel/nsys)."""
     from hxsched.capabilities import detect
+    from hxsched.runtime.backends.trt.backend import foreign_trt_bindings
 
     py = (sys.version_info[0], sys.version_info[1])
     caps = detect()
@@ -195,7 +213,7 @@ def gather() -> list[Finding]:
             "" if release else "DLA and --backend trt on a DLA plan need a Jetson",
         ),
         Finding("python", Status.OK, f"{py[0]}.{py[1]}"),
-        tensorrt_finding(*_version_of("tensorrt"), py),
+        tensorrt_finding(*_version_of("tensorrt"), py, tuple(foreign_trt_bindings(py))),
         module_finding(
             "pycuda",
             _version_of("pycuda")[0],
@@ -257,11 +275,14 @@ def tensorrt_dla_verdicts(onnx_bytes: bytes) -> dict[str, bool]:
 
 
 def cross_check(model: str) -> list[Disagreement]:
+    import tensorrt as trt
+
     from hxsched.scheduler.dla.check import check_graph
     from hxsched.scheduler.graph.onnx_io import load_model, to_model_proto
 
     graph = load_model(model)
-    static = {v.node: v.dla for v in check_graph(graph).verdicts}
+    rules = check_trt_option(str(trt.__version__))
+    static = {v.node: v.dla for v in check_graph(graph, trt=rules).verdicts}
     return compare_dla_verdicts(
         static, tensorrt_dla_verdicts(to_model_proto(graph).SerializeToString())
     )

@@ -64,6 +64,10 @@ def test_findings_say_what_to_do():
     none = tensorrt_finding(None, "not installed", (3, 10))
     assert none.status == Status.MISSING and "JETSON.md" in none.fix and "3.10" in none.fix
     assert tensorrt_finding("8.6.2", None, (3, 10)).status == Status.OK
+    jp5 = tensorrt_finding(
+        None, "not installed", (3, 10), ("/usr/lib/python3.8/dist-packages/tensorrt",)
+    )
+    assert "another Python" in jp5.fix and "JetPack 5.1" in jp5.fix
     assert module_finding("pycuda", None, "pip install x").fix == "pip install x"
     assert module_finding("nvtx", "0.2.10", "").status == Status.OK
     assert dla_finding(0, False).status == Status.MISSING
@@ -91,3 +95,14 @@ def test_compare_dla_verdicts_reports_only_disagreements():
         Disagreement("Resize_2", False, True),
     ]
     assert compare_dla_verdicts({}, trt) == []
+
+
+def test_the_cross_check_uses_the_rules_of_the_installed_tensorrt():
+    from hxsched.cli.doctor import check_trt_option
+
+    assert [check_trt_option(v) for v in ("8.5.2.2", "8.6.2.3", "10.3.0.30", "11.4.1")] == [
+        "8.5",
+        "8.6",
+        "10",
+        "11",
+    ]

@@ -53,6 +53,8 @@ class Driver:
         self.initialised = False
         self.primary: Any = None
         self.contexts_created = 0
+        self.streams: dict[int, Any] = {}  # handle -> Stream (TensorRT gets the handle)
+        self.mod: Any = None  # the fake pycuda.driver module
 
     def stack(self) -> list[Any]:
         if not hasattr(self.local, "stack"):
@@ -85,220 +87,243 @@ class Driver:
         return self.memory[addr]
 
 
-def build_driver(version: str = "2026.1", **kw: Any) -> tuple[StrictModule, Driver]:
-    """A fresh ``pycuda.driver`` module for one recorded pycuda version."""
-    surface = load("pycuda", version)["pycuda.driver"]
-    mod = StrictModule("pycuda.driver", surface, version)
-    drv = Driver(**kw)
+class Device:
+    _t: Driver
 
-    class Device:
-        def __init__(self, number: int) -> None:
-            if not drv.initialised:
-                raise LogicError("cuDeviceGet failed: initialization error")
-            if number != 0:
-                raise LogicError("cuDeviceGet failed: invalid device ordinal")
-            self._n = number
+    def __init__(self, number: int) -> None:
+        if not self._t.initialised:
+            raise LogicError("cuDeviceGet failed: initialization error")
+        if number != 0:
+            raise LogicError("cuDeviceGet failed: invalid device ordinal")
+        self._n = number
 
-        def name(self) -> str:
-            return drv.device_name
+    def name(self) -> str:
+        return self._t.device_name
 
-        def compute_capability(self) -> tuple[int, int]:
-            return drv.cc
+    def compute_capability(self) -> tuple[int, int]:
+        return self._t.cc
 
-        @staticmethod
-        def count() -> int:
-            return 1
+    @staticmethod
+    def count() -> int:
+        return 1
 
-        def make_context(self, flags: int = 0) -> Any:
-            ctx = mod.Context(self, primary=False)
-            drv.contexts_created += 1
-            drv.stack().append(ctx)
-            return ctx
+    def make_context(self, flags: int = 0) -> Any:
+        """A new (non-primary) context, pushed on this thread (cuCtxCreate)."""
+        ctx = self._t.mod.Context(self, primary=False)
+        self._t.contexts_created += 1
+        self._t.stack().append(ctx)
+        return ctx
 
-        def retain_primary_context(self) -> Any:
-            if drv.primary is None:
-                drv.primary = mod.Context(self, primary=True)
-            return drv.primary
+    def retain_primary_context(self) -> Any:
+        """The device's primary context, not pushed (cuDevicePrimaryCtxRetain)."""
+        if self._t.primary is None:
+            self._t.primary = self._t.mod.Context(self, primary=True)
+        return self._t.primary
 
-    class Context:
-        def __init__(self, device: Any = None, primary: bool = False) -> None:
-            if device is None:
-                raise TypeError("Context cannot be constructed from Python")
-            self._device, self._primary = device, primary
-            self._handle = drv.handle()
 
-        @property
-        def handle(self) -> int:
-            return self._handle
+class Context:
+    _t: Driver
 
-        def push(self) -> None:
-            drv.stack().append(self)
+    def __init__(self, device: Any = None, primary: bool = False) -> None:
+        if device is None:
+            raise TypeError("Context cannot be constructed from Python")
+        self._device, self._primary = device, primary
+        self._handle = self._t.handle()
 
-        @staticmethod
-        def pop() -> None:
-            st = drv.stack()
-            if not st:
-                raise LogicError("cuCtxPopCurrent failed: invalid device context")
-            st.pop()
+    @property
+    def handle(self) -> int:
+        return self._handle
 
-        def detach(self) -> None:
-            st = drv.stack()
-            if self in st:
-                st.remove(self)
+    def push(self) -> None:
+        self._t.stack().append(self)
 
-        @staticmethod
-        def get_device() -> Any:
-            return drv.need_context("cuCtxGetDevice")._device
+    def detach(self) -> None:
+        st = self._t.stack()
+        if self in st:
+            st.remove(self)
 
-        @staticmethod
-        def get_current() -> Any:
-            return drv.current()
 
-        @staticmethod
-        def synchronize() -> None:
-            drv.need_context("cuCtxSynchronize")
+class Stream:
+    _t: Driver
 
-    class Stream:
-        def __init__(self, flags: int = 0) -> None:
-            if not isinstance(flags, int):
-                raise TypeError(f"Stream(flags) takes an unsigned int, got {type(flags).__name__}")
-            self._ctx = drv.need_context()
-            self._flags = flags
-            self._handle = drv.handle()
-            drv.streams[self._handle] = self
+    def __init__(self, flags: int = 0) -> None:
+        if not isinstance(flags, int):
+            raise TypeError(f"Stream(flags) takes an unsigned int, got {type(flags).__name__}")
+        self._ctx = self._t.need_context()
+        self._flags = flags
+        self._handle = self._t.handle()
+        self._t.streams[self._handle] = self
 
-        @property
-        def handle(self) -> int:
-            return self._handle
+    @property
+    def handle(self) -> int:
+        return self._handle
 
-        def synchronize(self) -> None:
-            drv.need_context("cuStreamSynchronize")
+    def synchronize(self) -> None:
+        self._t.need_context("cuStreamSynchronize")
 
-        def is_done(self) -> bool:
-            return True
+    def is_done(self) -> bool:
+        return True
 
-        def wait_for_event(self, event: Any) -> None:
-            drv.need_context("cuStreamWaitEvent")
-            if event._t is None:
-                raise LogicError("cuStreamWaitEvent failed: invalid resource handle")
+    def wait_for_event(self, event: Any) -> None:
+        self._t.need_context("cuStreamWaitEvent")
+        if event._t_ms is None:
+            raise LogicError("cuStreamWaitEvent failed: invalid resource handle")
 
-    class Event:
-        def __init__(self, flags: int = 0) -> None:
-            self._ctx = drv.need_context()
-            self._t: float | None = None
 
-        def record(self, stream: Any = None) -> Any:
-            drv.need_context("cuEventRecord")
-            self._t = time.perf_counter()
-            return self
+class Event:
+    """Work runs when it is enqueued, so an event's timestamp is the host time of its record."""
 
-        def synchronize(self) -> Any:
-            if self._t is None:
-                raise LogicError("cuEventSynchronize failed: invalid resource handle")
-            return self
+    _t: Driver
 
-        def query(self) -> bool:
-            return self._t is not None
+    def __init__(self, flags: int = 0) -> None:
+        self._ctx = self._t.need_context()
+        self._t_ms: float | None = None
 
-        def time_since(self, event: Any) -> float:
-            if self._t is None or event._t is None:
-                raise LogicError("cuEventElapsedTime failed: invalid resource handle")
-            return (self._t - event._t) * 1e3
+    def record(self, stream: Any = None) -> Any:
+        self._t.need_context("cuEventRecord")
+        self._t_ms = time.perf_counter() * 1e3
+        return self
 
-        def time_till(self, event: Any) -> float:
-            return event.time_since(self)
+    def synchronize(self) -> Any:
+        if self._t_ms is None:
+            raise LogicError("cuEventSynchronize failed: invalid resource handle")
+        return self
 
-    class DeviceAllocation:
-        def __init__(self, addr: int) -> None:
-            self._addr = addr
+    def query(self) -> bool:
+        return self._t_ms is not None
 
-        def __int__(self) -> int:
-            return self._addr
+    def time_since(self, event: Any) -> float:
+        if self._t_ms is None or event._t_ms is None:
+            raise LogicError("cuEventElapsedTime failed: invalid resource handle")
+        return self._t_ms - event._t_ms
 
-        __index__ = __int__
+    def time_till(self, event: Any) -> float:
+        return event.time_since(self)
 
-        def free(self) -> None:
-            drv.memory.pop(self._addr, None)
 
-        def __del__(self) -> None:  # pycuda frees on collection
-            drv.memory.pop(self._addr, None)
+class DeviceAllocation:
+    _t: Driver
 
-    drv.streams = {}
+    def __init__(self, addr: int) -> None:
+        self._addr = addr
+
+    def __int__(self) -> int:
+        return self._addr
+
+    __index__ = __int__
+
+    def free(self) -> None:
+        self._t.memory.pop(self._addr, None)
+
+    def __del__(self) -> None:  # pycuda frees device memory when the object is collected
+        self._t.memory.pop(self._addr, None)
+
+
+def _copy(dst: np.ndarray, src: np.ndarray, what: str) -> None:
+    if src.nbytes > dst.nbytes:
+        raise LogicError(f"{what} failed: invalid argument ({src.nbytes} > {dst.nbytes} B)")
+    dst[: src.nbytes] = src
+
+
+def _flat(host: Any) -> np.ndarray:
+    arr = np.asarray(host)
+    if not arr.flags.c_contiguous:
+        raise LogicError("host buffer is not contiguous")
+    return arr.reshape(-1).view(np.uint8)
+
+
+def _functions(drv: Driver) -> dict[str, Any]:
+    """The module functions the fake implements (bound to one driver's state)."""
 
     def init(flags: int = 0) -> None:
         drv.initialised = True
 
     def mem_alloc(nbytes: int) -> Any:
         drv.need_context()
-        return mod.DeviceAllocation(drv.alloc(int(nbytes)))
+        return drv.mod.DeviceAllocation(drv.alloc(int(nbytes)))
 
     def pagelocked_empty(shape: Any, dtype: Any, order: str = "C", mem_flags: int = 0) -> Any:
         drv.need_context()
         return np.empty(shape, dtype, order=order)
 
-    def _copy(dst: np.ndarray, src: np.ndarray, what: str) -> None:
-        if src.nbytes > dst.nbytes:
-            raise LogicError(f"{what} failed: invalid argument ({src.nbytes} > {dst.nbytes} B)")
-        dst[: src.nbytes] = src
+    def htod(what: str) -> Any:
+        def copy(dest: Any, src: Any, stream: Any = None) -> None:
+            drv.need_context(what)
+            _copy(drv.buffer(dest), _flat(src), what)
+            drv.layouts.pop(int(dest), None)  # the host wrote raw bytes
 
-    def _flat(host: Any) -> np.ndarray:
-        arr = np.asarray(host)
-        if not arr.flags.c_contiguous:
-            raise LogicError("host buffer is not contiguous")
-        return arr.reshape(-1).view(np.uint8)
+        return copy
 
-    def memcpy_htod(dest: Any, src: Any) -> None:
-        drv.need_context("cuMemcpyHtoD")
-        _copy(drv.buffer(dest), _flat(src), "cuMemcpyHtoD")
-        drv.layouts.pop(int(dest), None)
+    def dtoh(what: str) -> Any:
+        def copy(dest: Any, src: Any, stream: Any = None) -> None:
+            drv.need_context(what)
+            out, buf = _flat(dest), drv.buffer(src)
+            if out.nbytes > buf.nbytes:
+                raise LogicError(f"{what} failed: invalid argument")
+            out[:] = buf[: out.nbytes]
 
-    def memcpy_htod_async(dest: Any, src: Any, stream: Any = None) -> None:
-        drv.need_context("cuMemcpyHtoDAsync")
-        _copy(drv.buffer(dest), _flat(src), "cuMemcpyHtoDAsync")
-        drv.layouts.pop(int(dest), None)
-
-    def memcpy_dtoh(dest: Any, src: Any) -> None:
-        drv.need_context("cuMemcpyDtoH")
-        out, buf = _flat(dest), drv.buffer(src)
-        _copy(out, buf[: out.nbytes], "cuMemcpyDtoH")
-
-    def memcpy_dtoh_async(dest: Any, src: Any, stream: Any = None) -> None:
-        drv.need_context("cuMemcpyDtoHAsync")
-        out, buf = _flat(dest), drv.buffer(src)
-        if out.nbytes > buf.nbytes:
-            raise LogicError("cuMemcpyDtoHAsync failed: invalid argument")
-        out[:] = buf[: out.nbytes]
+        return copy
 
     def memset_d8(dest: Any, data: int, size: int) -> None:
         drv.need_context("cuMemsetD8")
         drv.buffer(dest)[:size] = data
 
-    impls = {
-        "Device": Device,
-        "Context": Context,
-        "Stream": Stream,
-        "Event": Event,
-        "DeviceAllocation": DeviceAllocation,
-    }
-    funcs = {
+    return {
         "init": init,
         "mem_alloc": mem_alloc,
         "pagelocked_empty": pagelocked_empty,
-        "memcpy_htod": memcpy_htod,
-        "memcpy_htod_async": memcpy_htod_async,
-        "memcpy_dtoh": memcpy_dtoh,
-        "memcpy_dtoh_async": memcpy_dtoh_async,
+        "memcpy_htod": htod("cuMemcpyHtoD"),
+        "memcpy_htod_async": htod("cuMemcpyHtoDAsync"),
+        "memcpy_dtoh": dtoh("cuMemcpyDtoH"),
+        "memcpy_dtoh_async": dtoh("cuMemcpyDtoHAsync"),
         "memset_d8": memset_d8,
     }
-    attrs = {
-        "Error": Error,
-        "LogicError": LogicError,
-        "MemoryError": MemoryError_,
-        "LaunchError": LaunchError,
-        "RuntimeError": RuntimeError_,
+
+
+def _context_statics(drv: Driver) -> dict[str, Any]:
+    """Context's static methods: they act on the calling thread's context stack."""
+
+    def pop() -> None:
+        st = drv.stack()
+        if not st:
+            raise LogicError("cuCtxPopCurrent failed: invalid device context")
+        st.pop()
+
+    def get_device() -> Any:
+        return drv.need_context("cuCtxGetDevice")._device
+
+    def get_current() -> Any:
+        return drv.current()
+
+    def synchronize() -> None:
+        drv.need_context("cuCtxSynchronize")
+
+    return {
+        "pop": staticmethod(pop),
+        "get_device": staticmethod(get_device),
+        "get_current": staticmethod(get_current),
+        "synchronize": staticmethod(synchronize),
     }
-    impls = {k: _strict(v) for k, v in impls.items()}
-    bind(mod, impls, funcs, attrs)
+
+
+_EXCEPTIONS = {
+    "Error": Error,
+    "LogicError": LogicError,
+    "MemoryError": MemoryError_,
+    "LaunchError": LaunchError,
+    "RuntimeError": RuntimeError_,
+}
+
+
+def build_driver(version: str = "2026.1", **kw: Any) -> tuple[StrictModule, Driver]:
+    """A fresh ``pycuda.driver`` module for one recorded pycuda version."""
+    surface = load("pycuda", version)["pycuda.driver"]
+    mod = StrictModule("pycuda.driver", surface, version)
+    drv = Driver(**kw)
+    drv.mod = mod
+    context = type("Context", (Context,), _context_statics(drv))
+    impls = {c.__name__: _strict(c) for c in (Device, context, Stream, Event, DeviceAllocation)}
+    bind(mod, impls, _functions(drv), _EXCEPTIONS, shared=drv)
     object.__setattr__(mod, "_driver", drv)
     return mod, drv
 

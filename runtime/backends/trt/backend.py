@@ -3,7 +3,7 @@
 One CUDA stream per accelerator; a segment waits for its input with ``cudaStreamWaitEvent``;
 boundary tensors live in a ring of device buffers (one slot per frame in flight) shared by
 producer and consumer, so nothing crosses the host between segments. tensorrt and pycuda are
-imported lazily; every decision is made by pure functions (``trt_engine``, ``engine_cache``,
+imported lazily; every decision is made by pure functions (``engine``, ``engine_cache``,
 ``fallback``) that the tests cover on a CPU.
 """
 
@@ -55,7 +55,6 @@ from hxsched.scheduler.types import Accelerator
 logger = logging.getLogger(__name__)
 
 _ITEM = {"float32": 4, "float16": 2, "int8": 1}
-__all__ = ["TrtBackend", "pack_into", "pack_vectorized", "padded_nbytes", "unpack_vectorized"]
 
 
 def pack_vectorized(arr: np.ndarray, vec: int, dtype: str) -> np.ndarray:
@@ -325,43 +324,61 @@ class TrtEvent:
 
 
 class TrtStream:
+    """One accelerator: a compute stream and a copy stream beside it, so that the upload of the
+    next frame and the download of the last overlap this frame's compute."""
+
     def __init__(self, backend: TrtBackend, accelerator: str) -> None:
         self.backend = backend
         self.accelerator = accelerator
         # non-blocking: no implicit sync with the legacy default stream (CUDA Runtime API,
         # "Stream synchronization behavior")
         self.stream = backend.cuda.Stream(CU_STREAM_NON_BLOCKING)
+        self.copies = backend.cuda.Stream(CU_STREAM_NON_BLOCKING)
 
     def enqueue(self, seg: SegmentSpec, frame: FrameState, waits: Sequence[TrtEvent]) -> TrtEvent:
         b, cuda = self.backend, self.backend.cuda
         slot = frame.index % b.inflight
         ctx = b.contexts[seg.name]
-        for w in waits:
-            self.stream.wait_for_event(w.end)
+        uploaded = False
         for name in seg.inputs:
             buf = b.buffers[(seg.instance, name, slot)]
             if seg.inputs_from.get(name) is None:  # from the host: pinned copy, then upload
                 host = b.host[(seg.instance, name, slot)]
                 vec, shape = b.layout[(seg.instance, name)]
                 pack_into(host, np.asarray(frame.tensors[seg.instance][name]), vec)
-                cuda.memcpy_htod_async(buf, host, self.stream)
+                cuda.memcpy_htod_async(buf, host, self.copies)
+                uploaded = True
             ctx.set_tensor_address(name, int(buf))
+        if uploaded:
+            up = cuda.Event(cuda.event_flags.DISABLE_TIMING)
+            up.record(self.copies)
+            self.stream.wait_for_event(up)
+        for w in waits:
+            self.stream.wait_for_event(w.end)
         for name in seg.outputs:
             ctx.set_tensor_address(name, int(b.buffers[(seg.instance, name, slot)]))
-        start, end, done = cuda.Event(), cuda.Event(), cuda.Event()
+        # the host waits on ``done`` only: it sleeps instead of spinning a core that packs
+        # inputs (pycuda event_flags.BLOCKING_SYNC = cudaEventBlockingSync), and is not timed
+        flags = cuda.event_flags
+        start, end = cuda.Event(), cuda.Event()
+        done = cuda.Event(flags.BLOCKING_SYNC | flags.DISABLE_TIMING)
         with nvtx.annotate(f"{seg.name} f{frame.index}", self.accelerator):
             start.record(self.stream)
             if not ctx.execute_async_v3(stream_handle=self.stream.handle):
                 raise HxschedError(f"TensorRT execute_async_v3 failed for {seg.name}")
             end.record(self.stream)
         to_host = [n for n in seg.outputs if seg.outputs_to.get(n) is None]
-        for name in to_host:
-            cuda.memcpy_dtoh_async(
-                b.host[(seg.instance, name, slot)],
-                b.buffers[(seg.instance, name, slot)],
-                self.stream,
-            )
-        done.record(self.stream)
+        if to_host:
+            self.copies.wait_for_event(end)
+            for name in to_host:
+                cuda.memcpy_dtoh_async(
+                    b.host[(seg.instance, name, slot)],
+                    b.buffers[(seg.instance, name, slot)],
+                    self.copies,
+                )
+            done.record(self.copies)
+        else:
+            done.record(self.stream)
 
         def fill() -> None:
             for name in to_host:
@@ -600,11 +617,17 @@ class TrtBackend:
         return float(ev.time_since(self.base))
 
     def source(self) -> str:
+        if self._identity is None:  # asked before prepare (a status page during start-up)
+            return f"measured: TensorRT (device not opened yet), CUDA events, {self.precision}"
         version, device, cc = self.device_identity()
         return f"measured: TensorRT {version} on {device} (sm {cc}), CUDA events, {self.precision}"
 
     def close(self) -> None:
+        """Free everything with the context current: the preparing thread's push is popped,
+        or, closing from another thread, a push made here for the purpose."""
         if self._ctx is not None:
+            if self.cuda.Context.get_current() is None:
+                self._ctx.push()
             self.cuda.Context.synchronize()  # nothing in flight reads a buffer freed below
         self.contexts.clear()
         self.buffers.clear()

@@ -98,7 +98,8 @@ def measure_trt_profile(
     if not caps.trt_available:
         raise MissingDependencyError(
             "--backend trt needs TensorRT (on a Jetson: JetPack's python3-libnvinfer) and "
-            "pycuda (pip install 'hxsched[jetson]'); use --backend estimate or ort elsewhere"
+            "pycuda (pip install 'hxsched[jetson]'; JETSON.md); use --backend estimate or ort "
+            "elsewhere"
         )
     base = estimate_profile(
         graph, device_name, precision=precision, max_groups=max_groups, model_name=model_name

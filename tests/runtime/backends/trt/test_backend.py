@@ -504,6 +504,11 @@ class _ThreadCuda:
             def synchronize() -> None:
                 cuda._need()
 
+            @staticmethod
+            def get_current():
+                stack = cuda._stack()
+                return stack[-1] if stack else None
+
         class Device:
             def __init__(self, n: int) -> None:
                 pass
@@ -587,7 +592,7 @@ def test_streams_are_non_blocking(tmp_path, monkeypatch):
     assert cuda.streams == [1]  # the clock stream: CU_STREAM_NON_BLOCKING
     b.stream("gpu")
     b.stream("dla0")
-    assert cuda.streams == [1, 1, 1]
+    assert cuda.streams == [1] * 5  # and a compute and a copy stream per accelerator
     b.close()
 
 
@@ -612,6 +617,10 @@ def test_the_primary_context_is_made_current_on_each_issuing_thread(tmp_path, mo
     assert len(cuda._stack()) == 1  # the preparing thread keeps it until close()
     b.close()
     assert cuda._stack() == []
+    # Closing from another thread makes the context current there for the purpose.
+    other = TrtBackend(cache_dir=tmp_path)
+    other.prepare([], inflight=1)
+    assert _on_thread(other.close) == ("ok", None)
 
 
 def test_the_executor_binds_the_backend_to_its_thread(tmp_path, monkeypatch):
