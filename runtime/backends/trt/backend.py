@@ -287,7 +287,7 @@ def check_fallbacks(
     seg: SegmentSpec, inspector_json: str | None, log: list[str]
 ) -> list[FallbackEvent]:
     """Planned-DLA nodes that TensorRT put on the GPU (by name, with TensorRT's reason)."""
-    if not seg.accelerator.startswith("dla") or seg.graph is None:
+    if not Accelerator(seg.accelerator).is_dla or seg.graph is None:
         return []
     planned = [n.name for n in seg.graph.nodes]
     layers = parse_inspector_json(inspector_json) if inspector_json else None

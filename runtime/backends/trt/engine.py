@@ -17,6 +17,7 @@ import numpy as np
 
 from hxsched._compat import lazy_import
 from hxsched.errors import HxschedError, MissingDependencyError
+from hxsched.scheduler.types import Accelerator, Precision
 
 trt = lazy_import("tensorrt")
 cuda = lazy_import("pycuda.driver")
@@ -51,8 +52,8 @@ class TensorIO:
 
 @dataclass(frozen=True)
 class BuildConfig:
-    accelerator: str  # "gpu", "dla0", "dla1"
-    precision: str  # "fp16" or "int8"
+    accelerator: Accelerator
+    precision: Precision  # fp16 or int8
     gpu_fallback: bool
     direct_io: bool
     inputs: dict[str, TensorIO] = field(default_factory=dict)
@@ -62,7 +63,12 @@ class BuildConfig:
 
     @property
     def dla_core(self) -> int | None:
-        return int(self.accelerator[3:]) if self.accelerator.startswith("dla") else None
+        return self.accelerator.dla_core
+
+
+def _is_dla(accelerator: str) -> bool:
+    """A DLA core's name (dla0, dla1, or a misspelled dlaN the caller then refuses)."""
+    return accelerator.startswith("dla")
 
 
 def boundary_io(this: str, other: str | None, precision: str, rank: int = 4) -> TensorIO:
@@ -72,11 +78,13 @@ def boundary_io(this: str, other: str | None, precision: str, rank: int = 4) -> 
     kCHW32 for INT8), so no reformat kernel runs on the GPU; model inputs/outputs stay FP32
     linear so the host can read them; GPU-to-GPU hand-overs use linear FP16 (half the bytes).
     """
-    on_dla = this.startswith("dla") or (other is not None and other.startswith("dla"))
+    on_dla = _is_dla(this) or (other is not None and _is_dla(other))
     if on_dla and rank < 3:  # vectorised formats exist only from 3 dimensions (C is dims[-3])
         return TensorIO("float16", "linear") if other is not None else TensorIO("float32", "linear")
     if on_dla:
-        return TensorIO("int8", "chw32") if precision == "int8" else TensorIO("float16", "chw16")
+        if precision == Precision.INT8:
+            return TensorIO("int8", "chw32")
+        return TensorIO("float16", "chw16")
     if other is None:
         return TensorIO("float32", "linear")
     return TensorIO("float16", "linear")
@@ -97,12 +105,18 @@ def build_config_for(
     """Everything the builder needs for one segment; ``inputs_from``/``outputs_to`` name the
     accelerator on the other side of each boundary tensor (None for the host); ``layouts``
     (one per tensor, decided over all its readers) override the pairwise choice."""
-    if precision not in ("fp16", "int8"):
+    if precision not in (Precision.FP16, Precision.INT8):
         raise HxschedError(f"precision {precision!r}: TensorRT segments build in fp16 or int8")
-    is_dla = accelerator.startswith("dla")
-    if is_dla and accelerator not in ("dla0", "dla1"):
+    if _is_dla(accelerator) and accelerator not in (Accelerator.DLA0, Accelerator.DLA1):
         raise HxschedError(f"unknown DLA core {accelerator!r} (dla0 or dla1)")
-    if precision == "int8" and calibration_cache is None and trt_major < 11:
+    try:
+        acc = Accelerator(accelerator)
+    except ValueError:
+        raise HxschedError(
+            f"accelerator {accelerator!r}: TensorRT runs on gpu, dla0 or dla1"
+        ) from None
+    is_dla = acc.is_dla
+    if precision == Precision.INT8 and calibration_cache is None and trt_major < 11:
         raise HxschedError("INT8 needs a calibration cache (--calibration-cache)")
     rk = ranks or {}
     fixed = layouts or {}
@@ -116,8 +130,8 @@ def build_config_for(
     }
     fallback = allow_gpu_fallback and is_dla
     return BuildConfig(
-        accelerator=accelerator,
-        precision=precision,
+        accelerator=acc,
+        precision=Precision(precision),
         gpu_fallback=fallback,
         # DIRECT_IO forbids reformat layers at the boundary: only sound when every boundary
         # tensor already has the engine's native layout, i.e. on DLA without fallback.
@@ -345,7 +359,7 @@ def _configure_precision(config: Any, cfg: BuildConfig) -> Any:
     if cfg.strongly_typed:
         return None
     config.set_flag(trt.BuilderFlag.FP16)
-    if cfg.precision != "int8":
+    if cfg.precision != Precision.INT8:
         return None
     config.set_flag(trt.BuilderFlag.INT8)
     if cfg.calibration_cache is None:

@@ -22,7 +22,7 @@ from hxsched.scheduler.graph.graph import Graph
 from hxsched.scheduler.graph.onnx_io import to_model_proto
 from hxsched.scheduler.graph.segments import extract_segment
 from hxsched.scheduler.profile.schema import GroupProfile, Profile, Provenance, Transition
-from hxsched.scheduler.types import Accelerator, ProvenanceKind
+from hxsched.scheduler.types import Accelerator, AcceleratorKind, ProvenanceKind
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +33,16 @@ class EngineJob:
 
     first_group: int
     last_group: int
-    accelerator: str
+    accelerator: Accelerator
 
 
 def engine_jobs(profile: Profile) -> list[EngineJob]:
     """A GPU engine per group, and a DLA engine per DLA-capable group (on dla0)."""
     jobs = []
     for g in profile.groups:
-        jobs.append(EngineJob(g.id, g.id, "gpu"))
-        if "dla" in g.time_ms:
-            jobs.append(EngineJob(g.id, g.id, "dla0"))
+        jobs.append(EngineJob(g.id, g.id, Accelerator.GPU))
+        if AcceleratorKind.DLA in g.time_ms:
+            jobs.append(EngineJob(g.id, g.id, Accelerator.DLA0))
     return jobs
 
 
@@ -138,7 +138,10 @@ def measure_trt_profile(
     groups = []
     for g in base.groups:
         times, spread, sources = {}, {}, {}
-        for kind, acc in (("gpu", "gpu"), ("dla", "dla0")):
+        for kind, acc in (
+            (AcceleratorKind.GPU, Accelerator.GPU),
+            (AcceleratorKind.DLA, Accelerator.DLA0),
+        ):
             if (g.id, acc) in measured:
                 times[kind], spread[kind] = measured[(g.id, acc)]
                 sources[f"time_ms.{kind}"] = "trt"
@@ -156,7 +159,10 @@ def measure_trt_profile(
     transitions = []
     for a_id, b_id in transition_pairs(base):
         vals = {}
-        for direction, (acc_a, acc_b) in (("g2d", ("gpu", "dla0")), ("d2g", ("dla0", "gpu"))):
+        for direction, (acc_a, acc_b) in (
+            ("g2d", (Accelerator.GPU, Accelerator.DLA0)),
+            ("d2g", (Accelerator.DLA0, Accelerator.GPU)),
+        ):
             ba, bb = blobs.get((a_id, acc_a)), blobs.get((b_id, acc_b))
             if ba is None or bb is None:
                 continue
