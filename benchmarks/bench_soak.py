@@ -2,8 +2,8 @@
 
     python benchmarks/bench_soak.py --slices 10000 --out soak.json
 
-The service runs in this process (journal, sources, worker, DICOM/JSON/PNG sinks, no HTTP);
-RSS is sampled from /proc every second; growth is measured after warm-up (the first 10 % of
+The service runs in this process (journal, sources, worker, DICOM/JSON/PNG sinks, no HTTP) with
+its host worker processes; RSS (this process and its workers) is sampled from /proc every second; growth is measured after warm-up (the first 10 % of
 slices) as (last - first) / first of the post-warm-up samples, and (steadier) as the median
 of their last quarter over the median of their first quarter; goal < 5 %. Latency percentiles
 are end to end (accepted -> outputs written), from the service's own histogram.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -22,10 +23,27 @@ from pathlib import Path
 
 
 def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
+    """This process's RSS plus its children's (the service's host worker processes)."""
+    me = os.getpid()
+    kids = [int(x) for t in Path(f"/proc/{me}/task").glob("*/children") for x in _words(t)]
+    return sum(_rss(pid) for pid in [me, *kids])
+
+
+def _words(path: Path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except OSError:
+        return []
+
+
+def _rss(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
 
 
 def main(argv=None) -> int:

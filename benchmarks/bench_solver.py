@@ -4,12 +4,19 @@ approach) on the same seeded random chains, measured side by side in one run.
     python benchmarks/bench_solver.py                 # the standard grid (tens of minutes)
     python benchmarks/bench_solver.py --quick         # a few minutes
     python benchmarks/bench_solver.py --out results.json --plot scaling.svg
+    python benchmarks/bench_solver.py --skip-grid --anytime real   # gap over time, contention on
 
 Needs z3-solver (pip install 'hxsched[bench]'). Every row: instances x groups x k x objective,
 hxsched's solve time, whether it proved optimality, its gap at the time limit, Z3's time and
 status, and whether both found the same value (throughput models are identical; Z3's latency
 model is HaX-CoNN's per-group formulation, which may interleave groups of different instances,
 so its optimum can be lower than ours: we report both values).
+
+The anytime part (contention on, as ``hxsched plan`` runs): the real-model mixes for orin-agx
+and synthetic 2/4/8 x 40 chains, each at k = 1, 2 and time limits 1, 5, 30 s, one forked process
+per solve (its own peak memory); prints value, proven gap, wall time and peak RSS, and lists every
+case where the wall time exceeds 1.1 x limit + 1 s or a plan gets worse with more time or more
+switches ("NOT MET").
 """
 
 from __future__ import annotations
@@ -180,6 +187,98 @@ def run_case(n_inst, n_groups, k, objective, seed, time_limit, use_z3):
     return row
 
 
+# Real-model mixes on orin-agx (the shipped profiles, contention model on as `hxsched plan`).
+REAL_MIXES = {
+    2: (("pix2pix_unet256_dla", 1), ("yolov8n", 1)),
+    4: (("pix2pix_unet256_dla", 2), ("yolov8n", 1), ("yolov8s", 1)),
+    8: (("pix2pix_unet256_dla", 4), ("yolov8n", 4)),
+}
+LIMITS = (1.0, 5.0, 30.0)  # gap over time: the plan at each of these limits
+
+
+def real_instances(n: int):
+    from hxsched.scheduler.profile.schema import load_profile
+    from hxsched.scheduler.profile.store import shipped_dir
+
+    out, contention = [], None
+    for name, count in REAL_MIXES[n]:
+        prof = load_profile(shipped_dir() / "orin-agx" / f"{name}.yaml")
+        contention = contention or prof.contention
+        out += [Instance(f"{name}#{i}", name, prof) for i in range(count)]
+    return out, contention
+
+
+def _timed_solve(queue, instances, contention, objective, k, limit):
+    from hxsched.scheduler.planning.solver import peak_rss_mib
+
+    t0 = time.monotonic()
+    problem = build_problem(
+        instances, ACCELERATORS, objective=objective, max_switches=k, contention=contention
+    )
+    r = solve(problem, time_limit_s=limit)
+    queue.put(
+        {
+            "wall_s": round(time.monotonic() - t0, 3),
+            "value": r.value,
+            "lower_bound": r.lower_bound,
+            "gap": round(r.gap, 5),
+            "optimal": r.optimal,
+            "proof": r.proof,
+            "proof_detail": r.proof_detail,
+            "peak_rss_mib": peak_rss_mib(),
+        }
+    )
+
+
+def solve_in_child(instances, contention, objective, k, limit) -> dict:
+    """One solve in a forked process, so its peak memory (ru_maxrss) is its own."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(
+        target=_timed_solve, args=(queue, instances, contention, objective, k, limit)
+    )
+    proc.start()
+    out = queue.get()
+    proc.join()
+    return out
+
+
+def anytime_rows(cases, limits=LIMITS) -> tuple[list[dict], list[str]]:
+    """Per (name, instances, contention, objective): plans for k and limits; checks wall time
+    <= 1.1 x limit + 1 s, monotone in the limit, and monotone in k at each limit."""
+    rows, problems = [], []
+    for name, instances, contention, objective, ks in cases:
+        by_k: dict[int, dict[float, dict]] = {}
+        for k in ks:
+            by_k[k] = {}
+            for limit in limits:
+                out = solve_in_child(instances, contention, objective, k, limit)
+                by_k[k][limit] = out
+                rows.append({"case": name, "objective": objective, "k": k, "limit_s": limit, **out})
+                print(
+                    f"{name:28s} {objective:10s} k={k} limit {limit:4.0f}s: wall {out['wall_s']:6.2f}s "
+                    f"value {out['value']} lb {out['lower_bound']} "
+                    f"{'optimal (' + out['proof'] + ')' if out['optimal'] else 'gap ' + format(out['gap'], '.2%')} "
+                    f"peak {out['peak_rss_mib']:.0f} MiB",
+                    flush=True,
+                )
+                if out["wall_s"] > 1.1 * limit + 1.0:
+                    problems.append(
+                        f"{name} {objective} k={k}: wall {out['wall_s']} s at limit {limit}"
+                    )
+            values = [by_k[k][x]["value"] for x in limits]
+            if any(b > a for a, b in zip(values, values[1:], strict=False)):
+                problems.append(f"{name} {objective} k={k}: worse with more time {values}")
+        for k0, k1 in zip(ks, ks[1:], strict=False):
+            for limit in limits:
+                a, b = by_k[k0][limit]["value"], by_k[k1][limit]["value"]
+                if b > a:
+                    problems.append(f"{name} {objective} limit {limit}: k={k1} {b} > k={k0} {a}")
+    return rows, problems
+
+
 def svg_plot(rows: list[dict], path: Path) -> None:
     """Solve time per case, hxsched vs Z3, log scale (timeouts drawn at the limit)."""
     W, H, L, B = 900, 420, 60, 60
@@ -221,6 +320,23 @@ def svg_plot(rows: list[dict], path: Path) -> None:
     path.write_text("\n".join(parts))
 
 
+def run_anytime(which: str, objectives, seed: int) -> tuple[list[dict], list[str]]:
+    from hxsched.scheduler.cost.contention import DEFAULT_CONTENTION
+
+    cases = []
+    for objective in objectives:
+        if which in ("real", "both"):
+            for n in REAL_MIXES:
+                instances, contention = real_instances(n)
+                cases.append((f"orin-agx real mix x{n}", instances, contention, objective, (1, 2)))
+        if which in ("synthetic", "both"):
+            for n in (2, 4, 8):
+                instances = make_instances(n, 40, seed)
+                cm = DEFAULT_CONTENTION["orin-agx"]
+                cases.append((f"synthetic {n}x40", instances, cm, objective, (1, 2)))
+    return anytime_rows(cases) if cases else ([], [])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -230,6 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--no-z3", action="store_true", help="skip the Z3 peer")
     ap.add_argument("--objective", choices=("both", "throughput", "latency"), default="both")
+    ap.add_argument(
+        "--anytime",
+        choices=("none", "real", "synthetic", "both"),
+        default="both",
+        help="gap over time (limits 1, 5, 30 s) with contention on: the real-model mixes "
+        "and/or synthetic 2/4/8 x 40 chains",
+    )
+    ap.add_argument("--skip-grid", action="store_true", help="only the anytime part")
     ap.add_argument("--out", default="bench_solver.json")
     ap.add_argument("--plot", default="bench_solver.svg")
     args = ap.parse_args(argv)
@@ -255,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         grid = [(n, g, k) for n in (2, 4, 8) for g in (10, 40, 100) for k in (1, 2, 3)]
     rows = []
     objectives = ("throughput", "latency") if args.objective == "both" else (args.objective,)
-    for objective in objectives:
+    anytime, problems = run_anytime(args.anytime, objectives, args.seed)
+    for objective in objectives if not args.skip_grid else ():
         for n, g, k in grid:
             row = run_case(n, g, k, objective, args.seed, args.time_limit, use_z3)
             rows.append(row)
@@ -291,15 +416,23 @@ def main(argv: list[str] | None = None) -> int:
             if both
             else None,
         }
+    import os
+
     report = {
         "machine": f"{platform.machine()} {platform.processor()} ({platform.python_version()})",
+        "load_average": os.getloadavg(),
+        "anytime": anytime,
+        "anytime_problems": problems,
         "time_limit_s": args.time_limit,
         "resolution_ms": RES,
         "summary": summary,
         "rows": rows,
     }
     Path(args.out).write_text(json.dumps(report, indent=1))
-    svg_plot(rows, Path(args.plot))
+    if rows:
+        svg_plot(rows, Path(args.plot))
+    for line in problems:
+        print("NOT MET:", line)
     print(json.dumps(summary, indent=1))
     print(f"wrote {args.out} and {args.plot}")
     return 0

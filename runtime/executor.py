@@ -1,12 +1,15 @@
-"""The pipelined executor: one stream per accelerator, frames issued in the plan's steady-state
-order (software pipelining), a segment waiting for its input by event, N frames in flight with
-back-pressure, outputs in frame order, per-segment drift watched against the expected times."""
+"""The pipelined executor: one stream per accelerator, frames released one plan period apart and
+each segment enqueued at its slot in the plan's timeline (software pipelining), a segment waiting
+for its input by event, N frames in flight with back-pressure, outputs in frame order,
+per-segment drift watched against the expected times."""
 
 from __future__ import annotations
 
 import contextlib
 import heapq
+import math
 import statistics
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,20 +28,23 @@ MAX_WARMUP = 20  # frames left out of the steady-state rate
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one segment sits in the steady-state period: its offset, and how many periods
-    after its frame's admission it runs (``lag``)."""
+    """Where one segment sits in the steady-state period: its offset, how many periods after
+    its frame's release it runs (``lag``), and its start and end counted from that release."""
 
     instance: int
     segment: int
     accelerator: str
     offset_ms: float
     lag: int
+    at_ms: float = 0.0
+    end_ms: float = 0.0
 
 
 def issue_schedule(plan: Plan, specs: Sequence[InstanceSpec]) -> list[Slot]:
     """The plan's timeline as issue slots: segment (i, s) of frame f is issued in period
-    f + lag, at its offset. Throughput plans give the cyclic schedule; latency plans the one-frame
-    schedule (all lags 0, so consecutive frames still overlap where streams allow)."""
+    f + lag, at its offset. Throughput plans give the steady-state cyclic schedule of
+    ``simulate.evaluate_throughput``; latency plans the one-frame schedule in the solver's order
+    (all lags 0, the period being the frame's makespan: one frame at a time)."""
     res = plan.resolution_ms or 0.01
     period = round(plan.predicted.period_ms / res)
     starts = {(t.instance, t.segment): t for t in plan.timeline}
@@ -48,15 +54,38 @@ def issue_schedule(plan: Plan, specs: Sequence[InstanceSpec]) -> list[Slot]:
         for s, seg in enumerate(inst.segments):
             rec = starts.get((inst.name, s))
             if rec is None or period <= 0:  # no timeline: chain order, one period per frame
-                slots.append(Slot(i, s, seg.accelerator, float(t), 0))
-                t += max(1, round(seg.expected_ms / res))
+                d = max(1, round(seg.expected_ms / res))
+                slots.append(Slot(i, s, seg.accelerator, t * res, 0, t * res, (t + d) * res))
+                t += d
                 continue
             off = round(rec.start_ms / res)
             end = round(rec.end_ms / res)
             start = t + (off - t) % period
-            slots.append(Slot(i, s, seg.accelerator, off * res, start // period))
             t = start + (end - off)
+            slots.append(
+                Slot(i, s, seg.accelerator, off * res, start // period, start * res, t * res)
+            )
     return sorted(slots, key=lambda x: (x.lag, x.offset_ms, x.instance, x.segment))
+
+
+def frames_needed(frame_ms: float, period_ms: float) -> int:
+    """Frames a schedule keeps in flight: a frame released every period stays ``frame_ms``."""
+    if period_ms <= 0:
+        return 1
+    return max(1, math.ceil(frame_ms / period_ms - 1e-6))
+
+
+def inflight_cost(inflight: int, need: int, frame_ms: float, period_ms: float) -> str:
+    """What running fewer frames in flight than the schedule keeps costs (empty: nothing)."""
+    if inflight >= need:
+        return ""
+    fps = 1000.0 / period_ms
+    capped = min(fps, inflight * 1000.0 / frame_ms)
+    return (
+        f"--inflight {inflight} is below the {need} frames this schedule keeps in flight (a frame "
+        f"takes {frame_ms:.3f} ms, one starts every {period_ms:.3f} ms): running {inflight} in "
+        f"flight caps the rate at about {capped:.1f} fps instead of the plan's {fps:.1f}"
+    )
 
 
 @dataclass
@@ -68,6 +97,8 @@ class FrameResult:
     admitted_ms: float
     done_ms: float
     segment_ms: dict[str, float]  # segment name -> run time
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # segment -> start, end
+    enqueue: dict[str, tuple[float, float]] = field(default_factory=dict)  # host, if recorded
 
     @property
     def latency_ms(self) -> float:
@@ -142,6 +173,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 class _InFlight:
     state: FrameState
     events: dict[tuple[int, int], Event] = field(default_factory=dict)
+    enqueue: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)  # host
+    last_issue_ms: float = 0.0  # when its last segment is due to be enqueued
 
 
 class Executor:
@@ -163,25 +196,23 @@ class Executor:
         drift_sustain: int = 20,
         expected_from_plan: bool = True,
         on_event: Callable[[FallbackEvent], None] | None = None,
+        record_enqueue: bool = False,
     ) -> None:
         self.plan = plan
+        self.record_enqueue = record_enqueue  # host enqueue times per segment (bench)
         self.specs = list(specs)
         self.backend = backend
         self.slots = issue_schedule(plan, self.specs)
         self.max_lag = max((s.lag for s in self.slots), default=0)
-        need = self.max_lag + 2
+        self.period_ms = float(plan.predicted.period_ms)
+        self.frame_ms = max((s.end_ms for s in self.slots), default=0.0)  # one frame, released
+        self.need = frames_needed(self.frame_ms, self.period_ms)
         if inflight is not None and inflight < 1:
-            raise HxschedError("--inflight must be at least 1")
-        # default: one frame beyond what the schedule needs, slack for host wake-up jitter
-        # (measured: 2x Pix2Pix on sim with real sleeps reaches 0.98 of the plan at the minimum,
-        # 0.999 with one more frame; each frame in flight adds about one period of latency)
-        self.inflight = max(inflight or need + 1, need)
-        self.inflight_note = (
-            f"raised --inflight {inflight} to {need}: the plan's schedule keeps {need} frames "
-            "in flight"
-            if inflight is not None and inflight < need
-            else ""
-        )
+            raise HxschedError(f"--inflight {inflight}: expected at least 1 frame in flight")
+        # default: one frame beyond what the schedule needs, slack for host wake-up jitter on a
+        # real clock (frames are released at the plan's period, so slack adds no latency)
+        self.inflight = inflight if inflight is not None else self.need + 1
+        self.inflight_note = inflight_cost(self.inflight, self.need, self.frame_ms, self.period_ms)
         self.on_event = on_event
         self._drift_on = drift
         self._drift_threshold = drift_threshold
@@ -195,7 +226,9 @@ class Executor:
             for s in inst.segments
         }
         self.events: deque[FallbackEvent] = deque(maxlen=1000)
-        self._heap: list[tuple[int, float, int, int, int]] = []
+        self._heap: list[tuple[float, int, int, int]] = []  # (issue time, frame, inst, seg)
+        self._release: float | None = None  # the latest frame's release time
+        self._drained = False  # drained since that release: the next one starts a new grid
         self._frames: deque[_InFlight] = deque()
         self._by_index: dict[int, _InFlight] = {}
         self._next = 0
@@ -226,7 +259,9 @@ class Executor:
         on_error: Callable[[Any, int, str], None] | None = None,
     ) -> RunStats:
         """Feed ``frames`` (per instance its input arrays; ``(tag, inputs)`` to carry a handle;
-        ``None`` = nothing to do now: finish what is in flight). Returns the run's statistics.
+        ``None`` = nothing to do now: finish what is in flight; a source about to block yields
+        it first). Frames are released one plan period apart (or on arrival, if later), and each
+        segment is enqueued at its slot in the plan's timeline. Returns the run's statistics.
 
         A frame whose segment fails goes to ``on_error(tag, index, message)`` and the others
         carry on; without ``on_error`` the first failure ends the run with an error."""
@@ -240,8 +275,6 @@ class Executor:
             thread.enter_context(bind())
         try:
             while True:
-                if len(self._frames) >= self.inflight:
-                    self._collect_oldest(on_output)
                 item = next(it, StopIteration)
                 if item is StopIteration:
                     break
@@ -249,8 +282,7 @@ class Executor:
                     self._drain(on_output)
                     continue
                 tag, inputs = item if isinstance(item, tuple) else (None, item)
-                self._admit(inputs, tag)
-                self._issue_through(self._next - 1)
+                self._admit(inputs, tag, on_output)
                 self._collect_ready(on_output)
             self._drain(on_output)
         except SegmentFailed as exc:
@@ -259,27 +291,56 @@ class Executor:
             thread.close()
         return self.summary()
 
-    def _admit(self, inputs: dict[str, dict[str, Any]], tag: Any) -> None:
+    def _admit(self, inputs: dict[str, dict[str, Any]], tag: Any, on_output) -> None:
+        """Release the next frame one period after the previous one (or now, if later), once
+        fewer than ``inflight`` frames are in flight; queue its segments at their slot times."""
+        now = self.backend.now_ms()
+        target = now if self._release is None else self._release + self.period_ms
+        self._issue_until(target)
+        self._wait_until(target)
+        self._collect_ready(on_output)
+        held = self._drained or len(self._frames) >= self.inflight
+        while len(self._frames) >= self.inflight:
+            self._collect_oldest(on_output)
+        now = self.backend.now_ms()
+        # on the period's grid, even a little late (host wake-up jitter, real clocks); held
+        # back (too few frames in flight, a drain, a slow source): from now on
+        release = now if held or now - target >= self.period_ms else target
+        self._release, self._drained = release, False
         f = self._next
         self._next += 1
-        now = self.backend.now_ms()
         if self._first_admit is None:
-            self._first_admit = now
-        state = FrameState(f, inputs, now, tag=tag)
-        item = _InFlight(state)
+            self._first_admit = release
+        item = _InFlight(FrameState(f, inputs, release, tag=tag))
+        item.last_issue_ms = release + max((sl.at_ms for sl in self.slots), default=0.0)
         self._frames.append(item)
         self._by_index[f] = item
         for sl in self.slots:
-            heapq.heappush(self._heap, (f + sl.lag, sl.offset_ms, sl.instance, sl.segment, f))
+            heapq.heappush(self._heap, (release + sl.at_ms, f, sl.instance, sl.segment))
+        self._issue_until(release)
 
-    def _issue_through(self, period: int | None) -> None:
-        """Enqueue every pending segment run whose period is <= ``period`` (None: all)."""
-        while self._heap and (period is None or self._heap[0][0] <= period):
-            _, _, i, s, f = heapq.heappop(self._heap)
+    def _wait_until(self, t_ms: float) -> None:
+        """Hold the host until ``t_ms`` on the backend's clock (virtual on sim: no wait)."""
+        wait = getattr(self.backend, "wait_until", None)
+        if wait is not None:
+            wait(t_ms)
+            return
+        while (left := t_ms - self.backend.now_ms()) > 0.05:
+            time.sleep(max(0.0, left - 0.05) / 1000.0)
+
+    def _issue_until(self, t_ms: float) -> None:
+        """Enqueue, in time order and each at its slot time, every pending segment run due at or
+        before ``t_ms`` (``math.inf``: all of them)."""
+        while self._heap and self._heap[0][0] <= t_ms:
+            at, f, i, s = heapq.heappop(self._heap)
+            self._wait_until(at)
             item = self._by_index[f]
             seg = self.specs[i].segments[s]
             waits = [item.events[(i, s - 1)]] if s > 0 else []
+            t0 = self.backend.now_ms() if self.record_enqueue else 0.0
             ev = self.backend.stream(seg.accelerator).enqueue(seg, item.state, waits)
+            if self.record_enqueue:
+                item.enqueue[(i, s)] = (t0, self.backend.now_ms())
             item.events[(i, s)] = ev
 
     def _frame_events(self, item: _InFlight) -> list[tuple[str, str, Event]]:
@@ -298,14 +359,12 @@ class Executor:
         return len(item.events) == n and all(e.done() for e in item.events.values())
 
     def _collect_oldest(self, on_output) -> None:
-        item = self._frames[0]
-        self._issue_through(item.state.index + self.max_lag)
-        if len(item.events) < sum(len(inst.segments) for inst in self.specs):
-            self._issue_through(None)
+        self._issue_until(self._frames[0].last_issue_ms)
         self._finish(self._frames.popleft(), on_output)
 
     def _drain(self, on_output) -> None:
-        self._issue_through(None)
+        self._drained = True
+        self._issue_until(math.inf)
         while self._frames:
             self._collect_oldest(on_output)
 
@@ -326,10 +385,11 @@ class Executor:
         first = min(ev.start_ms for _, _, ev in evs)
         if self._first_start is None or first < self._first_start:
             self._first_start = first
-        seg_ms = {}
+        seg_ms, spans = {}, {}
         for name, acc, ev in evs:
             d = max(0.0, ev.end_ms - ev.start_ms)
             seg_ms[name] = d
+            spans[name] = (ev.start_ms, ev.end_ms)
             self.stats[name].add(d)
             self._busy[acc] = self._busy.get(acc, 0.0) + d
             self._watch(name, d, item.state.index)
@@ -355,8 +415,13 @@ class Executor:
                         item.state.admitted_ms,
                         done,
                         seg_ms,
+                        spans,
+                        self._enqueue_by_name(item),
                     )
                 )
+
+    def _enqueue_by_name(self, item: _InFlight) -> dict[str, tuple[float, float]]:
+        return {self.specs[i].segments[s].name: t for (i, s), t in item.enqueue.items()}
 
     # -- drift ----------------------------------------------------------------------------
     def _watch(self, name: str, ms: float, frame: int) -> None:

@@ -51,8 +51,40 @@ def make_backend(name: str, **opts: Any):
     raise HxschedError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
 
 
-def specs_for(plan: Plan, backend: str) -> list[InstanceSpec]:
-    return plan_instance_specs(plan, with_models=backend != "sim")
+def specs_for(
+    plan: Plan, backend: str, shapes: dict[str, tuple[int, ...]] | None = None
+) -> list[InstanceSpec]:
+    """The plan's segments for ``backend`` (models loaded with ``shapes`` fixed, except on sim)."""
+    if not shapes:
+        return plan_instance_specs(plan, with_models=backend != "sim")
+    from hxsched.scheduler.graph.onnx_io import load_model
+
+    fixed = dict(shapes)
+    return plan_instance_specs(
+        plan, with_models=backend != "sim", load=lambda path: load_model(path, fixed)
+    )
+
+
+def instance_profile(plan: Plan, inst, shapes: dict[str, tuple[int, ...]] | None = None):
+    """The profile ``inst`` was planned with: its file, or (a profile estimated on the fly)
+    the same estimate again from its model, for the plan's device."""
+    from hxsched.scheduler.profile.schema import load_profile
+
+    if inst.profile.path and Path(inst.profile.path).exists():
+        return load_profile(inst.profile.path)
+    if inst.model_path:
+        from hxsched.runtime.build import resolve_model_path
+        from hxsched.scheduler.cost.estimate import estimate_profile
+        from hxsched.scheduler.graph.onnx_io import load_model
+
+        if plan.device != "cpu":
+            graph = load_model(resolve_model_path(inst, plan.path), dict(shapes or {}))
+            return estimate_profile(graph, plan.device, model_name=inst.model)
+    raise HxschedError(
+        f"instance {inst.name} names no profile file (or it is gone) and no model to estimate "
+        "one from",
+        path=plan.path,
+    )
 
 
 def input_pool(specs: Sequence[InstanceSpec], size: int = 3, seed: int = 0) -> list[dict]:
@@ -65,6 +97,14 @@ def input_pool(specs: Sequence[InstanceSpec], size: int = 3, seed: int = 0) -> l
         {i.name: random_inputs(i.graph, seed + k) for i in specs if i.graph is not None}
         for k in range(size)
     ]
+
+
+def measures_plan_device(plan: Plan, backend: str) -> bool:
+    """Whether ``backend`` measures the device the plan's figures are for: sim (the plan's own
+    times), trt on a Jetson plan, ort on a plan for ``--device cpu``."""
+    if backend == "sim":
+        return True
+    return (backend == "ort") == (plan.device == "cpu")
 
 
 def predicted_from_measured(stats: RunStats) -> float | None:
@@ -88,10 +128,15 @@ def comparison(
         "plan_period_ms": plan.predicted.period_ms,
         "plan_source": plan.predicted.source,
     }
-    if backend in ("sim", "trt") and plan.predicted.fps:
+    if measures_plan_device(plan, backend) and plan.predicted.fps:
         # sim runs the plan's times stretched by its time scale; trt is compared as is (on the
         # plan's own device the ratio means what it says, elsewhere it is only indicative)
         out["achieved_over_plan"] = round(stats.steady_fps * time_scale / plan.predicted.fps, 4)
+        if plan.predicted.latency_ms:
+            out["plan_latency_ms"] = plan.predicted.latency_ms
+            out["latency_p50_over_plan"] = round(
+                stats.latency_ms["p50"] / time_scale / plan.predicted.latency_ms, 4
+            )
         if time_scale != 1.0:
             out["time_scale"] = time_scale
     period = predicted_from_measured(stats)
@@ -126,12 +171,17 @@ def verify_outputs(specs: Sequence[InstanceSpec], results: Sequence[FrameResult]
     return report
 
 
-def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[Plan, dict]:
+def replan(
+    plan: Plan,
+    stats: RunStats,
+    *,
+    time_limit_s: float = 30.0,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+) -> tuple[Plan, dict]:
     """Re-plan with the measured times: each drifted segment's groups scaled on its
     accelerator kind by measured/expected (from the run), everything else as planned."""
     from hxsched.scheduler.planning.planner import ModelInput, make_plan
     from hxsched.scheduler.planning.problem import kind_of
-    from hxsched.scheduler.profile.schema import load_profile
 
     drifted = {e.segment for e in stats.fallback_events if e.source == "runtime-drift"}
     if not drifted:
@@ -139,12 +189,13 @@ def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[
     models: dict[str, dict] = {}
     scale: dict[str, dict[tuple[int, str], float]] = {}
     for inst in plan.instances:
-        path = inst.profile.path
-        if not path:
-            raise HxschedError(f"cannot re-plan: instance {inst.name} names no profile file")
-        entry = models.setdefault(
-            inst.model, {"profile": path, "count": 0, "model_path": inst.model_path}
-        )
+        if inst.model not in models:
+            try:
+                prof = instance_profile(plan, inst, shapes)
+            except HxschedError as exc:
+                raise HxschedError(f"cannot re-plan: {exc}") from None
+            models[inst.model] = {"profile": prof, "count": 0, "model_path": inst.model_path}
+        entry = models[inst.model]
         entry["count"] += 1
         for k, seg in enumerate(inst.segments):
             name = f"{inst.name}/s{k}"
@@ -159,7 +210,7 @@ def replan(plan: Plan, stats: RunStats, *, time_limit_s: float = 30.0) -> tuple[
                     per[key] = max(per.get(key, 1.0), ratio)
     inputs = []
     for model, entry in models.items():
-        prof = load_profile(entry["profile"])
+        prof = entry["profile"]
         factors = scale.get(model, {})
         groups = tuple(
             dataclasses.replace(
@@ -224,13 +275,14 @@ def run_plan(
     drift_threshold: float = 1.3,
     drift_sustain: int = 20,
     on_event: Callable[[FallbackEvent], None] | None = None,
+    shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> tuple[RunStats, dict[str, Any]]:
     """Run ``frames`` frames of seeded inputs through ``plan``; the stats and a report."""
     if frames < 1:
         raise HxschedError("--frames must be at least 1")
     backend = make_backend(backend_name, **(backend_opts or {}))
-    specs = specs_for(plan, backend_name)
-    own_device = backend_name == "sim" or (backend_name == "trt" and plan.device != "cpu")
+    specs = specs_for(plan, backend_name, shapes)
+    own_device = measures_plan_device(plan, backend_name)
     ex = Executor(
         plan,
         specs,

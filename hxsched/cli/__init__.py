@@ -22,6 +22,9 @@ SUBCOMMANDS = (
     "plan",
     "build",
     "run",
+    "bench",
+    "validate",
+    "calibrate",
     "serve",
     "doctor",
 )

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hxsched.cli._common import add_json, add_quiet, emit, table
+from hxsched.cli._common import add_json, add_quiet, add_shape, emit, parse_shapes, table
 from hxsched.errors import InternalError
 
 if TYPE_CHECKING:
@@ -42,18 +42,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-gpu-fallback", action="store_true")
     p.add_argument("--calibration-cache")
     p.add_argument("--engine-cache", help="engine cache folder (default ~/.cache/hxsched/engines)")
+    add_shape(p)
     add_quiet(p)
     add_json(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hxsched.runtime.build import plan_instance_specs, write_segments
+    from hxsched.runtime.build import write_segments
+    from hxsched.runtime.session import specs_for
     from hxsched.scheduler.planning.plan import load_plan
 
     plan = load_plan(args.plan)
     log.info("cutting %d instance(s) into segments", len(plan.instances))
-    specs = plan_instance_specs(plan)
+    specs = specs_for(plan, args.backend, parse_shapes(args.shape))  # --shape as at plan time
     out = Path(args.out)
     rows = write_segments(specs, out)
     data = {"plan": args.plan, "backend": args.backend, "out": str(out), "segments": rows}

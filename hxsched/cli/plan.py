@@ -255,6 +255,8 @@ def _proof(s: PlanSummary, resolution_ms: float) -> str:
         return f"proven optimal (UNSAT at {s.period_ms - resolution_ms:.3f} ms)"
     if s.proof == "lp-bound":
         return "proven optimal (equals the LP bound)"
+    if s.proof == "contention-lp":
+        return f"proven optimal (contention-aware LP exceeds {s.period_ms - resolution_ms:.3f} ms)"
     return f"not proven optimal: gap {s.gap:.1%} at the time limit"
 
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 import sys
 
-from hxsched.cli._common import add_json, add_quiet, emit, table
+from hxsched.cli._common import add_json, add_quiet, add_shape, emit, parse_shapes, table
 from hxsched.errors import HxschedError
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ort: ONNX Runtime CPU (default); sim: the plan's times; trt: TensorRT",
     )
     p.add_argument("--frames", type=int, default=100, help="frames to run (default 100)")
-    p.add_argument("--inflight", type=int, help="frames in flight (default: what the plan needs)")
+    p.add_argument(
+        "--inflight",
+        type=int,
+        help="frames in flight (default: what the plan's schedule keeps, plus one); fewer runs "
+        "as asked, with a note of what it costs",
+    )
     p.add_argument(
         "--verify",
         action="store_true",
@@ -78,6 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the nsys profile command line for this run and exit",
     )
+    add_shape(p)
     add_quiet(p)
     add_json(p)
     p.set_defaults(func=run)
@@ -100,7 +106,7 @@ def load_run_target(path: str, backend: str | None):
 def run(args: argparse.Namespace) -> int:
     from hxsched.runtime.backends.sim import parse_slowdown
     from hxsched.runtime.nvtx import nsys_command
-    from hxsched.runtime.session import replan, run_plan, write_plan_beside
+    from hxsched.runtime.session import run_plan
 
     if args.nsys:
         print(
@@ -142,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         drift_threshold=args.drift_threshold,
         drift_sustain=args.drift_sustain,
         on_event=on_event,
+        shapes=parse_shapes(args.shape),
     )
     d = stats.to_dict()
     data = {
@@ -167,15 +174,7 @@ def run(args: argparse.Namespace) -> int:
                 "why": f"ort times are this CPU's, not {plan.device}'s",
             }
         else:
-            new, info = replan(plan, stats)
-            out = write_plan_beside(new, plan.path, "-replanned")
-            data["replan"] = {
-                "done": True,
-                "plan": str(out),
-                **info,
-                "period_ms_before": plan.predicted.period_ms,
-                "period_ms_after": new.predicted.period_ms,
-            }
+            data["replan"] = _replan(plan, stats, parse_shapes(args.shape))
 
     def human() -> str:
         c = data["comparison"]
@@ -189,6 +188,12 @@ def run(args: argparse.Namespace) -> int:
             lines.append(
                 f"  plan ({plan.device}) predicted {c['plan_fps']} fps: achieved "
                 f"{c['achieved_over_plan']:.3f} of it"
+                + (
+                    f"; latency {c['plan_latency_ms']} ms: p50 is "
+                    f"{c['latency_p50_over_plan']:.3f} of it"
+                    if "latency_p50_over_plan" in c
+                    else ""
+                )
             )
         else:
             lines.append(f"  plan predicted {c['plan_fps']} fps on {plan.device} (not this device)")
@@ -227,3 +232,21 @@ def run(args: argparse.Namespace) -> int:
 
     emit(args, data, human)
     return 0
+
+
+def _replan(plan, stats, shapes) -> dict:
+    """Re-plan with the measured times; a refusal goes into the report, which is kept."""
+    from hxsched.runtime.session import replan, write_plan_beside
+
+    try:
+        new, info = replan(plan, stats, shapes=shapes)
+    except HxschedError as exc:
+        return {"done": False, "why": str(exc)}
+    out = write_plan_beside(new, plan.path, "-replanned")
+    return {
+        "done": True,
+        "plan": str(out),
+        **info,
+        "period_ms_before": plan.predicted.period_ms,
+        "period_ms_after": new.predicted.period_ms,
+    }

@@ -42,6 +42,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--phantom", type=int, help="also feed this many synthetic phantom slices")
     p.add_argument("--stop-after", type=int, help="exit after this many slices are finished")
     p.add_argument("--inflight", type=int, help="frames in flight (default: what the plan needs)")
+    p.add_argument(
+        "--workers",
+        type=_count,
+        help="host worker processes (read, window, decode, write; default: the pipeline's, "
+        "else one per core; 0: none, all in the service's process)",
+    )
+    p.add_argument(
+        "--replay",
+        action="store_true",
+        help="sim: replay outputs recorded once on ONNX Runtime (cached by model hash), so "
+        "detection decoding and NMS see real detections; labelled replayed in every output",
+    )
     p.add_argument("--real-time", action="store_true", help="sim: real sleeps")
     p.add_argument("--time-scale", type=float, default=1.0, help="sim: stretch all times")
     p.add_argument(
@@ -55,6 +67,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_quiet(p)
     add_json(p)
     p.set_defaults(func=run)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a worker count (0..256)")
+    return value
 
 
 def _port(text: str) -> int:
@@ -83,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
         phantom=args.phantom,
         stop_after=args.stop_after,
         inflight=args.inflight,
+        workers=args.workers,
+        replay=args.replay,
         backend_opts={"real_time": args.real_time, "time_scale": args.time_scale},
     )
     svc = Service(pipe, opts)

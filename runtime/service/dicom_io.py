@@ -3,6 +3,7 @@ writing with deterministic UIDs, a synthetic head phantom, and a reason for ever
 
 from __future__ import annotations
 
+import copy
 import enum
 import hashlib
 import io
@@ -214,7 +215,8 @@ def _read_dicom(data: bytes, path: Path) -> Slice:
                 Reason.TRUNCATED, f"pixel data has {len(ds.PixelData)} of {need} bytes", path=path
             )
         try:
-            arr = ds.pixel_array
+            native = _native_pixels(ds, ts, rows, cols, bits, spp)
+            arr = native if native is not None else ds.pixel_array
         except Exception as exc:  # noqa: BLE001
             raise BadInput(
                 Reason.UNREADABLE, f"pixel data cannot be decoded ({type(exc).__name__})", path=path
@@ -240,6 +242,25 @@ def _read_dicom(data: bytes, path: Path) -> Slice:
     meta["Rows"], meta["Columns"] = rows, cols
     patient = {k: ds.get(k) for k in PATIENT_KEYS if k in ds}
     return Slice(px, SliceKind.DICOM, is_hu, path.name, meta, patient)
+
+
+def _native_pixels(ds, ts, rows: int, cols: int, bits: int, spp: int) -> np.ndarray | None:
+    """Uncompressed little-endian grey pixels read in place (one view, no copy), with the
+    unused high bits masked or sign-extended as PS3.5 8.1.1 says; None for any other case
+    (pydicom's ``pixel_array`` decodes those)."""
+    if spp != 1 or bits not in (8, 16) or (ts is not None and ts == "1.2.840.10008.1.2.2"):
+        return None
+    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
+    stored = int(getattr(ds, "BitsStored", bits) or bits)
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    arr = np.frombuffer(ds.PixelData, dtype, count=rows * cols).reshape(rows, cols)
+    if stored < bits:
+        if signed:
+            shift = bits - stored
+            arr = (arr << shift) >> shift
+        else:
+            arr = arr & ((1 << stored) - 1)
+    return arr
 
 
 def _cut_short(ds) -> bool:
@@ -312,23 +333,56 @@ def write_secondary_capture(
     """The synthetic image as DICOM Secondary Capture in a new series of the source's study,
     DERIVED, referencing the source, labelled as not for diagnosis; written atomically with
     UIDs derived from the source, so writing the same slice again gives the same file."""
-    require("pydicom", extra="service")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
-    from pydicom.uid import UID, ExplicitVRLittleEndian
+    data = encode_secondary_capture(
+        image_uint8,
+        source,
+        series_uid=series_uid,
+        series_number=series_number,
+        series_description=series_description,
+    )
+    return atomic_write(out_path, data)
 
+
+def encode_secondary_capture(
+    image_uint8: np.ndarray,
+    source: Slice,
+    *,
+    series_uid: str | None = None,
+    series_number: int = 1001,
+    series_description: str = "hxsched synthetic MRI (Pix2Pix) - NOT FOR DIAGNOSTIC USE",
+    templates: ScTemplates | None = None,
+    derivation_note: str = "",
+) -> bytes:
+    """The Secondary Capture file's bytes; with ``templates``, the series' constant elements
+    are encoded once and only the per-slice ones (UIDs, position, references, pixels) again."""
     img = np.ascontiguousarray(np.asarray(image_uint8, dtype=np.uint8))
     if img.ndim != 2:
         raise HxschedError(f"expected a 2-D image, got shape {img.shape}")
+    uid = series_uid or default_series_uid(source)
+    args = (uid, series_number, series_description[:64], derivation_note)
+    key = _series_key(img, source, args) if templates is not None else None
+    if templates is None or key is None:
+        return _encode(_sc_dataset(img, source, *args))
+    tpl = templates.get(key)
+    if tpl is None:
+        tpl = templates.put(key, _ScTemplate(_sc_dataset(img, source, *args)))
+    return tpl.encode(_sc_per_slice(img, source, args))
+
+
+def _sop_uid(source: Slice, series_uid: str, series_number: int) -> UID:
     src_sop = source.meta.get("SOPInstanceUID") or source.content_sha
-    sop_uid = _uid("sop", src_sop, series_uid or "", series_number)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(SECONDARY_CAPTURE)
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = _uid("implementation")
+    return _uid("sop", src_sop, series_uid, series_number)
+
+
+def _sc_dataset(
+    img: np.ndarray, source: Slice, series_uid: str, series_number: int, desc: str, note: str = ""
+):
+    """The whole Secondary Capture dataset of one slice (file meta included)."""
+    require("pydicom", extra="service")
+    from pydicom.dataset import Dataset
+
     ds = Dataset()
-    ds.file_meta = meta
+    ds.file_meta = _sc_file_meta(_sop_uid(source, series_uid, series_number))
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: copied names keep their accents
     for k, v in source.patient.items():
         setattr(ds, k, v)
@@ -339,17 +393,15 @@ def write_secondary_capture(
         if k not in ds:
             setattr(ds, k, "")
     ds.StudyInstanceUID = source.meta.get("StudyInstanceUID") or _uid("study", source.content_sha)
-    ds.SeriesInstanceUID = series_uid or default_series_uid(source)
-    ds.SOPInstanceUID = sop_uid
+    ds.SeriesInstanceUID = series_uid
     ds.SOPClassUID = SECONDARY_CAPTURE
     ds.Modality = "OT"
     ds.ConversionType = "WSD"
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.SeriesNumber = series_number
-    ds.InstanceNumber = int(source.meta.get("InstanceNumber") or 1)
-    ds.SeriesDescription = series_description[:64]
+    ds.SeriesDescription = desc
     ds.DerivationDescription = (
-        "Synthetic MRI generated from CT by a neural network (hxsched). " + LABEL
+        "Synthetic MRI generated from CT by a neural network (hxsched). " + LABEL + note
     )
     ds.ImageComments = LABEL
     ds.BurnedInAnnotation = "NO"  # the label is in the header, not burned into the pixels
@@ -358,6 +410,56 @@ def write_secondary_capture(
     ds.Manufacturer = "hxsched"
     date = str(source.patient.get("StudyDate") or "19700101")
     ds.ContentDate, ds.ContentTime = date, str(source.patient.get("StudyTime") or "000000")
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = img.shape
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    src_h, src_w = source.pixels.shape[:2]
+    if "PixelSpacing" in source.meta:  # still right when the image was resized
+        sy, sx = (float(v) for v in source.meta["PixelSpacing"])
+        ds.PixelSpacing = [_ds(sy * src_h / img.shape[0]), _ds(sx * src_w / img.shape[1])]
+    if _same_grid(img, source):
+        # Same pixel grid as the CT: viewers can link and scroll the two series together.
+        ds.FrameOfReferenceUID = source.meta["FrameOfReferenceUID"]
+    ds.update(_sc_per_slice(img, source, (series_uid, series_number, desc, note)))
+    return ds
+
+
+def _same_grid(img: np.ndarray, source: Slice) -> bool:
+    return img.shape == source.pixels.shape[:2] and "FrameOfReferenceUID" in source.meta
+
+
+def _sc_file_meta(sop_uid: UID):
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import UID, ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(SECONDARY_CAPTURE)
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = _uid("implementation")
+    return meta
+
+
+PER_SLICE: tuple[str, ...] = ("SOPInstanceUID", "InstanceNumber", "ImagePositionPatient")
+PER_SLICE += ("ImageOrientationPatient", "SourceImageSequence", "ReferencedImageSequence")
+PER_SLICE += ("PixelData",)
+
+
+def _sc_per_slice(img: np.ndarray, source: Slice, args: tuple[str, int, str, str]):
+    """The elements that change from slice to slice of a series (PER_SLICE, where present)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = Dataset()
+    ds.SOPInstanceUID = _sop_uid(source, args[0], args[1])
+    ds.InstanceNumber = int(source.meta.get("InstanceNumber") or 1)
+    if _same_grid(img, source):
+        for k in ("ImagePositionPatient", "ImageOrientationPatient"):
+            if k in source.meta:
+                setattr(ds, k, [_ds(v) for v in source.meta[k]])
     if source.meta.get("SOPInstanceUID"):
         ref = Dataset()
         ref.ReferencedSOPClassUID = source.meta.get("SOPClassUID", CT_IMAGE)
@@ -372,24 +474,69 @@ def write_secondary_capture(
         ref2.ReferencedSOPClassUID = ref.ReferencedSOPClassUID
         ref2.ReferencedSOPInstanceUID = ref.ReferencedSOPInstanceUID
         ds.ReferencedImageSequence = Sequence([ref2])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = img.shape
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    src_h, src_w = source.pixels.shape[:2]
-    if "PixelSpacing" in source.meta:  # still right when the image was resized
-        sy, sx = (float(v) for v in source.meta["PixelSpacing"])
-        ds.PixelSpacing = [_ds(sy * src_h / img.shape[0]), _ds(sx * src_w / img.shape[1])]
-    if img.shape == (src_h, src_w) and "FrameOfReferenceUID" in source.meta:
-        # Same pixel grid as the CT: viewers can link and scroll the two series together.
-        ds.FrameOfReferenceUID = source.meta["FrameOfReferenceUID"]
-        for k in ("ImagePositionPatient", "ImageOrientationPatient"):
-            if k in source.meta:
-                setattr(ds, k, [_ds(v) for v in source.meta[k]])
-    ds.PixelData = img.tobytes()
-    return atomic_write(out_path, _encode(ds))
+    ds.add_new(0x7FE00010, "OB", img.tobytes())  # PixelData: 8 bits allocated -> OB (PS3.5 8.2)
+    return ds
+
+
+def _series_key(img: np.ndarray, source: Slice, args: tuple) -> tuple | None:
+    """What a series template depends on, or None where a slice has no series of its own."""
+    m = source.meta
+    if not (
+        m.get("StudyInstanceUID") and m.get("SeriesInstanceUID") and "PatientName" in source.patient
+    ):
+        return None
+    constant = {k: v for k, v in m.items() if k not in PER_SLICE and k != "InstanceNumber"}
+    patient = tuple((k, str(v)) for k, v in source.patient.items())
+    return (args, img.shape, source.pixels.shape[:2], repr(sorted(constant.items())), patient)
+
+
+class ScTemplates:
+    """Secondary Capture templates per series (a few recent series kept)."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self.keep = keep
+        self._by_key: dict[tuple, _ScTemplate] = {}
+
+    def get(self, key: tuple) -> _ScTemplate | None:
+        return self._by_key.get(key)
+
+    def put(self, key: tuple, tpl: _ScTemplate) -> _ScTemplate:
+        if len(self._by_key) >= self.keep:
+            self._by_key.pop(next(iter(self._by_key)))
+        self._by_key[key] = tpl
+        return tpl
+
+
+class _ScTemplate:
+    """A series' dataset encoded element by element (explicit VR little endian), so that a
+    slice is the constant elements' bytes merged in tag order with its own (PS3.5 7.1)."""
+
+    def __init__(self, ds) -> None:
+        self.meta = ds.file_meta
+        self.parts = [(int(e.tag), _elem_bytes(e)) for e in ds if e.keyword not in PER_SLICE]
+
+    def encode(self, per_slice) -> bytes:
+        from pydicom.filebase import DicomBytesIO
+        from pydicom.filewriter import write_file_meta_info
+
+        meta = copy.copy(self.meta)
+        meta.MediaStorageSOPInstanceUID = per_slice.SOPInstanceUID
+        head = DicomBytesIO()
+        head.is_little_endian, head.is_implicit_VR = True, False
+        write_file_meta_info(head, meta, enforce_standard=True)
+        own = [(int(e.tag), _elem_bytes(e)) for e in per_slice]
+        body = b"".join(b for _, b in sorted(self.parts + own, key=lambda p: p[0]))
+        return b"\0" * 128 + b"DICM" + head.getvalue() + body
+
+
+def _elem_bytes(elem) -> bytes:
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_data_element
+
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_data_element(buf, elem)
+    return buf.getvalue()
 
 
 def _ds(value: float) -> str:

@@ -52,6 +52,7 @@ class StatusServer:
     ``state`` (str), ``fps``, ``frames_in``, ``frames_out``, ``quarantined``, ``dropped``,
     ``duplicates``, ``pending``, ``uptime_s`` (numbers), ``latency_ms`` ({"p50", "p99"}),
     ``queues`` ({name: depth}), ``accelerators`` ({name: busy fraction 0..1}),
+    ``accelerators_note`` (what busy means on this backend), ``host`` (workers, CPU ms/slice),
     ``alarms`` ([{"level": "warning"|"error", "message": str}], e.g. DLA->GPU fallback),
     ``latest`` ({"seq": int, "name": str, "findings": int}; the page reloads the image when
     ``seq`` changes). ``ready()`` returns (ready, reason); ``latest_png()`` the preview or None.

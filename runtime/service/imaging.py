@@ -4,6 +4,7 @@ Pix2Pix de-normalisation, YOLOv8 decode + NMS in source pixels, previews."""
 from __future__ import annotations
 
 import enum
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +48,9 @@ def window_hu(
     c = c if center is None else center
     w = w if width is None else width
     lo = c - w / 2.0
-    return np.clip((np.asarray(hu, np.float32) - lo) / max(w, 1e-6), 0.0, 1.0).astype(np.float32)
+    out = np.subtract(np.asarray(hu, np.float32), np.float32(lo), dtype=np.float32)
+    out *= np.float32(1.0 / max(w, 1e-6))  # one array, changed in place
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,39 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
     return keep
 
 
+def _nms_by_class(
+    xyxy: np.ndarray, score: np.ndarray, cls: np.ndarray, iou: float, max_det: int
+) -> list[int]:
+    """Greedy NMS per class, the classes' kept boxes merged best first, stopped once
+    ``max_det`` are kept: each class is suppressed only as far as its boxes are taken. The
+    same boxes in the same order as NMS per class followed by a sort on score (ties: class,
+    then index)."""
+    order = np.lexsort((np.arange(len(score)), -score, cls))  # by class, then best first
+    bounds = np.flatnonzero(np.diff(cls[order])) + 1
+    groups = [g for g in np.split(order, bounds) if g.size]
+    heap = [(-float(score[g[0]]), int(cls[g[0]]), int(g[0]), k) for k, g in enumerate(groups)]
+    heapq.heapify(heap)
+    keep: list[int] = []
+    while heap and len(keep) < max_det:
+        _, _, i, k = heapq.heappop(heap)
+        keep.append(i)
+        rest = groups[k][1:]
+        groups[k] = rest = rest[_iou(xyxy[i], xyxy[rest]) <= iou]
+        if rest.size:
+            j = int(rest[0])
+            heapq.heappush(heap, (-float(score[j]), int(cls[j]), j, k))
+    return keep
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    w = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
+    h = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
+    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+    area = max(float(box[2] - box[0]), 0.0) * max(float(box[3] - box[1]), 0.0)
+    areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0.0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0.0)
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
 def decode_yolov8(
     out: np.ndarray,
     info: LetterboxInfo,
@@ -159,9 +195,9 @@ def decode_yolov8(
         a = a[0]
     if a.ndim != 2 or a.shape[0] < 5:
         raise ValueError(f"expected a [4 + classes, N] detection output, got {a.shape}")
-    boxes, cls_scores = a[:4].T, a[4:].T
-    cls = cls_scores.argmax(axis=1)
-    score = cls_scores[np.arange(len(cls)), cls]
+    boxes, cls_scores = a[:4].T, a[4:]  # class scores [classes, N]: reduced along rows
+    cls = cls_scores.argmax(axis=0)
+    score = np.take_along_axis(cls_scores, cls[None], axis=0)[0]
     mask = score >= conf
     if classes is not None:
         mask &= np.isin(cls, classes)
@@ -177,18 +213,18 @@ def decode_yolov8(
         ],
         axis=1,
     )
-    found = []
-    for c in np.unique(cls):
-        idx = np.flatnonzero(cls == c)
-        for k in nms(xyxy[idx], score[idx], iou):
-            found.append(int(idx[k]))
-    found.sort(key=lambda i: -score[i])
-    out_list = []
-    for i in found[:max_det]:
-        x1, y1, x2, y2 = xyxy[i]
-        x1, x2 = [float(np.clip((v - info.pad_x) / info.scale, 0, info.src_w)) for v in (x1, x2)]
-        y1, y2 = [float(np.clip((v - info.pad_y) / info.scale, 0, info.src_h)) for v in (y1, y2)]
-        out_list.append(Detection((x1, y1, x2, y2), float(score[i]), int(cls[i])))
+    found = _nms_by_class(xyxy, score, cls, iou, max_det)
+    if not found:
+        return []
+    sel = np.asarray(found)
+    xs = np.clip((xyxy[sel][:, [0, 2]] - info.pad_x) / info.scale, 0, info.src_w)
+    ys = np.clip((xyxy[sel][:, [1, 3]] - info.pad_y) / info.scale, 0, info.src_h)
+    out_list = [
+        Detection((float(x[0]), float(y[0]), float(x[1]), float(y[1])), float(sc), int(c))
+        for x, y, sc, c in zip(
+            xs.tolist(), ys.tolist(), score[sel].tolist(), cls[sel].tolist(), strict=True
+        )
+    ]
     return out_list
 
 

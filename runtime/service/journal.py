@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 """
 
 
+GROUP_DELAY_S = 0.010  # a group commit waits at most this long for more slices ...
+GROUP_MAX = 64  # ... or until this many are queued
 MAX_ATTEMPTS = 3  # claims of one item (crashes mid-processing) before it is quarantined
 
 
@@ -77,6 +79,31 @@ class Item:
     reason_code: str | None = None
     reason: str | None = None
     duplicate: bool = False
+
+
+@dataclass
+class _Pending:
+    """A spooled slice waiting for its group's commit."""
+
+    tmp: Path
+    item_id: str
+    size: int
+    name: str
+    source: str
+    duplicate: bool = False
+    done: bool = False
+    item: Item | None = None
+    error: SpoolError | None = None
+
+    def result(self) -> Item:
+        if self.error is not None:
+            raise self.error
+        if self.item is None:
+            raise InternalError(f"journal group commit left {self.item_id!r} without a row")
+        return self.item
+
+    def result_or_error(self) -> Item | SpoolError:
+        return self.error if self.error is not None else self.result()
 
 
 def content_id(data: bytes) -> str:
@@ -129,6 +156,10 @@ class Journal:
                 path=self.root,
             ) from exc
         self._lock = threading.RLock()
+        self._gc = threading.Condition(threading.Lock())  # group commit of accepts
+        self._gc_queue: list[_Pending] = []
+        self._gc_writing = 0  # callers still spooling (a leader waits for them, briefly)
+        self._gc_leader = False
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -231,37 +262,142 @@ class Journal:
 
         The same content pushed again returns the existing item with ``duplicate=True``.
         Raises SpoolError when the slice cannot be stored (the sender should get a failure).
+        Concurrent callers share one commit (group commit: one fsync for all of them).
         """
+        with self._gc:
+            self._gc_writing += 1
         try:
-            tmp, item_id, size = self._write_temp(src)
+            tmp, item_id, size = self._spooled(src, name)
+        except BaseException:
+            with self._gc:
+                self._gc_writing -= 1
+                self._gc.notify_all()
+            raise
+        entry = _Pending(tmp, item_id, size, name, source)
+        with self._gc:
+            self._gc_writing -= 1
+            self._gc_queue.append(entry)
+            self._gc.notify_all()
+            while not entry.done and self._gc_leader:
+                self._gc.wait()
+            if not entry.done:
+                self._lead_group()
+        return entry.result()
+
+    def accept_many(
+        self, batch: list[tuple[str | os.PathLike[str] | bytes, str, str]]
+    ) -> list[Item | SpoolError]:
+        """``accept`` for several slices (src, name, source) in one commit; per slice its item,
+        or the SpoolError that refused it."""
+        entries: list[_Pending] = []
+        out: list[Item | SpoolError | None] = []
+        for src, name, source in batch:
+            try:
+                tmp, item_id, size = self._spooled(src, name)
+            except SpoolError as exc:
+                out.append(exc)
+                continue
+            entries.append(_Pending(tmp, item_id, size, name, source))
+            out.append(None)
+        self._commit_group(entries)
+        it = iter(entries)
+        return [x if x is not None else next(it).result_or_error() for x in out]
+
+    def _spooled(self, src: str | os.PathLike[str] | bytes, name: str) -> tuple[Path, str, int]:
+        try:
+            return self._write_temp(src)
         except OSError as exc:
             msg = f"cannot spool {name!r}: {exc.strerror or exc}; check free space and permissions"
             raise SpoolError(msg, path=self.spool_dir) from exc
-        ext = _ext_of(name)
-        final = self._spool_path(item_id, ext)
+
+    def _lead_group(self) -> None:
+        """Called with ``_gc`` held: wait (at most GROUP_DELAY_S, while others are still
+        spooling) for company, then commit everything queued in one transaction."""
+        self._gc_leader = True
+        deadline = time.monotonic() + GROUP_DELAY_S
+        while self._gc_writing and len(self._gc_queue) < GROUP_MAX:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._gc.wait(left)
+        batch, self._gc_queue = self._gc_queue, []
+        self._gc.release()
+        try:
+            self._commit_group(batch)
+        finally:
+            self._gc.acquire()
+            self._gc_leader = False
+            self._gc.notify_all()
+
+    def _commit_group(self, batch: list[_Pending]) -> None:
+        """Rename the spooled files, fsync the folder once, insert every row in one commit."""
+        if not batch:
+            return
         with self._lock:
-            row = self._db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
-            if row is not None:
-                tmp.unlink(missing_ok=True)
-                with self._tx() as db:
-                    self._bump(db, "duplicates")
-                return self._item(row, duplicate=True)
             try:
-                os.replace(tmp, final)
+                fresh = self._dedupe(batch)
+                for e in fresh:
+                    os.replace(e.tmp, self._spool_path(e.item_id, _ext_of(e.name)))
                 _fsync_dir(self.spool_dir)
                 now = time.time()
                 with self._tx() as db:
-                    db.execute(
+                    db.executemany(
                         "INSERT INTO items (id, name, source, ext, size, state, accepted_at,"
                         " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (item_id, name, source, ext, size, ACCEPTED, now, now),
+                        [
+                            (
+                                e.item_id,
+                                e.name,
+                                e.source,
+                                _ext_of(e.name),
+                                e.size,
+                                ACCEPTED,
+                                now,
+                                now,
+                            )
+                            for e in fresh
+                        ],
                     )
+                    dups = sum(1 for e in batch if e.duplicate)
+                    if dups:
+                        self._bump(db, "duplicates", dups)
             except (OSError, sqlite3.Error) as exc:
-                tmp.unlink(missing_ok=True)
-                final.unlink(missing_ok=True)
-                raise SpoolError(f"cannot journal {name!r}: {exc}", path=self.root) from exc
-            row = self._db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
-        return self._item(row)
+                for e in batch:
+                    if not e.duplicate:
+                        e.tmp.unlink(missing_ok=True)
+                        self._spool_path(e.item_id, _ext_of(e.name)).unlink(missing_ok=True)
+                    e.error = SpoolError(f"cannot journal {e.name!r}: {exc}", path=self.root)
+            else:
+                rows = {
+                    r["id"]: r
+                    for r in self._db.execute(
+                        f"SELECT * FROM items WHERE id IN ({','.join('?' * len(batch))})",
+                        [e.item_id for e in batch],
+                    )
+                }
+                for e in batch:
+                    e.item = self._item(rows[e.item_id], duplicate=e.duplicate)
+        for e in batch:
+            e.done = True
+
+    def _dedupe(self, batch: list[_Pending]) -> list[_Pending]:
+        """Mark the entries already journaled (or twice in the batch) duplicates; the others."""
+        ids = [e.item_id for e in batch]
+        known = {
+            r[0]
+            for r in self._db.execute(
+                f"SELECT id FROM items WHERE id IN ({','.join('?' * len(ids))})", ids
+            )
+        }
+        fresh = []
+        for e in batch:
+            if e.item_id in known:
+                e.duplicate = True
+                e.tmp.unlink(missing_ok=True)
+            else:
+                known.add(e.item_id)
+                fresh.append(e)
+        return fresh
 
     def claim(self, n: int = 1) -> list[Item]:
         """Move up to ``n`` accepted items (oldest first) to processing and return them."""
@@ -299,6 +435,37 @@ class Journal:
         item = self._stored(item_id)
         self._spool_path(item_id, item.ext).unlink(missing_ok=True)
         return item
+
+    def complete_many(self, done: list[tuple[str, dict[str, str]]]) -> None:
+        """``complete`` for several items in one commit (group commit), then their spooled
+        bytes go. Items already done stay as they were; unknown or quarantined ones raise."""
+        if not done:
+            return
+        ids = [i for i, _ in done]
+        with self._tx() as db:
+            rows = {
+                r["id"]: r
+                for r in db.execute(
+                    f"SELECT id, state, ext FROM items WHERE id IN ({','.join('?' * len(ids))})",
+                    ids,
+                )
+            }
+            for item_id in ids:
+                row = rows.get(item_id)
+                if row is None:
+                    raise HxschedError(f"no journaled item {item_id!r}", path=self.db_path)
+                if row["state"] == QUARANTINED:
+                    raise HxschedError(f"item {item_id} is quarantined; it cannot be completed")
+            now = time.time()
+            db.executemany(
+                "UPDATE items SET state = ?, outputs = ?, updated_at = ? WHERE id = ? AND state != ?",
+                [
+                    (DONE, json.dumps({k: str(v) for k, v in (out or {}).items()}), now, i, DONE)
+                    for i, out in done
+                ],
+            )
+        for item_id in ids:
+            self._spool_path(item_id, rows[item_id]["ext"]).unlink(missing_ok=True)
 
     def quarantine(self, item_id: str, reason_code: str, message: str) -> Item:
         """Move an accepted/processing item to quarantine/ with a reason file (no identifiers)."""

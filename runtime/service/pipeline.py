@@ -145,6 +145,9 @@ class Sinks:
     dicom: bool = True  # synthetic images as DICOM Secondary Capture
     detections: bool = True  # JSON per slice and detector
     previews: bool = True  # CT | synthetic image PNG with boxes
+    # previews are for people: at most one per this many seconds (0: every slice); the status
+    # page always shows the latest one made
+    preview_every_s: float = field(default=1.0, metadata=meta(ge=0.0, le=3600.0))
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,9 @@ class Pipeline:
     plan: str | None = None  # a plan file; None: plan on start
     queue: int = field(default=64, metadata=meta(ge=1))  # slices waiting before back-pressure
     max_bytes: int = field(default=64 << 20, metadata=meta(ge=1))
+    # host worker processes (read, window, letterbox, decode, encode, write); None: one per
+    # core; 0: all in the service's own process
+    workers: int | None = field(default=None, metadata=meta(ge=0, le=256))
     path: str | None = field(default=None, init=False, compare=False)  # the file it came from
 
     def __post_init__(self) -> None:
@@ -175,7 +181,11 @@ class Pipeline:
 
     def digest(self) -> str:
         """What the plan depends on (not sources, sinks or the queue): the plan cache's key."""
-        keep = {k: v for k, v in encode(self).items() if k not in ("sources", "sinks", "queue")}
+        keep = {
+            k: v
+            for k, v in encode(self).items()
+            if k not in ("sources", "sinks", "queue", "workers")
+        }
         keep["model_keys"] = [_model_key(m) for m in self.models]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 

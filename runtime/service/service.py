@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import queue
 import signal
 import threading
 import time
@@ -14,18 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from hxsched._compat import require
 from hxsched.errors import HxschedError
-from hxsched.files import atomic_write
-from hxsched.runtime.service.dicom_io import BadInput, Reason, Slice, read_slice
-from hxsched.runtime.service.imaging import preview_png, window_hu
-from hxsched.runtime.service.journal import Item, Journal
+from hxsched.runtime.service.dicom_io import Reason
+from hxsched.runtime.service.journal import GROUP_DELAY_S, GROUP_MAX, Item, Journal
 from hxsched.runtime.service.metrics import Registry
 from hxsched.runtime.service.pipeline import Backend, Pipeline, SourceKind
-from hxsched.runtime.service.roles import RoleResult, SliceContext, role_handler
+from hxsched.runtime.service.roles import role_handler
 from hxsched.runtime.service.sources import FolderSource, Gate, Intake, PhantomSource, ScpSource
+from hxsched.runtime.service.workers import Finished, HostConfig, Hosts, Instance, Prepared
 
 if TYPE_CHECKING:
     from hxsched.runtime.executor import Executor
@@ -71,17 +70,31 @@ class ServiceOptions:
     phantom: int | None = None  # add a phantom source of this many slices
     stop_after: int | None = None  # exit once this many slices are finished (demo, tests)
     inflight: int | None = None
+    workers: int | None = None  # host worker processes (override the pipeline's; 0: none)
+    replay: bool = (
+        False  # sim: replay outputs recorded once on ONNX Runtime (runtime/service/replay.py)
+    )
     backend_opts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class _Work:
     item: Item
-    slice: Slice
-    ct01: np.ndarray  # the first model's CT window, for the preview
-    infos: dict[str, Any]  # per instance: what its role's post-processing needs
+    slot: int  # its hand-over slot in the host path
     t_accept: float
-    t_pre: float
+    t_claim: float = 0.0
+    t_pre: float = 0.0
+    t_out: float = 0.0
+
+
+BUSY_MEANING = {
+    Backend.ORT: "ONNX Runtime: the fraction of the run each accelerator's CPU worker thread "
+    "spent running segments (wall clock)",
+    Backend.SIM: "sim: virtual, the fraction of the plan's simulated time each stream was "
+    "busy (no device; nothing measured)",
+    Backend.TRT: "TensorRT: the fraction of the run each CUDA stream had work enqueued "
+    "(CUDA events)",
+}
 
 
 class Service:
@@ -112,6 +125,14 @@ class Service:
         self._claimed = 0
         self._intake_other = 0
         self.final_counts: dict[str, int] = {}
+        self.hosts: Hosts | None = None
+        self._works: dict[str, _Work] = {}
+        self._prepared: queue.Queue[Prepared] = queue.Queue()
+        self._done_q: queue.Queue[Finished | None] = queue.Queue()
+        self._committer: threading.Thread | None = None
+        self._last_preview = -1e9
+        self.host_cpu: dict[str, float] = {}  # stage -> CPU seconds, all workers
+        self.host_slices = 0
 
     # -- metrics --------------------------------------------------------------------------
     def _metrics(self) -> None:
@@ -127,7 +148,14 @@ class Service:
         self.m_stage = r.histogram("hxsched_stage_latency_seconds", "per-stage latency", ("stage",))
         self.m_e2e = r.histogram("hxsched_end_to_end_latency_seconds", "accept to outputs written")
         self.m_queue = r.gauge("hxsched_queue_depth", "slices waiting or in flight", ("queue",))
-        self.m_busy = r.gauge("hxsched_accelerator_busy_ratio", "fraction busy", ("accelerator",))
+        self.m_busy = r.gauge(
+            "hxsched_accelerator_busy_ratio",
+            "fraction busy; " + "; ".join(BUSY_MEANING.values()),
+            ("accelerator", "meaning"),
+        )
+        self.m_cpu = r.counter(
+            "hxsched_host_cpu_seconds_total", "host path CPU time per stage", ("stage",)
+        )
 
     def _accepted(self, what: Intake) -> None:
         if what != Intake.ACCEPTED:
@@ -158,6 +186,7 @@ class Service:
         if self.opts.http_port is not None:
             self._start_http(self.opts.http_port)
         self._start_executor()
+        self._start_hosts()
         self._start_sources(self.journal, Gate(self.journal, self.pipe.queue, self.stop_event))
         self._worker = threading.Thread(target=self._work_loop, name="hxsched-worker", daemon=True)
         self._worker.start()
@@ -167,6 +196,7 @@ class Service:
             backend=self.backend_name,
             plan=str(self.plan.path),
             instances=[i.name for i in self.plan.instances],
+            workers=self.workers,
             scp_port=self.scp_port,
             http_port=self.http.port if self.http else None,
         )
@@ -196,6 +226,25 @@ class Service:
             on_event=self._on_fallback,
         )
         ex.prepare()
+
+    def _start_hosts(self) -> None:
+        from hxsched.runtime.service.replay import replay_files
+
+        assert self.executor is not None
+        insts = []
+        for k, spec in enumerate(self.specs):
+            m = self.instance_models[spec.name]
+            name = spec.inputs[0] if spec.inputs else "input"
+            insts.append(Instance(spec.name, m, name, role_handler(m.role).input_shape(m), k))
+        replay = replay_files(self) if self.backend_name == Backend.SIM else {}
+        cfg = HostConfig(self.pipe, self.out, self.backend_name.value, tuple(insts), replay)
+        self.workers = w = _workers(self.opts.workers, self.pipe.workers)
+        slots = self.executor.inflight + 2 * max(1, w) + 2
+        self.hosts = Hosts(cfg, w, slots, self._prepared.put, self._done_q.put, self._lost)
+        self._committer = threading.Thread(
+            target=self._commit_loop, name="hxsched-commit", daemon=True
+        )
+        self._committer.start()
 
     def _start_sources(self, journal: Journal, gate: Gate) -> None:
         for src in self.pipe.sources:
@@ -253,32 +302,63 @@ class Service:
         )
         http.start()
 
-    # -- the worker -----------------------------------------------------------------------
+    # -- the worker: claims, hands slices to the host workers, feeds the executor ------------
     def _frames(self):
-        assert self.journal is not None
+        assert self.journal is not None and self.hosts is not None
         while not self.stop_event.is_set():
-            handled = self._claimed + self._intake_other
-            if self.opts.stop_after is not None and handled >= self.opts.stop_after:
+            if self._enough() and not self._works:
                 return
-            items = self.journal.claim(1)
-            if not items:
-                yield None  # nothing waiting: let the pipeline finish what is in flight
-                self.stop_event.wait(0.05)
-                continue
-            item = items[0]
+            if self.hosts.failed:
+                raise HxschedError(self.hosts.failed)
+            self._dispatch()
+            yield from self._handover(timeout_s=0.05)
+        # stopping: what was claimed and is being read still goes through (a few slots' worth)
+        t0 = time.monotonic()
+        while any(w.t_pre == 0.0 for w in list(self._works.values())):
+            if time.monotonic() - t0 > 30.0:
+                return  # left in the journal as processing: a restart redoes them
+            yield from self._handover(timeout_s=0.05)
+
+    def _handover(self, timeout_s: float):
+        """The next prepared slice for the pipeline (None: nothing ready within the timeout)."""
+        assert self.hosts is not None
+        try:
+            got = self._prepared.get(timeout=timeout_s)
+        except queue.Empty:
+            yield None  # nothing prepared: let the pipeline finish what is in flight
+            return
+        work = self._works[got.item_id]
+        self._add_cpu(got.cpu)
+        if got.error is not None:
+            self._quarantine(work.item, Reason(got.error[0]), got.error[1])
+            self._release(work)
+            return
+        work.t_pre = time.monotonic()
+        self.m_stage.labels(stage="prepare").observe(work.t_pre - work.t_claim)
+        yield (work, self.hosts.inputs(work.slot))
+
+    def _enough(self) -> bool:
+        stop = self.opts.stop_after
+        return stop is not None and self._claimed + self._intake_other >= stop
+
+    def _dispatch(self) -> None:
+        """Claim as many slices as there are free hand-over slots and send them to be read."""
+        assert self.journal is not None and self.hosts is not None
+        n = self.hosts.free.qsize()
+        if self.opts.stop_after is not None:
+            n = min(n, self.opts.stop_after - self._claimed - self._intake_other)
+        if n <= 0:
+            return
+        for item in self.journal.claim(n):
             self._claimed += 1
-            t0 = time.monotonic()
-            try:
-                work, inputs = self._prepare(item)
-            except BadInput as exc:
-                self._quarantine(item, exc.reason, exc.message)
-                continue
-            except Exception as exc:  # noqa: BLE001 - one bad slice never stops the service
-                self._quarantine(item, Reason.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
-                continue
-            self.m_stage.labels(stage="prepare").observe(time.monotonic() - t0)
-            work.t_pre = time.monotonic()
-            yield (work, inputs)
+            work = _Work(item, self.hosts.free.get_nowait(), item.accepted_at, time.monotonic())
+            self._works[item.id] = work
+            self.hosts.prepare(item.id, str(item.path), work.slot)
+
+    def _release(self, work: _Work) -> None:
+        self._works.pop(work.item.id, None)
+        assert self.hosts is not None
+        self.hosts.free.put(work.slot)
 
     def _quarantine(self, item: Item, reason: Reason, message: str) -> None:
         assert self.journal is not None
@@ -288,11 +368,19 @@ class Service:
         self._finished += 1
         _event("slice quarantined", item=item.id, reason=code)
 
+    def _lost(self, item_id: str, slot: int, message: str) -> None:
+        """A host worker died on this slice: only it is charged."""
+        work = self._works.get(item_id)
+        if work is not None:
+            self._quarantine(work.item, Reason.PROCESSING_ERROR, message)
+            self._release(work)
+
     def _work_loop(self) -> None:
         self._claimed = 0
         assert self.executor is not None  # started before the worker
         try:
             self.executor.run(self._frames(), on_output=self._emit, on_error=self._failed)
+            self._wait_finished()
         except Exception as exc:  # noqa: BLE001 - reported on /health and in the log
             self.error = f"{type(exc).__name__}: {exc}"
             self.ready_reason = f"pipeline failed: {self.error}"
@@ -302,107 +390,122 @@ class Service:
             # and a supervisor's restart finishes what is in flight from the journal
             self.stop_event.set()
 
+    def _wait_finished(self, timeout_s: float = 60.0) -> None:
+        """Until every slice handed to the pipeline has its outputs committed (or the error)."""
+        t0 = time.monotonic()
+        while self._works and self.error is None and time.monotonic() - t0 < timeout_s:
+            time.sleep(0.01)
+
     def _failed(self, work, index: int, message: str) -> None:
         self._quarantine(work.item, Reason.INFERENCE_ERROR, message)
+        assert self.hosts is not None
+        self.hosts.drop(work.item.id, work.slot)
+        self._release(work)
 
     def live(self) -> tuple[bool, str]:
         if self._worker is not None and not self._worker.is_alive() and self.error:
             return False, f"worker stopped: {self.error}"
         return True, "ok"
 
-    # -- pre- and post-processing (each model's role does its part) ---------------------------
-    def _prepare(self, item: Item) -> tuple[_Work, dict[str, dict[str, np.ndarray]]]:
-        sl = read_slice(item.path, max_bytes=self.pipe.max_bytes)
-        ct01: np.ndarray | None = None
-        infos: dict[str, Any] = {}
-        inputs: dict[str, dict[str, np.ndarray]] = {}
-        for spec in self.specs:
-            m = self.instance_models[spec.name]
-            assert m.window is not None  # every role has a default window
-            win = window_hu(sl.pixels, preset=m.window) if sl.is_hu else _normalise01(sl.pixels)
-            ct01 = win if ct01 is None else ct01
-            prepared = role_handler(m.role).prepare(win, m)
-            infos[spec.name] = prepared.info
-            inputs[spec.name] = {spec.inputs[0] if spec.inputs else "input": prepared.array}
-        assert ct01 is not None  # a plan has at least one instance
-        return _Work(item, sl, ct01, infos, item.accepted_at, 0.0), inputs
-
     def plan_model(self, instance: str) -> str:
         return self.instance_models[instance].name
 
     def _emit(self, result) -> None:
+        """The executor's outputs of a slice: to its host worker, to be decoded and written."""
         work: _Work = result.tag
-        item = work.item
         # wall clock from hand-over to the pipeline until its outputs are back (the backend's
         # own clock may be virtual on sim)
-        self.m_stage.labels(stage="inference").observe(time.monotonic() - work.t_pre)
-        t0 = time.monotonic()
-        outputs: dict[str, str] = {}
-        try:
-            done = self._finish_roles(result, work, outputs)
-            png = self._preview(work.ct01, done)
-            if self.pipe.sinks.previews:
-                path = self.out / "previews" / f"{item.id}.png"
-                atomic_write(path, png)
-                outputs["preview"] = str(path)
-        except Exception as exc:  # noqa: BLE001 - a slice that cannot be written is quarantined
-            for p in outputs.values():  # no partial outputs for a PACS watcher to pick up
-                Path(p).unlink(missing_ok=True)
-            self._quarantine(item, Reason.OUTPUT_ERROR, f"{type(exc).__name__}: {exc}")
-            return
+        work.t_out = time.monotonic()
+        self.m_stage.labels(stage="inference").observe(work.t_out - work.t_pre)
+        outputs = {k: next(iter(v.values())) for k, v in (result.outputs or {}).items() if v}
+        now = time.monotonic()
+        preview = now - self._last_preview >= self.pipe.sinks.preview_every_s
+        if preview:
+            self._last_preview = now
+        assert self.hosts is not None
+        self.hosts.finish(work.item.id, work.slot, str(work.item.path), outputs or None, preview)
+
+    # -- group commit of finished slices ---------------------------------------------------------
+    def _commit_loop(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._commit(batch)
+            except Exception as exc:  # noqa: BLE001 - the journal is the source of truth: stop
+                self.error = f"journal cannot record finished slices: {exc}"
+                self.ready_reason = f"pipeline failed: {self.error}"
+                log.error("pipeline failed", extra={"fields": {"error": self.error}})
+                self.stop_event.set()
+                return
+
+    def _next_batch(self) -> list[Finished] | None:
+        """The finished slices of one commit: the first, and whatever follows within
+        GROUP_DELAY_S (at most GROUP_MAX); None once the service closes."""
+        first = self._done_q.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + GROUP_DELAY_S
+        while len(batch) < GROUP_MAX:
+            try:
+                got = self._done_q.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if got is None:
+                self._done_q.put(None)
+                break
+            batch.append(got)
+        return batch
+
+    def _commit(self, batch: list[Finished]) -> None:
+        from hxsched.runtime.service.workers import sync_dirs
+
         assert self.journal is not None
-        try:
-            self.journal.complete(item.id, outputs)
-        except Exception as exc:  # noqa: BLE001 - the journal is the source of truth: stop
-            raise HxschedError(f"journal cannot record a finished slice: {exc}") from None
-        self.m_stage.labels(stage="write").observe(time.monotonic() - t0)
-        findings = sum(len(r.detections) for r in done)
-        self._record_done(item, png, findings, result.latency_ms, work.t_accept)
+        ok = [f for f in batch if f.error is None and f.item_id in self._works]
+        sync_dirs([p for f in ok for p in f.files.values()])  # the renames, once per folder
+        self.journal.complete_many([(f.item_id, f.files) for f in ok])
+        for f in batch:
+            self._add_cpu(f.cpu)
+            work = self._works.get(f.item_id)
+            if work is None:
+                continue
+            if f.error is not None:
+                self._quarantine(work.item, Reason(f.error[0]), f.error[1])
+            else:
+                self.m_stage.labels(stage="write").observe(time.monotonic() - work.t_out)
+                self._record_done(work.item, f.png, f.findings, work.t_accept)
+            self._release(work)
 
-    def _finish_roles(self, result, work: _Work, outputs: dict[str, str]) -> list[RoleResult]:
-        """Each instance's output through its role's post-processing and sinks; the files
-        written so far are in ``outputs`` (removed again if a later one fails)."""
-        done = []
-        for k, spec in enumerate(self.specs):
-            m = self.instance_models[spec.name]
-            handler = role_handler(m.role)
-            got = result.outputs.get(spec.name) or {}
-            if got:
-                out = next(iter(got.values()))
-            else:  # sim computes nothing: the role's stand-in (labelled so in every output)
-                out = handler.passthrough(next(iter(result.inputs[spec.name].values())))
-            ctx = SliceContext(
-                work.item.id, work.slice, self.out, self.pipe.sinks, self.backend_name, spec.name, k
-            )
-            r = handler.finish(out, work.infos[spec.name], m, ctx)
-            outputs.update(r.files)
-            done.append(r)
-        return done
+    def _add_cpu(self, cpu: dict[str, float]) -> None:
+        for stage, sec in cpu.items():
+            self.host_cpu[stage] = self.host_cpu.get(stage, 0.0) + sec
+            self.m_cpu.labels(stage=stage).inc(sec)
+        if "read" in cpu:
+            self.host_slices += 1
 
-    @staticmethod
-    def _preview(ct01: np.ndarray, done: list[RoleResult]) -> bytes:
-        """CT | the first synthetic image (or the CT again), every role's boxes on the CT."""
-        image = next((r.image for r in done if r.image is not None), None)
-        if image is None:
-            image = (np.clip(ct01, 0, 1) * 255).astype(np.uint8)
-        return preview_png(ct01, image, [d for r in done for d in r.detections])
-
-    def _record_done(
-        self, item: Item, png: bytes, findings: int, latency_ms: float, t_accept: float
-    ) -> None:
+    def _record_done(self, item: Item, png: bytes | None, findings: int, t_accept: float) -> None:
         now = time.time()
         self.m_e2e.observe(max(0.0, now - t_accept))
         self.m_out.inc()
         self._finished += 1
         self._seq += 1
-        self.latest_png = png
+        if png is not None:
+            self.latest_png = png
         self.latest = {"seq": self._seq, "name": item.id, "findings": findings}
         self._fps_window.append(time.monotonic())
         self._fps_window = self._fps_window[-200:]
         if self._seq % 20 == 0 and self.executor is not None:
+            meaning = BUSY_MEANING[self.backend_name].split(":")[0]
             for acc, frac in self.executor.summary().busy.items():
-                self.m_busy.labels(accelerator=acc).set(frac)
-        _event("slice done", item=item.id, detections=findings, latency_ms=round(latency_ms, 2))
+                self.m_busy.labels(accelerator=acc, meaning=meaning).set(frac)
+        _event("slice done", item=item.id, detections=findings)
+
+    def host_cpu_ms(self) -> dict[str, float]:
+        """Host path CPU milliseconds per slice, per stage (all workers together)."""
+        n = max(1, self.host_slices)
+        return {k: round(v * 1000.0 / n, 3) for k, v in sorted(self.host_cpu.items())}
 
     # -- fallback -----------------------------------------------------------------------------
     def _on_fallback(self, event) -> None:
@@ -448,6 +551,11 @@ class Service:
             "latency_note": "accept to outputs written, wall clock, histogram estimate since start",
             "queues": {"journal": self.journal.pending() if self.journal else 0},
             "accelerators": {k: round(v, 3) for k, v in busy.items()},
+            "accelerators_note": BUSY_MEANING[self.backend_name],
+            "host": {
+                "workers": getattr(self, "workers", 0),
+                "cpu_ms_per_slice": self.host_cpu_ms(),
+            },
             "alarms": list(self.alarms),
             "latest": dict(self.latest),
             "numbers": self.executor.backend.source() if self.executor else "",
@@ -472,6 +580,11 @@ class Service:
                 return
         if self.executor is not None:
             self.executor.close()
+        self._done_q.put(None)
+        if self._committer is not None:
+            self._committer.join(timeout=10.0)
+        if self.hosts is not None:
+            self.hosts.close()
         if self.http is not None:
             self.http.stop()
         if self.journal is not None:
@@ -507,8 +620,10 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000.0, 2)
 
 
-def _normalise01(px: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(px)), float(np.max(px))
-    if hi <= lo:
-        return np.zeros_like(px, dtype=np.float32)
-    return ((px - lo) / (hi - lo)).astype(np.float32)
+def _workers(cli: int | None, pipeline: int | None) -> int:
+    """Host worker processes: the CLI's, else the pipeline's, else one per core."""
+    if cli is not None:
+        return cli
+    if pipeline is not None:
+        return pipeline
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

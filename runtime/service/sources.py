@@ -68,6 +68,7 @@ class FolderSource(threading.Thread):
     without reading them."""
 
     MIN_AGE_S = 0.5
+    BATCH = 64  # files per journal commit at most
 
     def __init__(
         self,
@@ -129,22 +130,55 @@ class FolderSource(threading.Thread):
         self._sizes.pop(name, None)
         self.on_accept(_intake(item))
 
+    def take_many(self, paths: list[Path]) -> None:
+        """Several files in one journal commit (group commit); oversize ones one by one."""
+        batch: list[tuple[Path, int]] = []
+        for path in paths:
+            size = path.stat().st_size
+            if size > self.max_bytes:
+                self.take(path)
+            else:
+                batch.append((path, size))
+        got = self.journal.accept_many([(p, p.name, SourceKind.FOLDER) for p, _ in batch])
+        for (path, _), item in zip(batch, got, strict=True):
+            if isinstance(item, Exception):
+                self._refused(path, item)
+                continue
+            path.unlink(missing_ok=True)  # durably spooled: the folder's copy can go
+            self._sizes.pop(path.name, None)
+            self.on_accept(_intake(item))
+
+    def _refused(self, path: Path, exc: Exception) -> None:
+        log.error("folder source: cannot take a file (%s); leaving it in place", type(exc).__name__)
+        self._bad.add(path.name)
+
     def run(self) -> None:
         while not self.gate.stop.is_set():
-            for path in self.candidates():
+            todo = self.candidates()
+            while todo:
                 if not self.gate.wait():
                     return
+                room = max(1, min(self.BATCH, self.gate.limit - self.journal.pending()))
+                batch, todo = todo[:room], todo[room:]
                 try:
-                    self.take(path)
+                    self.take_many(batch)
                 except FileNotFoundError:
-                    self._sizes.pop(path.name, None)
+                    for path in batch:
+                        self._sizes.pop(path.name, None)
                 except Exception as exc:  # noqa: BLE001 - one file never stops the source
-                    log.error(
-                        "folder source: cannot take a file (%s); leaving it in place",
-                        type(exc).__name__,
-                    )
-                    self._bad.add(path.name)
+                    self._take_each(batch, exc)
             self.gate.stop.wait(self.poll_s)
+
+    def _take_each(self, batch: list[Path], first: Exception) -> None:
+        """A batch failed: the files one by one, so that only the bad one is set aside."""
+        for path in batch:
+            try:
+                if path.exists():
+                    self.take(path)
+            except FileNotFoundError:
+                self._sizes.pop(path.name, None)
+            except Exception as exc:  # noqa: BLE001
+                self._refused(path, exc)
 
 
 class PhantomSource(threading.Thread):

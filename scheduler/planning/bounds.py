@@ -10,20 +10,32 @@ accelerator's load), and its duals give every configuration a reduced cost rc wi
     value of any plan using configuration c  >=  LP + rc(c),
 
 which lets the solver consider, for a bound T, only configurations with LP + rc <= T.
+
+Column generation stops at convergence (no column of negative reduced cost left) or at its round
+limit or deadline; either way the bound used is the Lagrangian one (see ``relax``), valid at any
+round. ``contention_lp`` is the same LP at a fixed period with contention-aware loads.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from hxsched.errors import InternalError
 from hxsched.scheduler.planning.problem import Config, Problem
-from hxsched.scheduler.types import Objective
+from hxsched.scheduler.types import Accelerator, Objective
 
+RC_EPS = 1e-5  # slack on reduced-cost filters, per tick of the bound and per instance
 PENALTY = 1e7  # cost of violating a loadable limit in the relaxation (phase-one slack)
+
+
+class LpUnsolved(InternalError):
+    """HiGHS ended without an answer (neither optimal nor infeasible)."""
 
 
 @dataclass
@@ -35,6 +47,9 @@ class Relaxation:
     columns: list[list[Config]]
     fractional: list[dict[int, float]] = field(default_factory=list)
     feasible: bool = True
+    converged: bool = True  # no column of negative reduced cost was left
+    rounds: int = 0
+    master_value: float = 0.0  # the restricted master's optimum (== value when converged)
 
     def reduced_cost(self, i: int, cfg: Config, problem: Problem) -> float:
         cost = sum(self.w[a] * cfg.load(a) for a in problem.accelerators)
@@ -48,6 +63,15 @@ class Relaxation:
 def _lp_min(
     cost: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out = _lp_min_or_none(cost, a_ub, b_ub, a_eq, b_eq)
+    if out is None:  # pragma: no cover - the master LP always has a solution
+        raise InternalError("LP relaxation failed: HiGHS says infeasible")
+    return out
+
+
+def _lp_min_or_none(
+    cost: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """min cost·x, A_ub x <= b_ub, A_eq x = b_eq, x >= 0 with HiGHS (the dual simplex).
 
     Returns x, the duals of the <= rows and those of the = rows, in HiGHS's sign convention
@@ -74,17 +98,35 @@ def _lp_min(
     lp.a_matrix_.value_ = a.T[rows, cols].astype(float)
     solver = highs._Highs()
     solver.setOptionValue("output_flag", False)
+    solver.setOptionValue("presolve", "off")  # tiny row counts: presolve costs more than it saves
     solver.passModel(lp)
     solver.run()
     status = solver.getModelStatus()
+    if status == highs.HighsModelStatus.kUnknown:  # rare without presolve: retry with it
+        solver.clearSolver()
+        solver.setOptionValue("presolve", "on")
+        solver.setOptionValue("solver", "ipm")
+        solver.run()
+        status = solver.getModelStatus()
+    if status in (
+        highs.HighsModelStatus.kInfeasible,
+        highs.HighsModelStatus.kUnboundedOrInfeasible,  # P >= 0: never unbounded
+    ):
+        return None
     if status != highs.HighsModelStatus.kOptimal:  # pragma: no cover - always feasible
-        raise InternalError(f"LP relaxation failed: HiGHS says {status}")
+        raise LpUnsolved(f"LP relaxation failed: HiGHS says {status}")
     sol = solver.getSolution()
     duals = np.asarray(sol.row_dual, dtype=float)
     return np.asarray(sol.col_value, dtype=float), duals[: len(b_ub)], duals[len(b_ub) :]
 
 
-def _solve_master(problem: Problem, columns: list[list[Config]]):
+LoadFn = Callable[[int, Config, Accelerator], float]
+
+
+def _solve_master(problem: Problem, columns: list[list[Config]], load: LoadFn | None = None):
+    """The restricted master LP over ``columns``; ``load(i, cfg, acc)`` (default: the load
+    alone) is a column's coefficient in accelerator ``acc``'s row."""
+    load = load or (lambda _i, c, acc: c.load(acc))
     accs = problem.accelerators
     cores = problem.dla_cores
     cols = [(i, c) for i, cs in enumerate(columns) for c in cs]
@@ -95,8 +137,8 @@ def _solve_master(problem: Problem, columns: list[list[Config]]):
     a_ub = np.zeros((len(accs) + len(cores), n))
     b_ub = np.zeros(len(accs) + len(cores))
     for r, acc in enumerate(accs):
-        for k, (_, c) in enumerate(cols):
-            a_ub[r, k] = c.load(acc)
+        for k, (i, c) in enumerate(cols):
+            a_ub[r, k] = load(i, c, acc)
         a_ub[r, len(cols)] = -1.0
     for r, core in enumerate(cores):
         row = len(accs) + r
@@ -113,15 +155,101 @@ def _solve_master(problem: Problem, columns: list[list[Config]]):
     u = {core: float(max(0.0, duals_ub[len(accs) + r])) for r, core in enumerate(cores)}
     mu = [float(v) for v in eq]
     frac: list[dict[int, float]] = [dict() for _ in columns]
+    seen = [0] * len(columns)
     for k, (i, _) in enumerate(cols):
         if x[k] > 1e-9:
-            frac[i][sum(1 for ii, _ in cols[:k] if ii == i)] = float(x[k])
+            frac[i][seen[i]] = float(x[k])
+        seen[i] += 1
     slack = float(np.sum(x[len(cols) + 1 :]))
     return float(x[len(cols)]), w, u, mu, frac, slack
 
 
-def relax(problem: Problem, max_rounds: int = 200) -> Relaxation:
-    """Column generation to the LP optimum over every configuration."""
+def relax(problem: Problem, max_rounds: int = 200, deadline: float | None = None) -> Relaxation:
+    """Column generation to the LP optimum over every configuration.
+
+    Whatever round it stops at, ``value`` is a valid lower bound: with the master's load duals
+    w (w >= 0, sum w <= 1, the dual of P's column) and loadable duals u >= 0, every plan obeys
+    P >= sum_a w_a load_a >= sum_i min_c (w.load(c) + u.loadables(c)) - u.max_loadables, the
+    Lagrangian bound, in which each instance's minimum is exactly its pricing problem. At
+    convergence it equals the LP optimum; ``mu`` are those minima, so reduced costs are >= 0
+    and ``value + sum of reduced costs <= plan value`` holds for any stopping round.
+    """
+    columns = _initial_columns(problem)
+    best: tuple[float, dict[str, float], dict[str, float], list[float]] | None = None
+    converged, rounds = False, 0
+    while True:
+        rounds += 1
+        value, w, u, mu, frac, slack = _solve_master(problem, columns)
+        priced = [chain.price(w, u) for chain in problem.chains]
+        added = False
+        for i, (cost, cfg) in enumerate(priced):
+            negative = cfg is not None and cost - mu[i] < -1e-7 * max(1.0, abs(mu[i]))
+            if negative and cfg is not None and all(cfg.segments != c.segments for c in columns[i]):
+                columns[i].append(cfg)
+                added = True
+        scale, w_lp = sum(w.values()), w
+        if scale > 1.0 + 1e-12:  # keep sum w <= 1 exactly (see above)
+            w = {a: x / scale for a, x in w.items()}
+            priced = [chain.price(w, u) for chain in problem.chains]
+        mins = [cost for cost, _ in priced]
+        lagr = sum(mins) - sum(u.values()) * problem.max_loadables
+        if best is None or lagr > best[0]:
+            best = (lagr, w, u, mins)
+        if not added:
+            converged = True
+            break
+        if rounds >= max_rounds or (deadline is not None and time.monotonic() > deadline):
+            break
+    feasible = slack <= 1e-6
+    mu = _symmetric(problem, mu)
+    if converged:
+        bound, duals = value, (w_lp, u, mu)
+    else:
+        assert best is not None  # at least one round ran
+        bound, duals = best[0], best[1:]
+    return Relaxation(
+        bound if feasible else math.inf,
+        *duals,
+        columns,
+        frac,
+        feasible,
+        converged,
+        rounds,
+        value,
+    )
+
+
+def twins(problem: Problem) -> list[int]:
+    """Per instance, the first instance interchangeable with it (same chain, same pin)."""
+    first: dict[tuple[int, str | None], int] = {}
+    return [
+        first.setdefault((id(chain), inst.pin), i)
+        for i, (chain, inst) in enumerate(zip(problem.chains, problem.instances, strict=True))
+    ]
+
+
+def _symmetric(
+    problem: Problem, mu: list[float], columns: list[list[Config]] | None = None
+) -> list[float]:
+    """Equal convexity duals for interchangeable instances (with the same ``columns``, when
+    given): their mean is dual feasible too (every configuration's cost is >= each of them,
+    so >= their mean) with the same objective, so twins get the same reduced costs."""
+    groups: dict[int, list[int]] = {}
+    for i, g in enumerate(twins(problem)):
+        if columns is not None and [c.segments for c in columns[i]] != [
+            c.segments for c in columns[g]
+        ]:
+            g = i
+        groups.setdefault(g, []).append(i)
+    out = list(mu)
+    for members in groups.values():
+        mean = sum(mu[i] for i in members) / len(members)
+        for i in members:
+            out[i] = mean
+    return out
+
+
+def _initial_columns(problem: Problem) -> list[list[Config]]:
     columns: list[list[Config]] = []
     for chain in problem.chains:
         # start with the cheapest chain (least total busy time) and the fewest loadables
@@ -133,19 +261,7 @@ def relax(problem: Problem, max_rounds: int = 200) -> Relaxation:
         if not cols:  # pragma: no cover - Chain raises earlier when nothing can run
             raise InternalError("no configuration")
         columns.append(_unique(cols))
-    for _ in range(max_rounds):
-        value, w, u, mu, frac, slack = _solve_master(problem, columns)
-        added = False
-        for i, chain in enumerate(problem.chains):
-            cost, cfg = chain.price(w, u)
-            negative = cfg is not None and cost - mu[i] < -1e-7 * max(1.0, abs(mu[i]))
-            if negative and cfg is not None and all(cfg.segments != c.segments for c in columns[i]):
-                columns[i].append(cfg)
-                added = True
-        if not added:
-            break
-    feasible = slack <= 1e-6
-    return Relaxation(value if feasible else math.inf, w, u, mu, columns, frac, feasible)
+    return columns
 
 
 def _unique(cfgs: list[Config]) -> list[Config]:
@@ -154,6 +270,119 @@ def _unique(cfgs: list[Config]) -> list[Config]:
         if all(c.segments != o.segments for o in out):
             out.append(c)
     return out
+
+
+def _other_kib(problem: Problem, cfg: Config, acc: str) -> int:
+    return sum(problem.kib(cfg.bytes_on(b)) for b in problem.accelerators if b != acc)
+
+
+@dataclass(frozen=True)
+class ContentionBound:
+    """``contention_lp``'s answer: the LP optimum and every configuration's reduced cost."""
+
+    value: float  # inf when no level vector's LP is feasible
+    reduced_costs: list[list[float]]  # per instance and configuration: inf where none admits it
+
+
+def contention_lp(view: Problem, period: int, deadline: float | None = None) -> ContentionBound:
+    """A lower bound, at throughput period ``period``, on the max-load of any plan of value
+    <= period that uses ``view``'s configurations, with contention: ``value > period`` proves
+    there is none; a configuration with reduced cost above ``period - value`` in every
+    feasible case is in none (``reduced_costs`` is inf for it, else its least reduced cost).
+
+    Proof. The simulator gives accelerator a the level l_a = traffic_level(O_a, T) of the KiB
+    O_a = sum_j other(c_j, a) the plan moves on the other accelerators per frame, and a plan of
+    value <= T has sum_i load(c_i, a, l_a) <= T on every a at T itself (work per frame only
+    shrinks as T grows). Split on the levels: for each vector (l_a), an LP asks for P >=
+    sum_i load(c_i, a, l_a) and, where l_a < L, O_a <= traffic_threshold_kib(l_a + 1, T) (the
+    traffic that stays below the next level); O_a >= sum_j min_c other(c, a) excludes levels
+    below that traffic's. The plan is a 0/1 point of the LP of its own level vector with
+    P <= T, so the least LP optimum over all vectors is <= T; and by LP duality (the traffic
+    rows' duals included) P >= LP + sum of its configurations' reduced costs in that LP.
+    """
+    columns = [list(c) for c in view.configs]
+    flat = [(i, c) for i, cfgs in enumerate(columns) for c in cfgs]
+    accs, n = view.accelerators, len(flat)
+    n_lv = view.n_levels
+    load = {
+        (a, lv): np.array([c.load(a, lv) for _, c in flat], float)
+        for a in accs
+        for lv in range(n_lv)
+    }
+    other = {a: np.array([_other_kib(view, c, a) for _, c in flat], float) for a in accs}
+    owner = np.array([i for i, _ in flat])
+    ld = [np.array([c.loadables(core) for _, c in flat], float) for core in view.dla_cores]
+    ranges = []
+    for a in accs:
+        least = sum(min(_other_kib(view, c, a) for c in cfgs) for cfgs in columns)
+        levels = [  # below: less traffic than the least possible; above: no room for the load
+            lv
+            for lv in range(view.traffic_level(least, period), n_lv)
+            if sum(min(c.load(a, lv) for c in cfgs) for cfgs in columns) <= period
+        ]
+        ranges.append(levels)
+    best = math.inf
+    rc_min = np.full(n, math.inf)
+    for combo in itertools.product(*ranges):
+        if deadline is not None and time.monotonic() > deadline:
+            return ContentionBound(-math.inf, [[0.0] * len(c) for c in columns])  # no claim
+        caps = [
+            (other[a], view.traffic_threshold_kib(lv + 1, period))
+            for a, lv in zip(accs, combo, strict=True)
+            if lv < n_lv - 1
+        ]
+        loads = [load[(a, lv)] for a, lv in zip(accs, combo, strict=True)]
+        out = _combo_lp(view, owner, loads, ld, caps)
+        if out is None:
+            continue
+        value, rc = out
+        best = min(best, value)
+        if value <= period + 1e-6 * max(1.0, period):
+            ok = rc <= period - value + RC_EPS * max(1.0, period) * len(columns)
+            rc_min = np.where(ok, np.minimum(rc_min, rc), rc_min)
+    rcs, k = [], 0
+    for cfgs in columns:
+        rcs.append([float(x) for x in rc_min[k : k + len(cfgs)]])
+        k += len(cfgs)
+    return ContentionBound(best, rcs)
+
+
+def _combo_lp(
+    view: Problem,
+    owner: np.ndarray,
+    loads: list[np.ndarray],
+    loadables: list[np.ndarray],
+    caps: list[tuple],
+):
+    """min P: loads[a] . x <= P, loadables . x <= limit, caps (coefficients . x <= limit),
+    one configuration per instance; (optimum, reduced costs) or None when infeasible."""
+    n = len(owner)
+    m_inst = len(view.configs)
+    rows = [np.append(vec, -1.0) for vec in loads]
+    rhs = [0.0] * len(loads)
+    for vec in loadables:
+        rows.append(np.append(vec, 0.0))
+        rhs.append(float(view.max_loadables))
+    for vec, limit in caps:
+        rows.append(np.append(vec, 0.0))
+        rhs.append(float(limit))
+    a_eq = np.zeros((m_inst, n + 1))
+    a_eq[owner, np.arange(n)] = 1.0
+    cost = np.zeros(n + 1)
+    cost[n] = 1.0
+    a_ub = np.array(rows)
+    try:
+        sol = _lp_min_or_none(cost, a_ub, np.array(rhs), a_eq, np.ones(m_inst))
+    except LpUnsolved:  # no claim: as if feasible at any value, every configuration kept
+        return -math.inf, np.zeros(n)
+    if sol is None:
+        return None
+    x, ineq, eq = sol
+    duals = np.maximum(0.0, -ineq)
+    duals[: len(loads)] /= max(1.0, float(np.sum(duals[: len(loads)])))
+    mu = np.array(_symmetric(view, [float(v) for v in eq], view.configs))
+    rc = duals @ a_ub[:, :n] - mu[owner]
+    return float(x[n]), rc
 
 
 def lower_bound_ticks(problem: Problem, relaxation: Relaxation | None = None) -> int:

@@ -1,21 +1,42 @@
 """CNF building blocks: one-hot choices as binary numbers, adder trees, reified comparators,
-and order-encoded integers. Variables come from one pysat IDPool."""
+and order-encoded integers. Variables come from one pysat IDPool. A formula can be built against
+a deadline and a clause budget: past either, building stops with ``EncodingAbandoned``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from pysat.card import CardEnc, EncType
 from pysat.formula import IDPool
 
 
+class EncodingAbandoned(Exception):
+    """Building a formula ran past its deadline or its clause budget (the message says which)."""
+
+
+CHECK_EVERY = 4096  # clauses between two looks at the clock
+
+
 class Cnf:
     """Clauses plus a variable pool; literals are pysat ints."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float | None = None, max_clauses: int | None = None) -> None:
         self.pool = IDPool()
         self.clauses: list[list[int]] = []
         self._true: int | None = None
+        self.deadline = deadline
+        self.max_clauses = max_clauses
+        self._next_check = CHECK_EVERY
+
+    def check(self) -> None:
+        """Raise EncodingAbandoned past the deadline or the clause budget."""
+        n = len(self.clauses)
+        if self.max_clauses is not None and n > self.max_clauses:
+            raise EncodingAbandoned(f"encoding over {self.max_clauses} clauses")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise EncodingAbandoned("timeout while encoding")
+        self._next_check = n + CHECK_EVERY
 
     def var(self, key: object = None) -> int:
         return self.pool.id(key) if key is not None else self.pool.id()
@@ -29,6 +50,8 @@ class Cnf:
 
     def add(self, clause: Sequence[int]) -> None:
         self.clauses.append(list(clause))
+        if len(self.clauses) >= self._next_check:
+            self.check()
 
     def exactly_one(self, lits: Sequence[int]) -> None:
         if len(lits) == 1:
@@ -36,6 +59,7 @@ class Cnf:
             return
         enc = CardEnc.equals(lits=list(lits), bound=1, vpool=self.pool, encoding=EncType.seqcounter)
         self.clauses.extend(enc.clauses)
+        self.check()
 
     def at_most(self, lits: Sequence[int], weights: Sequence[int], bound: int) -> None:
         """sum(weights[i] * lits[i]) <= bound, for small integer weights (unary expansion)."""
@@ -45,10 +69,13 @@ class Cnf:
         if bound < 0:
             self.add([])
             return
+        if self.max_clauses is not None and 2 * len(expanded) * bound > self.max_clauses:
+            raise EncodingAbandoned(f"encoding over {self.max_clauses} clauses")
         enc = CardEnc.atmost(
             lits=expanded, bound=bound, vpool=self.pool, encoding=EncType.seqcounter
         )
         self.clauses.extend(enc.clauses)
+        self.check()
 
     def or_of(self, lits: Sequence[int]) -> int:
         """A literal equivalent to the disjunction of ``lits``."""

@@ -155,7 +155,8 @@ class SolverReport:
     """How the plan was found and how far from optimal it can be."""
 
     optimal: bool
-    proof: Literal["unsat", "lp-bound", ""] = ""
+    proof: Literal["unsat", "lp-bound", "contention-lp", ""] = ""
+    proof_detail: str = ""  # what proved it: the UNSAT call and its encoding's size, the LP
     gap: float = field(default=0.0, metadata=meta(ge=0))
     solve_time_s: float = field(default=0.0, metadata=meta(ge=0))
     lower_bound_ms: float = 0.0
@@ -168,6 +169,8 @@ class SolverReport:
     variables: int = field(default=0, metadata=meta(ge=0))
     clauses: int = field(default=0, metadata=meta(ge=0))
     configurations: tuple[int, ...] = ()
+    lp_converged: bool = True  # column generation ended with no negative reduced cost left
+    peak_rss_mib: float = field(default=0.0, metadata=meta(ge=0))  # ru_maxrss after the solve
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -181,6 +181,9 @@ def _solver_report(
         variables=result.variables,
         clauses=result.clauses,
         configurations=tuple(result.configs),
+        proof_detail=result.proof_detail,
+        lp_converged=result.lp_converged,
+        peak_rss_mib=result.peak_rss_mib,
     )
 
 

@@ -10,6 +10,7 @@ figure the objective and the constraints see) are pruned while they are enumerat
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -403,16 +404,22 @@ class Chain:
         budget: float,
         load_cap: int,
         limit: int = 200_000,
+        deadline: float | None = None,
     ) -> list[Config]:
         """Every configuration with cost <= budget whose load on each accelerator and whose
-        chain stay within ``load_cap`` ticks."""
+        chain stay within ``load_cap`` ticks (``_TooMany`` past ``limit`` of them,
+        ``_OutOfTime`` past ``deadline``)."""
         R = self.completion(w, u)
+        steps = [0]
         seg, hand = self._costs(w, u)
         A, n = len(self.accels), self.n
         eps = 1e-7 * max(1.0, abs(budget))
         out: list[Config] = []
 
         def walk(a: int, j: int, used: int, cost: float, loads: dict, spans: list) -> None:
+            steps[0] += 1
+            if deadline is not None and steps[0] % 512 == 0 and time.monotonic() > deadline:
+                raise _OutOfTime
             prev = self.accels[j] if j < A else None
             for jj, acc in enumerate(self.accels):
                 if acc == prev:
@@ -442,6 +449,10 @@ class Chain:
 
 
 class _TooMany(Exception):
+    pass
+
+
+class _OutOfTime(Exception):
     pass
 
 

@@ -127,7 +127,8 @@ def _circle_offsets(
         for i, c in enumerate(selection)
         for s, seg in enumerate(c.segments)
     }
-    order = sorted(dur, key=lambda p: (p[1], p[0]))
+    # by segment, then instance name: the schedule does not depend on the order models are given
+    order = sorted(dur, key=lambda p: (p[1], problem.instances[p[0]].name, p[0]))
     used: dict[str, list[tuple[int, int]]] = {a: [] for a in problem.accelerators}
     offset: dict[Slot, int] = {}
     prev_end: dict[int, int] = {}

@@ -66,3 +66,59 @@ def test_build_writes_segments_and_verifies(gan_yolo_plan, tmp_path, capsys):
     assert all(v <= 1e-4 for o in d["verify"].values() for v in o.values())
     assert main(["build", gan_yolo_plan.path, "--backend", "trt", "-o", str(out)]) == 1
     assert "needs TensorRT and pycuda" in capsys.readouterr().err
+
+
+def test_run_sim_delivers_the_plan_and_every_depth_runs_as_asked(small_plan, tmp_path, capsys):
+    path = save_plan(small_plan, tmp_path / "p.yaml")
+    args = ["run", str(path), "--backend", "sim", "--frames", "200", "--json", "-q"]
+    assert main(args) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert abs(d["comparison"]["achieved_over_plan"] - 1) <= 0.03
+    assert abs(d["comparison"]["latency_p50_over_plan"] - 1) <= 0.03
+    assert main([*args, "--inflight", "1"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["inflight"] == 1
+    assert any("below the" in n and "caps the rate" in n for n in d["notes"])
+    assert d["comparison"]["achieved_over_plan"] < 0.97
+
+
+def test_replan_works_for_a_plan_estimated_on_the_fly(data_dir, tmp_path, capsys):
+    """A real Ultralytics export (8.4.190, weights zeroed) that matches no shipped profile:
+    plan (estimated on the fly, no profile file), run on sim with a drifted segment, re-plan —
+    from the same estimate, made again from the model the plan names."""
+    import gzip
+
+    model = tmp_path / "yolov8n_8.4.190.onnx"
+    gz = data_dir / "exports" / "yolov8n_ultralytics_8.4.190_zeroed.onnx.gz"
+    with gzip.open(gz) as f:
+        model.write_bytes(f.read())
+    plan = tmp_path / "plan.yaml"
+    assert main(["plan", str(model), "--device", "orin-agx", "-o", str(plan), "--json", "-q"]) == 0
+    capsys.readouterr()
+    seg = "yolov8n_8.4.190#0/s0"
+    args = ["run", str(plan), "--backend", "sim", "--frames", "200", "--slow", f"{seg}=1.8@20"]
+    assert main([*args, "--replan", "--json", "-q"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["frames"] == 200 and d["replan"]["done"], d["replan"]
+    assert (tmp_path / "plan-replanned.yaml").exists()
+
+
+def test_a_refused_replan_keeps_the_run_report(small_plan, tmp_path, capsys):
+    """The shipped-profile plan saved without its profile paths or models: the re-plan is
+    refused with the reason, and the run's figures are still printed."""
+    import dataclasses
+
+    bare = dataclasses.replace(
+        small_plan,
+        instances=tuple(
+            dataclasses.replace(i, profile=dataclasses.replace(i.profile, path=None))
+            for i in small_plan.instances
+        ),
+    )
+    path = save_plan(bare, tmp_path / "bare.yaml")
+    seg = f"{small_plan.instances[1].name}/s0"
+    args = ["run", str(path), "--backend", "sim", "--frames", "200", "--slow", f"{seg}=1.8@20"]
+    assert main([*args, "--replan", "--json", "-q"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["frames"] == 200 and d["replan"]["done"] is False
+    assert "names no profile file" in d["replan"]["why"]

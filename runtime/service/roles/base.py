@@ -4,15 +4,17 @@ how its output becomes files (the role registry the generic service looks roles 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from hxsched.files import atomic_write
+
 if TYPE_CHECKING:
-    from hxsched.runtime.service.dicom_io import Slice
+    from hxsched.runtime.service.dicom_io import ScTemplates, Slice
     from hxsched.runtime.service.imaging import Detection
     from hxsched.runtime.service.pipeline import PipelineModel, Sinks
 
@@ -46,6 +48,9 @@ class SliceContext:
     backend: str
     instance: str  # the plan instance (``model#k``)
     index: int  # the instance's position in the plan (series numbers follow it)
+    templates: ScTemplates | None = None  # Secondary Capture templates per series
+    write: Callable[[Path, bytes], Path] = atomic_write  # how a file is written (atomically)
+    replayed: bool = False  # sim: the output is a recorded ONNX Runtime output, replayed
 
 
 @dataclass
@@ -65,6 +70,16 @@ class RoleHandler:
     settings: ClassVar[Mapping[str, Any]]
 
     def prepare(self, window01: np.ndarray, model: PipelineModel) -> Prepared:
+        raise NotImplementedError
+
+    def prepare_into(self, window01: np.ndarray, model: PipelineModel, out: np.ndarray) -> Any:
+        """``prepare`` written into ``out`` (a hand-over slot of ``input_shape``); its info."""
+        got = self.prepare(window01, model)
+        out[...] = got.array
+        return got.info
+
+    def input_shape(self, model: PipelineModel) -> tuple[int, ...]:
+        """The shape of the array ``prepare`` makes (the host path's hand-over slot)."""
         raise NotImplementedError
 
     def passthrough(self, prepared: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from hxsched.files import atomic_write
 from hxsched.runtime.service.imaging import (
     LetterboxInfo,
     Window,
@@ -45,6 +44,14 @@ class DetectRole(RoleHandler):
         boxed, info = letterbox(window01, size=model.size)
         return Prepared(_to_nchw3(boxed), info)
 
+    def prepare_into(self, window01: np.ndarray, model, out: np.ndarray) -> Any:
+        boxed, info = letterbox(window01, size=model.size)
+        out[0] = boxed  # broadcast to the three channels: one copy, no stacked temporary
+        return info
+
+    def input_shape(self, model) -> tuple[int, ...]:
+        return (1, 3, model.size, model.size)
+
     def passthrough(self, prepared: np.ndarray) -> np.ndarray:
         return np.zeros(YOLOV8_OUTPUT, np.float32)  # no scores: no boxes
 
@@ -67,9 +74,10 @@ def _write_json(found: list, info: LetterboxInfo, model, ctx: SliceContext) -> s
             "note": NOTE,
         }
     )
+    if ctx.replayed:
+        doc["replayed"] = "sim backend: a recorded ONNX Runtime output, replayed; not this slice's"
     path = ctx.out / "detections" / f"{ctx.item_id}.{ctx.instance.replace('#', '_')}.json"
-    atomic_write(path, (json.dumps(doc, indent=1) + "\n").encode())
-    return str(path)
+    return str(ctx.write(path, (json.dumps(doc, indent=1) + "\n").encode()))
 
 
 def _to_nchw3(img: np.ndarray) -> np.ndarray:

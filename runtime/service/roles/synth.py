@@ -18,6 +18,7 @@ from hxsched.runtime.service.roles.base import (
 )
 
 SIM_NOTE = " [sim backend: CT passed through, not a model output]"
+REPLAY_NOTE = " [sim backend: replayed ONNX Runtime output]"
 
 
 @register
@@ -33,6 +34,9 @@ class SynthRole(RoleHandler):
     def prepare(self, window01: np.ndarray, model) -> Prepared:
         return Prepared(to_pix2pix_input(window01, channels=model.channels, size=model.size))
 
+    def input_shape(self, model) -> tuple[int, ...]:
+        return (1, model.channels, model.size, model.size)
+
     def passthrough(self, prepared: np.ndarray) -> np.ndarray:
         return prepared  # the prepared CT, labelled as such in every output
 
@@ -46,22 +50,25 @@ class SynthRole(RoleHandler):
 
 
 def _write_dicom(img: np.ndarray, model, ctx: SliceContext):
-    from hxsched.runtime.service.dicom_io import write_secondary_capture
+    from hxsched.runtime.service.dicom_io import encode_secondary_capture
     from hxsched.runtime.service.pipeline import Backend
 
     path = ctx.out / "dicom" / ctx.instance.replace("#", "_") / f"{ctx.item_id}.dcm"
     desc = model.series_description or f"hxsched {model.name} - NOT FOR DIAGNOSTIC USE"
     if ctx.backend == Backend.SIM:
-        desc += SIM_NOTE
-    write_secondary_capture(
+        desc += REPLAY_NOTE if ctx.replayed else SIM_NOTE
+    data = encode_secondary_capture(
         img,
         ctx.slice,
-        path,
         series_uid=_series_uid(ctx),
         series_number=1001 + ctx.index,
         series_description=desc,
+        templates=ctx.templates,
+        derivation_note=(REPLAY_NOTE if ctx.replayed else SIM_NOTE)
+        if ctx.backend == Backend.SIM
+        else "",
     )
-    return path
+    return ctx.write(path, data)
 
 
 def _series_uid(ctx: SliceContext) -> str:

@@ -3,6 +3,7 @@ every malformed input."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -368,3 +369,32 @@ def test_uids_keep_their_parts_apart():
 
     assert _uid("ab", "c") != _uid("a", "bc")
     assert _uid("a", "b") == _uid("a", "b")
+
+
+def test_secondary_capture_series_template_is_byte_identical(ct):
+    """The per-series template (constant elements encoded once) writes the same bytes as a
+    dataset built whole for every slice."""
+    from hxsched.runtime.service.dicom_io import ScTemplates, encode_secondary_capture
+
+    templates = ScTemplates()
+    slices = [synthetic_phantom(k, size=64) for k in range(3)] + [ct]
+    for k, sl in enumerate(slices):
+        img = (np.random.default_rng(k).random(sl.pixels.shape) * 255).astype(np.uint8)
+        kw = {"series_uid": "1.2.826.0.1.3680043.8.498.1", "series_number": 1002}
+        whole = encode_secondary_capture(img, sl, **kw)
+        assert encode_secondary_capture(img, sl, templates=templates, **kw) == whole
+        assert pydicom.dcmread(io.BytesIO(whole)).SOPInstanceUID
+    assert len(templates._by_key) == 2  # one per series (the phantom's and CT_small's)
+
+
+def test_native_pixels_match_pydicom():
+    from hxsched.runtime.service.dicom_io import _native_pixels
+
+    ds = pydicom.dcmread(CT_SMALL)
+    ts = ds.file_meta.TransferSyntaxUID
+    got = _native_pixels(ds, ts, ds.Rows, ds.Columns, ds.BitsAllocated, 1)
+    assert got is not None and np.array_equal(got, ds.pixel_array)
+    ds.BitsStored = 12  # high bits beyond the stored ones: sign-extended from bit 11
+    raw = np.frombuffer(ds.PixelData, "<i2")
+    got = _native_pixels(ds, ts, ds.Rows, ds.Columns, 16, 1)
+    assert np.array_equal(got.ravel(), ((raw << 4) >> 4))

@@ -279,3 +279,56 @@ def test_an_item_that_keeps_crashing_the_service_is_quarantined(tmp_path):
     assert j.get(item.id).state == "quarantined"
     assert j.get(item.id).reason_code == "crashed-repeatedly"
     j.close()
+
+
+def test_accept_many_is_one_commit_with_duplicates_counted(journal, tmp_path):
+    files = []
+    for i in range(5):
+        p = tmp_path / f"f{i}.dcm"
+        p.write_bytes(_slice(i))
+        files.append((p, p.name, "folder"))
+    files.append((_slice(2), "again.dcm", "scp"))  # the same content twice in one batch
+    got = journal.accept_many(files)
+    assert [g.duplicate for g in got] == [False] * 5 + [True]
+    assert got[5].id == got[2].id
+    assert journal.counts()[ACCEPTED] == 5 and journal.counts()["duplicates"] == 1
+    assert all(g.path.exists() for g in got)
+    assert not [p for p in journal.spool_dir.iterdir() if p.name.startswith(".tmp-")]
+    again = journal.accept_many([(_slice(0), "x.dcm", "scp")])
+    assert again[0].duplicate and journal.counts()["duplicates"] == 2
+
+
+def test_concurrent_accepts_share_commits(journal, monkeypatch):
+    commits = []
+    real = journal._commit_group
+    monkeypatch.setattr(journal, "_commit_group", lambda b: (commits.append(len(b)), real(b)))
+    barrier = threading.Barrier(8)
+
+    def push(k: int) -> None:
+        barrier.wait()
+        for i in range(10):
+            journal.accept(_slice(100 * k + i), f"{k}-{i}.dcm", "scp")
+
+    threads = [threading.Thread(target=push, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert journal.counts()[ACCEPTED] == 80 and sum(commits) == 80
+    assert len(commits) < 80  # group commit: several slices per commit (fsync)
+
+
+def test_complete_many_marks_done_and_removes_spool(journal):
+    items = [journal.accept(_slice(i), f"{i}.dcm", "scp") for i in range(4)]
+    journal.claim(4)
+    journal.complete(items[0].id, {"a": "1"})
+    journal.complete_many([(it.id, {"dicom": f"/o/{it.id}"}) for it in items])
+    assert journal.counts()[DONE] == 4
+    assert journal.get(items[0].id).outputs == {"a": "1"}  # done stays as it was
+    assert journal.get(items[1].id).outputs == {"dicom": f"/o/{items[1].id}"}
+    assert not any(it.path.exists() for it in items)
+    journal.quarantine(journal.accept(_slice(9), "9.dcm", "scp").id, "x", "y")
+    q = journal.counts()[QUARANTINED]
+    with pytest.raises(HxschedError, match="quarantined"):
+        journal.complete_many([(journal.get(content_id(_slice(9))).id, {})])
+    assert q == 1

@@ -180,6 +180,7 @@ def test_digest_ignores_sources_and_sinks_but_not_models():
     d["sources"] = [{"kind": "scp", "port": 104}]
     d["sinks"] = {"previews": False}
     d["queue"] = 8
+    d["workers"] = 3
     assert pipeline_from_dict(d).digest() == base
     for change in ({"seed": 1}, {"rewrite": True}, {"instances": 2}, {"zoo": "other"}):
         d = copy.deepcopy(_base())
@@ -201,6 +202,9 @@ def test_digest_ignores_sources_and_sinks_but_not_models():
         (lambda d: d["models"][0].update(max_det=0), "models[0].max_det"),
         (lambda d: d["sources"].append({"kind": "scp", "port": 70000}), "sources[1].port"),
         (lambda d: d.update(sinks={"dicom": "no"}), "sinks.dicom"),
+        (lambda d: d.update(sinks={"preview_every_s": -1}), "sinks.preview_every_s"),
+        (lambda d: d.update(sinks={"preview_every_s": 7200}), "sinks.preview_every_s"),
+        (lambda d: d.update(workers=-1), "workers"),
     ],
 )
 def test_numbers_out_of_range_are_refused(change, key):
@@ -352,3 +356,12 @@ def test_records_are_frozen_and_typed():
     assert p.backend is Backend.ORT and p.objective is Objective.THROUGHPUT
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.models[0].conf = 0.9  # type: ignore[misc]
+
+
+def test_host_workers_and_preview_rate_defaults():
+    p = pipeline_from_dict(_base())
+    assert p.workers is None and p.sinks.preview_every_s == 1.0
+    d = _base()
+    d["workers"], d["sinks"] = 0, {"preview_every_s": 0}
+    p = pipeline_from_dict(d)
+    assert p.workers == 0 and p.sinks.preview_every_s == 0.0

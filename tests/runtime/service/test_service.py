@@ -53,11 +53,11 @@ def wait_for(pred, timeout=60.0):
 def test_folder_and_scp_with_real_dicom_and_bad_inputs(gan_yolo_plan, tmp_path):
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     inbox.mkdir()
-    pipe = pipeline_from_dict(
-        pipeline_dict(
-            gan_yolo_plan, [{"kind": "folder", "path": str(inbox)}, {"kind": "scp", "port": 0}]
-        )
+    d = pipeline_dict(
+        gan_yolo_plan, [{"kind": "folder", "path": str(inbox)}, {"kind": "scp", "port": 0}]
     )
+    d["sinks"] = {"preview_every_s": 0.0}  # a preview per slice (the default: one a second)
+    pipe = pipeline_from_dict(d)
     svc = Service(pipe, ServiceOptions(output=out, http_port=0, scp_port=0))
     svc.start()
     try:
@@ -296,3 +296,147 @@ def test_serve_bad_ports_are_one_line_errors(gan_yolo_plan, tmp_path, capsys):
         busy.close()
     err = capsys.readouterr().err
     assert code == 1 and "cannot listen for DICOM" in err and "Traceback" not in err
+
+
+def test_sigkill_with_slices_in_every_stage_of_the_parallel_path(gan_yolo_plan, tmp_path):
+    """Two host workers, slices waiting, being read, in the pipeline, being written and
+    committed when the kill lands: after a restart every slice exists exactly once."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    n = 40
+    for k in range(n):
+        (inbox / f"s{k:03d}.dcm").write_bytes(encode_ct_dicom(synthetic_phantom(k, size=128)))
+    d = pipeline_dict(gan_yolo_plan, [{"kind": "folder", "path": str(inbox)}], queue=16)
+    d["workers"] = 2
+    d["sinks"] = {"preview_every_s": 0.0}
+    pfile = tmp_path / "p.yaml"
+    pfile.write_text(yaml.safe_dump(d))
+    cmd = [sys.executable, "-m", "hxsched", "serve", str(pfile), "--output", str(out)]
+    cmd += ["--no-http", "--real-time", "--time-scale", "20", "-q"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: _journal_counts(out).get("done", 0) >= 6, 90)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    mid = _journal_counts(out)
+    assert mid.get("done", 0) < n and mid.get("processing", 0) >= 2, mid  # in flight at the kill
+    second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(
+            lambda: _journal_counts(out).get("done", 0) == n and not any(inbox.iterdir()), 120
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err.decode()[-500:]
+    assert _journal_counts(out) == {"done": n}
+    assert len(list((out / "dicom").rglob("*.dcm"))) == n
+    assert len(list((out / "detections").glob("*.json"))) == n
+    assert len(list((out / "previews").glob("*.png"))) == n
+    assert not list(out.rglob("*.tmp"))  # no half-written output left behind
+    assert not any((out / "journal" / "spool").iterdir())
+
+
+def test_a_host_worker_that_dies_costs_only_its_slice(gan_yolo_plan, tmp_path):
+    n = 30
+    d = pipeline_dict(gan_yolo_plan, [{"kind": "phantom", "count": n}], queue=12)
+    d["workers"] = 2
+    svc = Service(
+        pipeline_from_dict(d),
+        ServiceOptions(
+            output=tmp_path / "out",
+            http_port=None,
+            stop_after=n,
+            backend_opts={"real_time": True, "time_scale": 20.0},
+        ),
+    )
+    svc.start()
+    try:
+        assert wait_for(lambda: svc.counts().get("done", 0) >= 3, 60)
+        victim = svc.hosts.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        assert svc.wait(120), "the service did not finish"
+        assert victim not in svc.hosts.pids()  # replaced
+    finally:
+        svc.stop()
+    c = svc.counts()
+    assert c["done"] + c["quarantined"] == n and c["quarantined"] <= 1, c
+    if c["quarantined"]:
+        reasons = "".join(p.read_text() for p in (tmp_path / "out").rglob("*.reason.txt"))
+        assert "host worker process died" in reasons
+    assert len(list((tmp_path / "out" / "dicom").rglob("*.dcm"))) == c["done"]
+
+
+def test_previews_at_their_rate_and_the_host_figures_on_the_status(gan_yolo_plan, tmp_path):
+    n = 12
+    d = pipeline_dict(gan_yolo_plan, [{"kind": "phantom", "count": n}])
+    d["workers"] = 0  # in-process host path
+    d["sinks"] = {"preview_every_s": 3600.0}
+    svc = Service(pipeline_from_dict(d), ServiceOptions(output=tmp_path / "out", http_port=None))
+    svc.opts.stop_after = n
+    svc.start()
+    try:
+        assert svc.wait(60)
+        st = svc.status()
+    finally:
+        svc.stop()
+    assert svc.counts()["done"] == n
+    assert len(list((tmp_path / "out" / "previews").glob("*.png"))) == 1  # the first only
+    assert svc.latest_png is not None  # the status page still has one
+    assert st["host"]["workers"] == 0 and st["host"]["cpu_ms_per_slice"]["read"] > 0
+    assert "virtual" in st["accelerators_note"]
+
+
+def test_stop_mid_stream_finishes_every_claimed_slice(gan_yolo_plan, tmp_path):
+    """A drain (SIGTERM) mid-stream: slices already claimed (being read, in the pipeline,
+    being written) are finished; the rest wait in the journal; nothing is left processing."""
+    n = 60
+    d = pipeline_dict(gan_yolo_plan, [{"kind": "phantom", "count": n}], queue=20)
+    d["workers"] = 2
+    svc = Service(
+        pipeline_from_dict(d),
+        ServiceOptions(
+            output=tmp_path / "out",
+            http_port=None,
+            backend_opts={"real_time": True, "time_scale": 20.0},
+        ),
+    )
+    svc.start()
+    try:
+        assert wait_for(lambda: svc.counts().get("done", 0) >= 3, 60)
+    finally:
+        svc.stop()
+    c = svc.counts()
+    assert c["processing"] == 0, c
+    assert c["done"] == len(list((tmp_path / "out" / "dicom").rglob("*.dcm")))
+    assert c["done"] + c["accepted"] + c["quarantined"] <= n
+
+
+def test_sim_replays_outputs_recorded_on_onnx_runtime(gan_yolo_plan, tmp_path, monkeypatch):
+    """sim with replay: the detector's recorded ONNX Runtime outputs go through YOLO decoding
+    and NMS (real detections), and every output says it was replayed."""
+    from hxsched.runtime.service import replay
+
+    monkeypatch.setenv("HXSCHED_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(replay, "SAMPLES", 2)
+    n = 4
+    d = pipeline_dict(gan_yolo_plan, [{"kind": "phantom", "count": n}])
+    d["workers"] = 0
+    opts = ServiceOptions(output=tmp_path / "out", http_port=None, stop_after=n, replay=True)
+    svc = Service(pipeline_from_dict(d), opts)
+    svc.start()
+    try:
+        assert svc.wait(120)
+    finally:
+        svc.stop()
+    assert svc.counts()["done"] == n
+    recorded = sorted((tmp_path / "cache" / "replay").glob("*.npy"))
+    assert len(recorded) == 2 and np.load(recorded[0]).shape[0] == 2
+    docs = [json.loads(p.read_text()) for p in (tmp_path / "out" / "detections").glob("*.json")]
+    assert len(docs) == n and all("replayed" in doc for doc in docs)
+    assert sum(len(doc["detections"]) for doc in docs) > 0  # decoding saw real scores
+    for path in (tmp_path / "out" / "dicom").rglob("*.dcm"):
+        back = pydicom.dcmread(path)
+        assert "replayed ONNX Runtime output" in back.DerivationDescription
+        assert "[sim backen" in back.SeriesDescription  # cut at 64 characters (LO)

@@ -58,3 +58,21 @@ def test_order_int_and_gates():
     assert x.ge(0) == cnf.true and x.ge(6) == -cnf.true
     cnf.at_most([a, b], [2, 1], 2)
     assert not solve(cnf, [a, b])[0]
+
+
+def test_building_past_the_deadline_or_the_clause_budget_is_abandoned():
+    import time
+
+    from hxsched.scheduler.planning.encodings import EncodingAbandoned
+
+    cnf = Cnf(deadline=time.monotonic() - 1.0)
+    with pytest.raises(EncodingAbandoned, match="timeout"):
+        for _ in range(10_000):
+            cnf.add([cnf.var()])
+    cnf = Cnf(max_clauses=100)
+    lits = [cnf.var() for _ in range(60)]
+    with pytest.raises(EncodingAbandoned, match="over 100 clauses"):
+        cnf.at_most(lits, [1] * 60, 30)
+    cnf = Cnf(max_clauses=100)
+    with pytest.raises(EncodingAbandoned, match="over 100 clauses"):
+        cnf.exactly_one([cnf.var() for _ in range(200)])

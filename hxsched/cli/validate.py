@@ -1,0 +1,207 @@
+"""``hxsched validate``: the plan's segments in FP16/INT8 (emulated on the CPU) against FP32."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from hxsched.cli._common import add_json, add_quiet, emit, table
+from hxsched.errors import HxschedError
+
+log = logging.getLogger(__name__)
+
+HELP = "compare the plan's segments in FP16/INT8 (CPU emulation) with FP32 on real slices"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from hxsched.runtime.validate.validate import Tolerances
+
+    d = Tolerances()
+    p = sub.add_parser(
+        "validate",
+        help=HELP,
+        description=HELP + ". Slices go through the pipeline's own pre-processing; the "
+        "reference is each whole model in FP32 on ONNX Runtime; each planned segment is "
+        "emulated with FP16 (or INT8, entropy-calibrated on --data) storage at TensorRT fusion "
+        "boundaries and the segments are chained as the plan cuts them. CPU emulation bounds "
+        "the precision effect only: the final check is on the device. Exit status 1 when a "
+        "tolerance is not met.",
+    )
+    p.add_argument("plan", help="plan.yaml from hxsched plan (with model paths)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        metavar="DIR|FILE",
+        help="DICOM CT, PNG/TIFF slices or .npy input tensors (files or folders)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp16", "int8", "plan"),
+        default="fp16",
+        help="fp16/int8: every segment; plan: DLA segments FP16, GPU FP32",
+    )
+    p.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="INSTANCE=ROLE",
+        help="synth or detect, where the output shape does not tell",
+    )
+    p.add_argument(
+        "--report", metavar="DIR", help="write PNG + HTML and the Polygraphy input/output JSON here"
+    )
+    p.add_argument("--min-psnr", type=float, default=d.min_psnr)
+    p.add_argument("--min-ssim", type=float, default=d.min_ssim)
+    p.add_argument("--min-cosine", type=float, default=d.min_cosine)
+    p.add_argument("--min-agreement", type=float, default=d.min_agreement)
+    p.add_argument("--min-f1", type=float, default=d.min_f1)
+    p.add_argument("--min-map50", type=float, default=d.min_map50)
+    p.add_argument(
+        "--calibration-stride",
+        type=int,
+        default=1,
+        help="entropy search step over the 2048 bins (1: every threshold)",
+    )
+    add_quiet(p)
+    add_json(p)
+    p.set_defaults(func=run)
+
+
+def _roles(items: list[str]):
+    from hxsched.runtime.service.roles import Role
+
+    out = {}
+    for item in items:
+        name, _, role = item.partition("=")
+        try:
+            out[name] = Role(role)
+        except ValueError:
+            raise HxschedError(
+                f"--role {item}: expected INSTANCE=synth or INSTANCE=detect"
+            ) from None
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from hxsched.runtime.build import plan_instance_specs
+    from hxsched.runtime.validate.validate import (
+        PrecisionChoice,
+        Tolerances,
+        collect_samples,
+        validate_plan,
+    )
+    from hxsched.scheduler.planning.plan import load_plan
+
+    if args.calibration_stride < 1:
+        raise HxschedError("--calibration-stride must be at least 1")
+    plan = load_plan(args.plan)
+    specs = plan_instance_specs(plan)  # a missing model is named before the data is read
+    samples = collect_samples(args.data)
+    tol = Tolerances(
+        args.min_psnr,
+        args.min_ssim,
+        args.min_cosine,
+        args.min_agreement,
+        args.min_f1,
+        args.min_map50,
+    )
+    log.info("validating %d instance(s) on %d input(s)", len(specs), len(samples))
+    v = validate_plan(
+        specs,
+        samples,
+        PrecisionChoice(args.precision),
+        tol,
+        plan_path=args.plan,
+        roles=_roles(args.role),
+        stride=args.calibration_stride,
+    )
+    data = v.to_dict()
+    if args.report:
+        data["report"] = _write(v, Path(args.report))
+    emit(args, data, lambda: human(v, data.get("report")))
+    return 0 if v.passed else 1
+
+
+def _write(v, out: Path) -> dict[str, object]:
+    from hxsched.runtime.validate import polygraphy
+    from hxsched.runtime.validate.report import write_report
+
+    page = write_report(v, out)
+    files = {}
+    for r in v.instances:
+        ins, outs = polygraphy.save(out, r.instance.replace("#", "_"), r.feeds, r.reference)
+        files[r.instance] = {"inputs": str(ins), "fp32_outputs": str(outs)}
+    return {"html": str(page), "polygraphy": files}
+
+
+def human(v, report) -> str:
+    lines = [f"precision {v.precision}, {v.slices} input(s); {v.note}"]
+    if v.calibration:
+        lines.append(v.calibration)
+    for r in v.instances:
+        lines.append(f"\n{r.instance} ({r.role}): {'pass' if r.passed else 'FAIL'}")
+        if r.image:
+            i = r.image
+            lines.append(
+                f"  PSNR {i.psnr_mean:.2f} dB (worst {i.psnr_min:.2f}), SSIM "
+                f"{i.ssim_mean:.6f} (worst {i.ssim_min:.6f}), MSE {i.mse:.3g}, "
+                f"data range {i.data_range:g}"
+            )
+        if r.detection:
+            d = r.detection
+            lines.append(
+                f"  decision agreement {d.decision_agreement:.3f} over {d.slices} slices, "
+                f"P {d.precision:.3f} R {d.recall:.3f} F1 {d.f1:.3f} mAP50 {d.map50:.3f} "
+                f"({d.reference_boxes} FP32 boxes, {d.deployed_boxes} deployed)"
+            )
+        for name, s in r.outputs.items():
+            lines.append(
+                f"  {name}: cosine {s.cosine:.6f}, |d| max {s.max_abs:.3g} median "
+                f"{s.median_abs:.3g} p99 {s.p99_abs:.3g}, rel p99 {s.p99_rel:.3g}"
+            )
+        rows = [
+            [
+                b.segment,
+                b.accelerator,
+                b.mode,
+                b.tensor[-48:],
+                f"{b.stats.cosine:.6f}",
+                f"{b.stats.max_abs:.3g}",
+                f"{b.stats.median_abs:.3g}",
+                f"{b.stats.p99_abs:.3g}",
+                f"{b.stats.max_rel:.3g}",
+            ]
+            for b in r.boundaries
+        ]
+        lines.append(
+            table(
+                rows,
+                [
+                    "segment",
+                    "on",
+                    "emulated",
+                    "boundary tensor",
+                    "cosine",
+                    "max |d|",
+                    "median |d|",
+                    "p99 |d|",
+                    "max rel",
+                ],
+            )
+        )
+        if r.drift_segment:
+            lines.append(
+                f"  error grows most in {r.drift_segment} (cosine loss beyond its inputs')"
+            )
+        for c in r.checks:
+            if not c.passed:
+                lines.append(f"  FAIL {c.what}: {c.value:.6g} (limit {c.limit:g})")
+    if report:
+        lines.append(
+            f"\nwrote {report['html']} and Polygraphy JSON (polygraphy run SEG.onnx "
+            "--trt --load-inputs X.inputs.json --load-outputs X.fp32_outputs.json)"
+        )
+    lines.append("PASS" if v.passed else "FAIL")
+    return "\n".join(lines)
