@@ -194,6 +194,8 @@ def test_require_names_the_extra_and_where_a_jetson_gets_it(monkeypatch):
     assert require("json").dumps([]) == "[]"
     for name in OPTIONAL:
         monkeypatch.setitem(sys.modules, name, None)
+        for sub in [m for m in sys.modules if m.startswith(name + ".")]:  # imported earlier
+            monkeypatch.setitem(sys.modules, sub, None)
     with pytest.raises(MissingDependencyError) as exc:
         require("onnxruntime", extra="ort")
     assert "onnxruntime" in str(exc.value) and "pip install 'hxsched[ort]'" in str(exc.value)

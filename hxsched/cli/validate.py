@@ -15,7 +15,7 @@ HELP = "compare the plan's segments in FP16/INT8 (CPU emulation) with FP32 on re
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hxsched.runtime.validate.validate import Tolerances
+    from hxsched.runtime.validate.limits import ValidateLimits as Tolerances
 
     d = Tolerances()
     p = sub.add_parser(
@@ -52,12 +52,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--report", metavar="DIR", help="write PNG + HTML and the Polygraphy input/output JSON here"
     )
-    p.add_argument("--min-psnr", type=float, default=d.min_psnr)
-    p.add_argument("--min-ssim", type=float, default=d.min_ssim)
-    p.add_argument("--min-cosine", type=float, default=d.min_cosine)
-    p.add_argument("--min-agreement", type=float, default=d.min_agreement)
-    p.add_argument("--min-f1", type=float, default=d.min_f1)
-    p.add_argument("--min-map50", type=float, default=d.min_map50)
+    p.add_argument(
+        "--pipeline",
+        metavar="FILE",
+        help="take the tolerances from this pipeline's validate: section (flags still override)",
+    )
+    for name in ("psnr", "ssim", "cosine", "agreement", "f1", "map50"):
+        p.add_argument(
+            f"--min-{name}",
+            type=float,
+            default=None,
+            help=f"default {getattr(d, 'min_' + name):g}, or the pipeline's",
+        )
     p.add_argument(
         "--calibration-stride",
         type=int,
@@ -84,11 +90,34 @@ def _roles(items: list[str]):
     return out
 
 
+def _tolerances(args: argparse.Namespace):
+    """The pipeline's ``validate:`` limits (or the defaults), with the flags given on top."""
+    import dataclasses
+
+    from hxsched.codec import decode
+    from hxsched.errors import SchemaError
+    from hxsched.runtime.validate.limits import ValidateLimits as Tolerances
+
+    base = Tolerances()
+    if args.pipeline:
+        from hxsched.runtime.service.pipeline import load_pipeline
+
+        base = load_pipeline(args.pipeline).validate
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(base)
+        if getattr(args, f.name) is not None
+    }
+    try:  # the same bounds as in the pipeline file
+        return decode(Tolerances, {**dataclasses.asdict(base), **given}, path=None)
+    except SchemaError as exc:
+        raise HxschedError(f"--{exc.key.replace('_', '-')}: {exc.reason}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from hxsched.runtime.build import plan_instance_specs
     from hxsched.runtime.validate.validate import (
         PrecisionChoice,
-        Tolerances,
         collect_samples,
         validate_plan,
     )
@@ -99,14 +128,7 @@ def run(args: argparse.Namespace) -> int:
     plan = load_plan(args.plan)
     specs = plan_instance_specs(plan)  # a missing model is named before the data is read
     samples = collect_samples(args.data)
-    tol = Tolerances(
-        args.min_psnr,
-        args.min_ssim,
-        args.min_cosine,
-        args.min_agreement,
-        args.min_f1,
-        args.min_map50,
-    )
+    tol = _tolerances(args)
     log.info("validating %d instance(s) on %d input(s)", len(specs), len(samples))
     v = validate_plan(
         specs,

@@ -17,6 +17,7 @@ from hxsched.codec import decode, encode, meta
 from hxsched.errors import HxschedError, SchemaError
 from hxsched.runtime.service.imaging import Window
 from hxsched.runtime.service.roles import Role, role_handler, roles_with
+from hxsched.runtime.validate.limits import ValidateLimits
 from hxsched.scheduler.planning.plan import Plan
 from hxsched.scheduler.types import Objective
 
@@ -167,6 +168,7 @@ class Pipeline:
     # host worker processes (read, window, letterbox, decode, encode, write); None: one per
     # core; 0: all in the service's own process
     workers: int | None = field(default=None, metadata=meta(ge=0, le=256))
+    validate: ValidateLimits = ValidateLimits()  # tolerances of `hxsched validate`
     path: str | None = field(default=None, init=False, compare=False)  # the file it came from
 
     def __post_init__(self) -> None:

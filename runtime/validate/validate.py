@@ -14,6 +14,9 @@ import numpy as np
 
 from hxsched.errors import HxschedError
 from hxsched.runtime.build import InstanceSpec
+from hxsched.runtime.service.pipeline import (
+    ValidateLimits as Tolerances,  # the pipeline's validate: section
+)
 from hxsched.runtime.service.roles import Role, role_handler
 from hxsched.runtime.validate import CPU_NOTE
 from hxsched.runtime.validate.calibrate import calibrate
@@ -53,16 +56,6 @@ def segment_mode(accelerator: str, choice: PrecisionChoice) -> Mode:
     if choice is PrecisionChoice.PLAN:
         return Mode.FP16 if Accelerator(accelerator).is_dla else Mode.FP32
     return Mode(choice.value)
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    min_psnr: float = 30.0  # dB, synth outputs, worst slice
-    min_ssim: float = 0.95
-    min_cosine: float = 0.99  # every output
-    min_agreement: float = 0.95  # detector: finding / no finding per slice
-    min_f1: float = 0.9
-    min_map50: float = 0.9
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,42 @@ def test_bad_input_is_one_line(gan_yolo_plan, exports_plan, tmp_path, capsys):
     text = exports_plan.read_text().replace("torch_unet_tiny.onnx", "gone/torch_unet_tiny.onnx")
     moved.write_text(text)
     assert "not found" in _one_line_error(capsys, str(moved), "--data", str(empty))
+
+
+def _pipeline_with(tmp_path: Path, validate: str) -> Path:
+    src = (Path(__file__).resolve().parents[2] / "pipelines" / "ct2mri_stroke.yaml").read_text()
+    path = tmp_path / "p.yaml"
+    path.write_text(src + f"validate: {validate}\n")
+    return path
+
+
+def test_the_pipeline_file_sets_the_tolerances(exports_plan, slices, tensors, capsys, tmp_path):
+    from hxsched.runtime.service.pipeline import load_pipeline
+
+    strict = _pipeline_with(tmp_path, "{min_psnr: 200}")
+    assert load_pipeline(strict).validate.min_psnr == 200
+    argv = ["validate", str(exports_plan), "--data", str(slices / "ct0.dcm"), str(tensors)]
+    rc = main([*argv, "--pipeline", str(strict), "-q"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "FAIL PSNR" in out
+    # a flag given on the command line wins over the file
+    rc = main([*argv, "--pipeline", str(strict), "--min-psnr", "0", "--min-f1", "0", "-q"])
+    out = capsys.readouterr().out
+    assert "FAIL PSNR" not in out
+
+
+def test_bad_tolerances_are_one_line(exports_plan, slices, capsys, tmp_path):
+    argv = ["validate", str(exports_plan), "--data", str(slices / "ct0.dcm")]
+    bad = _pipeline_with(tmp_path, "{min_psnr: fast}")
+    assert main([*argv, "--pipeline", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"hxsched validate: error: {bad}: validate.min_psnr: expected a number, got 'fast'"
+    ]
+    typo = _pipeline_with(tmp_path, "{min_snr: 20}")
+    assert main([*argv, "--pipeline", str(typo)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "validate.min_snr: unknown key (did you mean 'min_psnr'?)" in err[0]
+    assert main([*argv, "--min-f1", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["hxsched validate: error: --min-f1: expected a number ≤ 1, got 2.0"]

@@ -144,6 +144,16 @@ class ILogger:
         pass
 
 
+class IInt8EntropyCalibrator2:
+    """The trampoline base our calibrator subclasses (pyInt8.cpp): the builder calls back into
+    ``read_calibration_cache`` / ``get_batch`` (see ``_read_calibrator``)."""
+
+    _t: State
+
+    def __init__(self) -> None:
+        pass
+
+
 class Logger:
     _t: State
 
@@ -422,6 +432,29 @@ def _sections(t: State, logger: Any, nodes: list[Any], dla_nodes: list[str], gpu
             t.say(logger, "INFO", f"[GpuLayer] {kind}: {n.name}")
 
 
+def _read_calibrator(t: State, logger: Any, calibrator: Any) -> dict[str, float] | None:
+    """What TensorRT does with an IInt8 calibrator that has a cache: read it, check its header
+    (``TRT-<version>-EntropyCalibration2``) and take one float32 scale per tensor (big-endian
+    hex); without a cache it would calibrate from ``get_batch``, which here has no data."""
+    import struct
+
+    cache = calibrator.read_calibration_cache()
+    if not cache:
+        if calibrator.get_batch(["input"]) is None:
+            t.say(logger, "ERROR", "Calibration failure occurred with no scaling factors detected.")
+            return None
+    text = bytes(cache).decode("ascii")
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("TRT-") or "Calibration" not in lines[0]:
+        t.say(logger, "ERROR", "Calibration table does not match calibrator algorithm type.")
+        return None
+    scales = {}
+    for line in lines[1:]:
+        name, _, hexval = line.rpartition(": ")
+        scales[name] = struct.unpack(">f", bytes.fromhex(hexval.strip()))[0]
+    return scales
+
+
 def _build(t: State, logger: Any, network: Any, config: Any) -> Any:
     t.stats.builds += 1
     t.say(logger, "INFO", "[MemUsageChange] Init CUDA: CPU +0, GPU +0, now: CPU 0, GPU 0 (MiB)")
@@ -444,6 +477,11 @@ def _build(t: State, logger: Any, network: Any, config: Any) -> Any:
             "Calibrator is not being used. Users must provide dynamic "
             "range for all tensors that are not Int32 or Bool.",
         )
+    scales: dict[str, float] = {}
+    if "INT8" in config._flags and config._calibrator is not None:
+        scales = _read_calibrator(t, logger, config._calibrator)
+        if scales is None:
+            return None
     header = {
         "version": t.version,
         "dla": dla,
@@ -451,6 +489,7 @@ def _build(t: State, logger: Any, network: Any, config: Any) -> Any:
         "dla_nodes": dla_nodes,
         "gpu_nodes": gpu,
         "flags": sorted(config._flags),
+        "calibration": scales,
     }
     return t.mod.IHostMemory(MAGIC + json.dumps(header).encode() + b"\n" + network._model)
 
@@ -647,6 +686,7 @@ def _execute(t: State, ctx: Any, stream_handle: int) -> bool:
 
 _IMPLS = (
     ILogger,
+    IInt8EntropyCalibrator2,
     Logger,
     ITensor,
     INetworkDefinition,
