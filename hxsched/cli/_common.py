@@ -50,6 +50,8 @@ def add_target(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_shapes(items: list[str]) -> dict[str, tuple[int, ...]]:
+    if not items:  # no overrides: nothing to import (onnx costs a tenth of `plan`)
+        return {}
     from hxsched.scheduler.graph.onnx_io import parse_shape_arg
 
     shapes: dict[str, tuple[int, ...]] = {}

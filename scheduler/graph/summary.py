@@ -95,9 +95,9 @@ def summarize(
     """The model's summary, and its graph when the file had to be read for it."""
     p = Path(path)
     shapes = dict(shapes or {})
-    from hxsched.scheduler.graph.onnx_io import load_model  # only when the file must be read
-
     if not p.is_file():
+        from hxsched.scheduler.graph.onnx_io import load_model
+
         load_model(p, shapes)  # raises the usual one-line error
         raise ModelError("not a readable file", path=p)  # pragma: no cover
     key = _key(p, shapes)
@@ -106,6 +106,8 @@ def summarize(
         if cached is not None:
             log.debug(f"{path}: structural hash and node order from the model cache")
             return cached, None
+    from hxsched.scheduler.graph.onnx_io import load_model  # only when the file must be read
+
     graph = load_model(p, shapes)
     summary = ModelSummary.of(graph)
     if key is not None:

@@ -634,11 +634,16 @@ def _search(
     largest: list[int] = [0] * len(problem.instances)
     step, found_sat = 1, False
     cap = _cap(problem)
+    # the start plan is often optimal (the LP bound is weak under contention), and proving a
+    # plan optimal needs "none below it" in any case: ask that first, once
+    ask_top = st.best_value is not None
     while True:
         upper = st.best_value
         if upper is not None and st.lb >= upper:
             break
-        if upper is None:
+        if ask_top and upper is not None:
+            probe, ask_top = upper - 1, False
+        elif upper is None:
             probe = st.lb + step - 1
             if probe > cap:
                 raise HxschedError(_infeasible_message(problem))
