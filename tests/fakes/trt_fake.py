@@ -439,10 +439,9 @@ def _read_calibrator(t: State, logger: Any, calibrator: Any) -> dict[str, float]
     import struct
 
     cache = calibrator.read_calibration_cache()
-    if not cache:
-        if calibrator.get_batch(["input"]) is None:
-            t.say(logger, "ERROR", "Calibration failure occurred with no scaling factors detected.")
-            return None
+    if not cache and calibrator.get_batch(["input"]) is None:
+        t.say(logger, "ERROR", "Calibration failure occurred with no scaling factors detected.")
+        return None
     text = bytes(cache).decode("ascii")
     lines = text.splitlines()
     if not lines or not lines[0].startswith("TRT-") or "Calibration" not in lines[0]:
