@@ -641,7 +641,8 @@ def _search(
         upper = st.best_value
         if upper is not None and st.lb >= upper:
             break
-        if ask_top and upper is not None:
+        top = ask_top and upper is not None
+        if top and upper is not None:
             probe, ask_top = upper - 1, False
         elif upper is None:
             probe = st.lb + step - 1
@@ -682,6 +683,8 @@ def _search(
             f"  T = {probe} ticks: {label} ({calls[-1].seconds:.3f} s, "
             f"{sum(sizes)} configurations{', ' + how if how and result is False else ''})"
         )
+        if result is None and top and abandoned and not _past(deadline):
+            continue  # the top bound's encoding was too large: gallop up from below instead
         if result is None:
             break
         if result:
@@ -700,6 +703,10 @@ def _search(
 # large encoding; below this many candidate configurations the plain SAT call is cheaper
 # (Pix2Pix + YOLOv8n, 102 configurations: 0.6 s with the filter skipped, 1.2 s with it).
 CONTENTION_FILTER_MIN_CONFIGS = 300
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
 
 
 def _decide_bound(problem, view, probe, solver_name, deadline, st: _State):
