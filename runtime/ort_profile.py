@@ -30,7 +30,6 @@ from hxsched.scheduler.cost.costs import node_cost
 from hxsched.scheduler.cost.groups import LayerGroup, make_groups
 from hxsched.scheduler.graph.graph import Graph
 from hxsched.scheduler.graph.onnx_io import to_model_proto
-from hxsched.scheduler.graph.structure import structural_hash
 from hxsched.scheduler.profile.schema import GroupProfile, ModelInfo, Profile, Provenance
 from hxsched.scheduler.types import AcceleratorKind, Precision, ProvenanceKind
 
@@ -229,13 +228,7 @@ def measure_ort_profile(
     profile = Profile(
         device="cpu",
         precision=Precision.FP32,
-        model=ModelInfo(
-            name=model_name or graph.name,
-            structural_hash=structural_hash(graph),
-            source=graph.path,
-            nodes=len(graph.nodes),
-            inputs={n: tuple(graph.tensors[n].shape or ()) for n in graph.inputs},
-        ),
+        model=ModelInfo.of(graph, model_name),
         provenance={"ort": provenance},
         default_source="ort",
         groups=tuple(profiles),

@@ -180,7 +180,6 @@ def estimate_profile(
     from hxsched.scheduler.cost.devices import device as get_device
     from hxsched.scheduler.cost.groups import make_groups
     from hxsched.scheduler.dla.check import check_graph
-    from hxsched.scheduler.graph.structure import structural_hash
     from hxsched.scheduler.profile.schema import (
         GroupProfile,
         ModelInfo,
@@ -236,13 +235,7 @@ def estimate_profile(
     return Profile(
         device=dev.name,
         precision=Precision(precision),
-        model=ModelInfo(
-            name=model_name or graph.name,
-            structural_hash=structural_hash(graph),
-            source=graph.path,
-            nodes=len(graph.nodes),
-            inputs={n: tuple(graph.tensors[n].shape or ()) for n in graph.inputs},
-        ),
+        model=ModelInfo.of(graph, model_name),
         provenance={"cost-model": provenance},
         default_source="cost-model",
         groups=tuple(profiles),

@@ -114,6 +114,19 @@ class Node:
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)
 
+    def copy(self) -> Node:
+        """A new node record with its own lists and dicts (attribute values are shared)."""
+        return Node(
+            self.name,
+            self.op_type,
+            list(self.inputs),
+            list(self.outputs),
+            dict(self.attrs),
+            self.domain,
+            dict(self.attr_protos),
+            self.doc_string,
+        )
+
     def set_attr(self, key: str, value: Any) -> None:
         self.attrs[key] = value
         self.attr_protos.pop(key, None)
@@ -174,19 +187,7 @@ class Graph:
 
     def copy(self) -> Graph:
         """An independent copy: nodes and tensor records are new, constant data is shared."""
-        nodes = [
-            Node(
-                n.name,
-                n.op_type,
-                list(n.inputs),
-                list(n.outputs),
-                dict(n.attrs),
-                n.domain,
-                dict(n.attr_protos),
-                n.doc_string,
-            )
-            for n in self.nodes
-        ]
+        nodes = [n.copy() for n in self.nodes]
         tensors = {
             k: Tensor(t.name, t.elem_type, t.shape, t.const, t._value, t.loader, t.proto)
             for k, t in self.tensors.items()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hxsched.errors import HxschedError
-from hxsched.scheduler.graph.graph import Graph, Node, Tensor
+from hxsched.scheduler.graph.graph import Graph, Tensor
 
 
 @dataclass(frozen=True)
@@ -48,19 +48,7 @@ def segment_io(graph: Graph, first: int, last: int) -> SegmentIO:
 def extract_segment(graph: Graph, first: int, last: int, *, name: str | None = None) -> Graph:
     """Nodes ``first..last`` of ``graph`` as a standalone Graph (constants shared, not copied)."""
     io = segment_io(graph, first, last)
-    nodes = [
-        Node(
-            n.name,
-            n.op_type,
-            list(n.inputs),
-            list(n.outputs),
-            dict(n.attrs),
-            n.domain,
-            dict(n.attr_protos),
-            n.doc_string,
-        )
-        for n in graph.nodes[first : last + 1]
-    ]
+    nodes = [n.copy() for n in graph.nodes[first : last + 1]]
     used = {i for n in nodes for i in n.inputs if i} | {o for n in nodes for o in n.outputs if o}
     tensors: dict[str, Tensor] = {}
     for key in used | set(io.inputs) | set(io.outputs):

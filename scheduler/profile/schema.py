@@ -10,12 +10,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hxsched.codec import decode, meta
 from hxsched.errors import HxschedError, SchemaError
 from hxsched.scheduler.cost.contention import ContentionModel
 from hxsched.scheduler.types import AcceleratorKind, Precision, ProvenanceKind
+
+if TYPE_CHECKING:
+    from hxsched.scheduler.graph.graph import Graph
 
 SCHEMA = "hxsched.profile/1"
 PerKind = dict[AcceleratorKind, float]
@@ -179,6 +182,19 @@ class ModelInfo:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", {k: tuple(v) for k, v in self.inputs.items()})
+
+    @classmethod
+    def of(cls, graph: Graph, name: str | None = None) -> ModelInfo:
+        """What a profile records of the model it was made from."""
+        from hxsched.scheduler.graph.structure import structural_hash
+
+        return cls(
+            name=name or graph.name,
+            structural_hash=structural_hash(graph),
+            source=graph.path,
+            nodes=len(graph.nodes),
+            inputs={n: tuple(graph.tensors[n].shape or ()) for n in graph.inputs},
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
