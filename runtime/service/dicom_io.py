@@ -39,6 +39,13 @@ class Reason(str, enum.Enum):
     PROCESSING_ERROR = "processing-error"  # preparing a readable slice failed
     INFERENCE_ERROR = "inference-error"
     OUTPUT_ERROR = "output-error"
+    # added for hostile input: a header whose sizes exceed the pipeline's limits (or a worker
+    # killed by its memory/time limit while decoding it)
+    DECODE_LIMIT = "decode-limit"
+    NOT_ACCEPTED = "not-accepted"  # a modality, SOP class or photometric the models do not take
+    BAD_HEADER = "bad-header"  # a header value that makes no sense (RescaleSlope 0, Rows 0, ...)
+    CRASHED_REPEATEDLY = "crashed-repeatedly"  # its processing took a worker down repeatedly
+    SPOOL_MISSING = "spool_missing"  # its spooled bytes vanished before processing
 
     def __str__(self) -> str:
         return self.value

@@ -29,6 +29,8 @@ __all__ = [
     "Backend",
     "Pipeline",
     "PipelineModel",
+    "Accept",
+    "Limits",
     "Role",
     "Sinks",
     "Source",
@@ -67,8 +69,15 @@ ROLE_SETTINGS: tuple[str, ...] = ("window", "size", "channels", "conf", "iou", "
 ROLE_SETTINGS += ("classes", "series_description")
 # Source settings by kind, with their defaults.
 SOURCE_SETTINGS: dict[SourceKind, dict[str, Any]] = {
-    SourceKind.FOLDER: {"path": None},
-    SourceKind.SCP: {"port": 11112, "ae_title": "HXSCHED"},
+    SourceKind.FOLDER: {"path": None, "stable_s": 1.0},
+    SourceKind.SCP: {
+        "port": 11112,
+        "ae_title": "HXSCHED",
+        "calling_ae_titles": None,  # None: any calling AE title (a warning at start)
+        "max_associations": 8,
+        "idle_timeout_s": 30.0,
+        "max_pdu": 16382,
+    },
     SourceKind.PHANTOM: {"count": 100, "interval_ms": 0.0},
 }
 
@@ -122,12 +131,27 @@ def _roles_reading(key: str) -> str:
     return " and ".join(f"{r} models" for r in roles_with(key))
 
 
+def _ae_title(value: str) -> str | None:
+    """An AE title: 1-16 characters of the default character repertoire, no backslash (PS3.5)."""
+    text = value.strip()
+    if not 0 < len(text) <= 16 or "\\" in text or not all(32 <= ord(c) < 127 for c in text):
+        return "expected an AE title (1-16 printable ASCII characters, no backslash)"
+    return None
+
+
 @dataclass(frozen=True)
 class Source:
     kind: SourceKind
-    path: str | None = None  # folder (default: inbox, or --input)
+    path: str | None = None  # folder (default: inbox, or --input), relative to the pipeline file
+    # a file is taken once unchanged (size and mtime) for this long and not open for writing;
+    # writers that cannot promise that write "name.part" (or ".name") and rename it when done
+    stable_s: float | None = field(default=None, metadata=meta(ge=0.0, le=3600.0))
     port: int | None = field(default=None, metadata=meta(ge=0, le=65535))
-    ae_title: str | None = None
+    ae_title: str | None = field(default=None, metadata=meta(check=_ae_title))  # the called AE
+    calling_ae_titles: tuple[str, ...] | None = None  # the senders allowed (None: any)
+    max_associations: int | None = field(default=None, metadata=meta(ge=1, le=1024))
+    idle_timeout_s: float | None = field(default=None, metadata=meta(gt=0.0, le=3600.0))
+    max_pdu: int | None = field(default=None, metadata=meta(ge=4096, le=1 << 24))
     count: int | None = field(default=None, metadata=meta(ge=0))
     interval_ms: float | None = field(default=None, metadata=meta(ge=0.0))
 
@@ -151,6 +175,34 @@ class Sinks:
     preview_every_s: float = field(default=1.0, metadata=meta(ge=0.0, le=3600.0))
 
 
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@dataclass(frozen=True)
+class Accept:
+    """What the pipeline's models take; any other slice is refused with what it was."""
+
+    modalities: tuple[str, ...] = ("CT",)
+    sop_classes: tuple[str, ...] = (CT_IMAGE_STORAGE,)
+    photometric: tuple[str, ...] = ("MONOCHROME1", "MONOCHROME2")
+    images: bool = True  # PNG and TIFF files (no DICOM header: no modality to check)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what an input may make the service allocate, checked before the allocation
+    (from the header's rows, columns, frames and bits; a deflated dataset's inflated length)."""
+
+    max_side: int = field(default=4096, metadata=meta(ge=32, le=65535))
+    max_pixels: int = field(default=4096 * 4096, metadata=meta(ge=1024))  # x frames x samples
+    max_frames: int = field(default=1, metadata=meta(ge=1, le=4096))
+    max_inflated_bytes: int = field(default=256 << 20, metadata=meta(ge=1 << 20))
+    # each host worker process's address space (RLIMIT_AS), MiB; 0: unlimited
+    worker_memory_mib: int = field(default=3072, metadata=meta(ge=0))
+    # a slice whose host work takes longer than this kills its worker: quarantined decode-limit
+    decode_timeout_s: float = field(default=20.0, metadata=meta(gt=0.0, le=3600.0))
+
+
 @dataclass(frozen=True)
 class Pipeline:
     schema: Literal["hxsched.pipeline/1"]
@@ -164,7 +216,9 @@ class Pipeline:
     sinks: Sinks = Sinks()
     plan: str | None = None  # a plan file; None: plan on start
     queue: int = field(default=64, metadata=meta(ge=1))  # slices waiting before back-pressure
-    max_bytes: int = field(default=64 << 20, metadata=meta(ge=1))
+    max_bytes: int = field(default=64 << 20, metadata=meta(ge=1))  # a file or C-STORE dataset
+    accept: Accept = Accept()
+    limits: Limits = Limits()
     # host worker processes (read, window, letterbox, decode, encode, write); None: one per
     # core; 0: all in the service's own process
     workers: int | None = field(default=None, metadata=meta(ge=0, le=256))
@@ -186,7 +240,7 @@ class Pipeline:
         keep = {
             k: v
             for k, v in encode(self).items()
-            if k not in ("sources", "sinks", "queue", "workers")
+            if k not in ("sources", "sinks", "queue", "workers", "accept", "limits", "max_bytes")
         }
         keep["model_keys"] = [_model_key(m) for m in self.models]
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
@@ -203,7 +257,8 @@ def pipeline_from_dict(data: Any, path: str = "<pipeline>") -> Pipeline:
     """A pipeline from parsed YAML; a SchemaError naming ``path`` and the key otherwise."""
     pipe = decode(Pipeline, data, path=path)
     models = tuple(dataclasses.replace(m, path=_beside(path, m.path)) for m in pipe.models)
-    pipe = dataclasses.replace(pipe, models=models, plan=_beside(path, pipe.plan))
+    sources = tuple(dataclasses.replace(s, path=_beside(path, s.path)) for s in pipe.sources)
+    pipe = dataclasses.replace(pipe, models=models, sources=sources, plan=_beside(path, pipe.plan))
     object.__setattr__(pipe, "path", path)
     return pipe
 

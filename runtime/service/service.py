@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING, Any
 from hxsched._compat import require
 from hxsched.errors import HxschedError
 from hxsched.runtime.service.dicom_io import Reason
+from hxsched.runtime.service.inbox import FolderSource
+from hxsched.runtime.service.intake import Gate, Intake
 from hxsched.runtime.service.journal import GROUP_DELAY_S, GROUP_MAX, Item, Journal
 from hxsched.runtime.service.metrics import Registry
 from hxsched.runtime.service.pipeline import Backend, Pipeline, SourceKind
 from hxsched.runtime.service.roles import role_handler
-from hxsched.runtime.service.sources import FolderSource, Gate, Intake, PhantomSource, ScpSource
+from hxsched.runtime.service.scp import ScpSource
+from hxsched.runtime.service.sources import PhantomSource
 from hxsched.runtime.service.workers import Finished, HostConfig, Hosts, Instance, Prepared
 
 if TYPE_CHECKING:
