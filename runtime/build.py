@@ -121,8 +121,7 @@ def plan_instance_specs(
     from hxsched.scheduler.graph.onnx_io import load_model
     from hxsched.scheduler.graph.structure import structural_hash
 
-    loader = load or load_model
-    graphs: dict[str, Graph] = {}
+    graphs: dict[tuple[str, str], Graph] = {}
     specs: list[InstanceSpec] = []
     for inst in plan.instances:
         if not inst.segments:
@@ -135,9 +134,9 @@ def plan_instance_specs(
         path = None
         if with_models:
             path = resolve_model_path(inst, plan.path)
-            key = str(path.resolve())
-            if key not in graphs:
-                graphs[key] = loader(path)
+            key = (str(path.resolve()), repr(sorted((inst.shapes or {}).items())))
+            if key not in graphs:  # with the shapes it was planned with, unless told others
+                graphs[key] = load(path) if load else load_model(path, dict(inst.shapes or {}))
             graph = graphs[key]
             if inst.structural_hash and structural_hash(graph) != inst.structural_hash:
                 raise HxschedError(

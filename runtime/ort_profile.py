@@ -6,7 +6,9 @@ group before it, would move one group's time into another, and segments never fu
 boundaries when they run on their own. After warm-up runs,
 each profiled run's node times are summed per group; a group's time is the median over runs and
 its spread the inter-quartile range. The whole model is timed separately, without the profiler,
-so the two can be compared (group times should sum to within 10 % of it).
+so the two can be compared (group times should sum to within 10 % of it; a warning says when
+not). Unless told, the intra-op thread count is picked by timing the whole model with each
+candidate (1, half and all cores), interleaved: on a loaded machine more threads can be slower.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -92,16 +94,33 @@ def _iqr(values: Sequence[float]) -> float:
     return float(q[1] - q[0])
 
 
+SUM_GOAL = (0.9, 1.1)  # group sums over the whole model's time that count as consistent
+
+
 @dataclass(frozen=True)
 class OrtMeasurement:
     profile: Profile
     groups_sum_ms: float
     whole_ms: float
     unattributed_ms: float
+    threads: int = 1
+    threads_ms: dict[int, float] = field(default_factory=dict)  # trial medians when picked
 
     @property
     def ratio(self) -> float:
         return self.groups_sum_ms / self.whole_ms if self.whole_ms else float("nan")
+
+    @property
+    def warning(self) -> str | None:
+        """One line when the group times do not add up to the whole model's."""
+        lo, hi = SUM_GOAL
+        if self.whole_ms and lo <= self.ratio <= hi:
+            return None
+        return (
+            f"the group times sum to {self.ratio:.0%} of the whole model's measured time "
+            f"(outside {lo:.0%}-{hi:.0%}): the figures may be unreliable (a loaded machine? "
+            "measure again with more --runs, or fewer --threads)"
+        )
 
 
 def _session(model_bytes: bytes, threads: int, profile_dir: str | None):
@@ -117,6 +136,38 @@ def _session(model_bytes: bytes, threads: int, profile_dir: str | None):
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(profile_dir, "ort")
     return ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+
+
+def candidate_threads(cores: int | None = None) -> tuple[int, ...]:
+    """Intra-op thread counts worth timing: 1, half and all of this machine's cores."""
+    n = cores or os.cpu_count() or 1
+    return tuple(sorted({1, max(1, n // 2), n}))
+
+
+def pick_threads(
+    model_bytes: bytes, feeds: dict, candidates: Sequence[int], trials: int
+) -> tuple[int, dict[int, float]]:
+    """The candidate whose session runs the whole model fastest (median of ``trials`` runs,
+    candidates interleaved so that all see the same load), and every candidate's median."""
+    if len(candidates) == 1:
+        return candidates[0], {}
+    sessions = {t: _session(model_bytes, t, None) for t in candidates}
+    times: dict[int, list[float]] = {t: [] for t in candidates}
+    for s in sessions.values():
+        s.run(None, feeds)  # first run: allocations
+    for _ in range(trials):
+        for t, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, feeds)
+            times[t].append((time.perf_counter() - t0) * 1e3)
+    medians = {t: statistics.median(v) for t, v in times.items()}
+    best = min(candidates, key=lambda t: (medians[t], t))
+    log.info(
+        "intra-op threads by measuring the whole model: %s -> %d",
+        ", ".join(f"{t}: {ms:.3g} ms" for t, ms in medians.items()),
+        best,
+    )
+    return best, medians
 
 
 def measure_ort_profile(
@@ -137,11 +188,13 @@ def measure_ort_profile(
 
     if runs < 1 or warmup < 0:
         raise HxschedError("--runs must be >= 1 and --warmup >= 0")
-    threads = threads or (os.cpu_count() or 1)
     model_bytes = to_model_proto(graph).SerializeToString()
     if len(model_bytes) > 2_000_000_000:
         raise HxschedError("models over 2 GB cannot be profiled in memory yet", path=graph.path)
     feeds = random_inputs(graph, seed=0)
+    trial: dict[int, float] = {}
+    if not threads:
+        threads, trial = pick_threads(model_bytes, feeds, candidate_threads(), max(2, warmup))
     groups = (
         list(groups)
         if groups is not None
@@ -223,7 +276,8 @@ def measure_ort_profile(
             "runs": f"{warmup} warm-up + {runs} measured",
         },
         date=datetime.datetime.now().isoformat(timespec="seconds"),
-        notes="group time = median over runs of the summed node kernel times; spread = IQR",
+        notes="group time = median over runs of the summed node kernel times; spread = IQR"
+        + _threads_note(threads, trial),
     )
     profile = Profile(
         device="cpu",
@@ -234,9 +288,21 @@ def measure_ort_profile(
         groups=tuple(profiles),
         whole_model_ms={AcceleratorKind.CPU: whole_ms},
     )
-    return OrtMeasurement(
+    m = OrtMeasurement(
         profile,
         groups_sum_ms=sum(p.time_ms[AcceleratorKind.CPU] for p in profiles),
         whole_ms=whole_ms,
         unattributed_ms=statistics.median(unattributed) if unattributed else 0.0,
+        threads=threads,
+        threads_ms=trial,
     )
+    if m.warning:
+        log.warning(m.warning)
+    return m
+
+
+def _threads_note(threads: int, trial: dict[int, float]) -> str:
+    if not trial:
+        return f"; {threads} intra-op thread(s), as asked"
+    timed = ", ".join(f"{t} -> {ms:.4g} ms" for t, ms in trial.items())
+    return f"; {threads} intra-op thread(s), picked by timing the whole model ({timed})"

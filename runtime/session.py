@@ -24,7 +24,8 @@ BACKENDS = ("ort", "sim", "trt")
 
 
 def make_backend(name: str, **opts: Any):
-    """A backend by name; options a backend does not take are ignored."""
+    """A backend by name; options a backend does not take are ignored (``plan``: the plan it
+    will run; ort takes the thread count its measured profiles were timed with)."""
     if name == "sim":
         from hxsched.runtime.backends.sim import SimBackend
 
@@ -36,9 +37,9 @@ def make_backend(name: str, **opts: Any):
             slowdowns=opts.get("slowdowns", ()),
         )
     if name == "ort":
-        from hxsched.runtime.backends.ort import OrtBackend
+        from hxsched.runtime.backends.ort import OrtBackend, measured_threads
 
-        return OrtBackend(threads=opts.get("threads"))
+        return OrtBackend(threads=opts.get("threads") or measured_threads(opts.get("plan")))
     if name == "trt":
         from hxsched.runtime.backends.trt.backend import TrtBackend
 
@@ -70,8 +71,21 @@ def instance_profile(plan: Plan, inst, shapes: dict[str, tuple[int, ...]] | None
     the same estimate again from its model, for the plan's device."""
     from hxsched.scheduler.profile.schema import load_profile
 
+    shapes = shapes or inst.shapes  # as planned, unless told others
     if inst.profile.path and Path(inst.profile.path).exists():
-        return load_profile(inst.profile.path)
+        prof = load_profile(inst.profile.path)
+        if not inst.model_path:
+            return prof
+        from hxsched.runtime.build import resolve_model_path
+        from hxsched.scheduler.graph.summary import summarize
+        from hxsched.scheduler.profile.bind import bind_profile
+
+        # its groups as the planned model names them (another export may name them otherwise)
+        try:
+            summary, _ = summarize(resolve_model_path(inst, plan.path), dict(shapes or {}))
+            return bind_profile(summary, prof, inst.profile.path)
+        except HxschedError:  # model gone or changed: the profile as planned (sim still runs)
+            return prof
     if inst.model_path:
         from hxsched.runtime.build import resolve_model_path
         from hxsched.scheduler.cost.estimate import estimate_profile
@@ -194,7 +208,12 @@ def replan(
                 prof = instance_profile(plan, inst, shapes)
             except HxschedError as exc:
                 raise HxschedError(f"cannot re-plan: {exc}") from None
-            models[inst.model] = {"profile": prof, "count": 0, "model_path": inst.model_path}
+            models[inst.model] = {
+                "profile": prof,
+                "count": 0,
+                "model_path": inst.model_path,
+                "shapes": dict(shapes or inst.shapes or {}) or None,
+            }
         entry = models[inst.model]
         entry["count"] += 1
         for k, seg in enumerate(inst.segments):
@@ -229,6 +248,7 @@ def replan(
                 None,
                 entry["model_path"],
                 entry["count"],
+                entry["shapes"],
             )
         )
     new = make_plan(
@@ -280,7 +300,7 @@ def run_plan(
     """Run ``frames`` frames of seeded inputs through ``plan``; the stats and a report."""
     if frames < 1:
         raise HxschedError("--frames must be at least 1")
-    backend = make_backend(backend_name, **(backend_opts or {}))
+    backend = make_backend(backend_name, **{"plan": plan, **(backend_opts or {})})
     specs = specs_for(plan, backend_name, shapes)
     own_device = measures_plan_device(plan, backend_name)
     ex = Executor(

@@ -86,3 +86,29 @@ def one_op(
     inputs = {"x": list(x_shape), **{k: list(v) for k, v in extra.items()}}
     inits = {k: v for k, v in consts.items() if k}
     return graph([node], inputs, outs, inits, opset=opset, input_types=input_types)
+
+
+def from_structure_record(path: Any) -> onnx.ModelProto:
+    """The model a recorded real export describes (tests/data/exports/*.structure.json: nodes,
+    attributes, float initializer shapes), with zero weights."""
+    import json
+    from pathlib import Path
+
+    rec = json.loads(Path(path).read_text())
+    f32 = onnx.TensorProto.FLOAT
+    nodes = [
+        helper.make_node(n["op_type"], n["inputs"], n["outputs"], name=n["name"], **n["attrs"])
+        for n in rec["nodes"]
+    ]
+    inits = [
+        numpy_helper.from_array(np.zeros(i["shape"], np.float32), i["name"])
+        for i in rec["initializers"]
+    ]
+    ins = [helper.make_tensor_value_info(i["name"], f32, i["shape"]) for i in rec["inputs"]]
+    outs = [helper.make_tensor_value_info(i["name"], f32, i["shape"]) for i in rec["outputs"]]
+    model = helper.make_model(
+        helper.make_graph(nodes, "torch_jit", ins, outs, inits),
+        opset_imports=[helper.make_opsetid("", rec["opset"])],
+    )
+    model.ir_version = 8
+    return model

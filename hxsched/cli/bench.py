@@ -49,9 +49,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--data",
-        metavar="FILE",
-        help="real inputs: .npz (keys INPUT or INSTANCE/INPUT; an array of the input's shape, "
-        "or a stack of frames, cycled) or .npy (a model with one input)",
+        metavar="PATH",
+        nargs="+",
+        help="real inputs, cycled: slices (DICOM CT, PNG, TIFF files or folders) through each "
+        "model's own pre-processing (CT window, letterbox), as the service does; or one .npz "
+        "(keys INPUT or INSTANCE/INPUT; an array of the input's shape, or a stack of frames) "
+        "or .npy (a model with one input)",
+    )
+    p.add_argument(
+        "--save-outputs",
+        metavar="DIR",
+        help="write the plan's outputs for each input set once: DIR/<set>/<instance>.<output>.npy "
+        "and DIR/index.json (ort, trt)",
     )
     p.add_argument("--export-times", metavar="FILE", help="per-frame times (trtexec fields), JSON")
     p.add_argument(
@@ -143,6 +152,8 @@ class BenchReport:
     runs: tuple[BenchRun, ...]
     beaten_by: tuple[str, ...] = ()  # baselines faster than the plan, measured
     export_times: str | None = None
+    data: str | None = None  # --data: what fed the frames
+    saved_outputs: str | None = None  # --save-outputs folder
     plots: tuple[str, ...] = ()
     nsys: NsysSummary | None = None  # --nsys-sqlite
     notes: tuple[str, ...] = field(default=())
@@ -318,13 +329,17 @@ class BenchOptions:
     inflight: int | None = None
     backend_opts: dict[str, Any] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --shape
-    data: str | None = None  # --data
+    data: tuple[str, ...] = ()  # --data
+    models: dict[str, Any] = field(default_factory=dict)  # a pipeline's PipelineModel by name
+    save_outputs: str | None = None  # --save-outputs
 
     def __post_init__(self) -> None:
         if self.warmup_ms < 0 or self.duration_s < 0:
             raise HxschedError("--warmup and --duration must be >= 0")
         if self.iterations < 2 or self.max_frames < self.iterations:
             raise HxschedError("--iterations must be >= 2 and --max-frames >= --iterations")
+        if self.save_outputs and self.backend == "sim":
+            raise HxschedError("--save-outputs needs a backend that computes (ort or trt), not sim")
 
 
 def bench_plan(
@@ -334,7 +349,7 @@ def bench_plan(
     from hxsched.runtime.executor import Executor
     from hxsched.runtime.session import input_pool, make_backend, measures_plan_device, specs_for
 
-    backend = make_backend(opts.backend, **opts.backend_opts)
+    backend = make_backend(opts.backend, **{"plan": plan, **opts.backend_opts})
     specs = specs_for(plan, opts.backend, opts.shapes)
     own = measures_plan_device(plan, opts.backend)
     ex = Executor(
@@ -343,16 +358,96 @@ def bench_plan(
     results: list = []
     try:
         ex.prepare()
-        pool = data_pool(specs, opts.data) if opts.data else input_pool(specs)
+        names, pool = input_sets(specs, opts) if opts.data else ([], input_pool(specs))
         stats = ex.run(_frames(ex, pool, opts, name, say), on_output=results.append)
     finally:
         ex.close()
+    if opts.save_outputs and name == "plan":
+        save_outputs(results, names or [f"seeded-{k}" for k in range(len(pool))], opts.save_outputs)
     t0 = results[0].admitted_ms if results else 0.0
     warm = sum(1 for r in results if r.admitted_ms < t0 + opts.warmup_ms)
     warm = min(warm, max(0, len(results) - opts.iterations))
     scale = float(opts.backend_opts.get("time_scale", 1.0)) if opts.backend == "sim" else 1.0
     run_ = figures(name, plan, stats, results, warm, ex.inflight_note, scale, own)
     return run_, results[warm:]
+
+
+MAX_INPUT_SETS = 64  # slices held in memory at once (cycled); a CT series can hold hundreds
+TENSOR_FILES = (".npz", ".npy")
+
+
+def input_sets(specs: Sequence, opts: BenchOptions) -> tuple[list[str], list[dict]]:
+    """(a name for each input set, the sets) from ``--data``: one tensor file, or slices."""
+    paths = opts.data
+    if len(paths) == 1 and Path(paths[0]).suffix.lower() in TENSOR_FILES:
+        pool = data_pool(specs, paths[0])
+        return [f"set{k:04d}" for k in range(len(pool))], pool
+    return slice_pool(specs, paths, opts.models)
+
+
+def slice_pool(specs: Sequence, paths: Sequence[str], models: dict[str, Any]):
+    """Each slice through each model's own pre-processing (the CT window, then resize or
+    letterbox), as the service prepares it: the pipeline's settings for its models, else the
+    role's defaults for the role the model's output shape tells (``hxsched validate``'s)."""
+    from hxsched.runtime.validate.validate import (
+        collect_samples,
+        infer_role,
+        pipeline_model,
+        prepare,
+    )
+
+    samples = collect_samples(list(paths))
+    if len(samples) > MAX_INPUT_SETS:
+        log.info(f"--data: the first {MAX_INPUT_SETS} of {len(samples)} inputs, cycled")
+        samples = samples[:MAX_INPUT_SETS]
+    names = [f"{k:04d}-{Path(s.name).stem}" for k, s in enumerate(samples)]
+    live = [i for i in specs if i.graph is not None]
+    if not live:
+        return names, [{} for _ in samples]  # sim: no tensors flow
+    settings = {}
+    for inst in live:
+        if len(inst.graph.inputs) != 1:
+            raise HxschedError(
+                f"{inst.name} has {len(inst.graph.inputs)} inputs: slices feed models with one "
+                "image input; give its tensors as .npz"
+            )
+        settings[inst.name] = models.get(inst.model) or pipeline_model(inst, infer_role(inst.graph))
+    pool = []
+    for s in samples:
+        feeds = {}
+        for inst in live:
+            m = settings[inst.name]
+            feeds[inst.name] = {inst.graph.inputs[0]: prepare(s, inst, m.role, m)[0]}
+        pool.append(feeds)
+    return names, pool
+
+
+def save_outputs(results: Sequence, names: Sequence[str], folder: str) -> Path:
+    """Every output of the first frame of each input set as ``folder/<set>/<instance>.<output>.npy``
+    and ``folder/index.json`` (set -> files)."""
+    import re
+
+    import numpy as np
+
+    out = Path(folder)
+    index: dict[str, list[str]] = {}
+
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+    for r in results:
+        if r.index >= len(names) or names[r.index] in index:
+            continue
+        where = out / safe(names[r.index])
+        where.mkdir(parents=True, exist_ok=True)
+        files = index.setdefault(names[r.index], [])
+        for inst, tensors in r.outputs.items():
+            for oname, value in tensors.items():
+                f = where / f"{safe(inst)}.{safe(oname)}.npy"
+                np.save(f, np.asarray(value), allow_pickle=False)
+                files.append(str(f.relative_to(out)))
+    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    return out
 
 
 def data_pool(specs: Sequence, path: str) -> list[dict]:
@@ -539,9 +634,15 @@ def run(args: argparse.Namespace) -> int:
         inflight=args.inflight,
         backend_opts={"threads": args.threads, "real_time": args.real_time},
         shapes=parse_shapes(args.shape),
-        data=args.data,
+        data=tuple(args.data or ()),
+        models=_pipeline_models(args.plan) if args.data else {},
+        save_outputs=args.save_outputs,
     )
     report, frames = bench(plan, args.plan, opts, args.against == "baselines")
+    if args.data:
+        report = dataclasses.replace(report, data=_data_note(opts))
+    if args.save_outputs:
+        report = dataclasses.replace(report, saved_outputs=args.save_outputs)
     if args.export_times:
         accs = {n: s.accelerator for n, s in report.runs[0].segments.items()}
         records = [export_record(r, accs) for r in frames["plan"]]
@@ -559,6 +660,27 @@ def run(args: argparse.Namespace) -> int:
         report = dataclasses.replace(report, nsys=nsys_summary(plan, args.nsys_sqlite))
     emit(args, encode(report), lambda: human(report))
     return 0
+
+
+def _pipeline_models(path: str) -> dict[str, Any]:
+    """A pipeline file's models by name (their pre-processing settings); {} for a plan."""
+    from hxsched.files import read_yaml
+
+    head = read_yaml(path)
+    if not (isinstance(head, dict) and str(head.get("schema", "")).startswith("hxsched.pipeline")):
+        return {}
+    from hxsched.runtime.service.pipeline import pipeline_from_dict
+
+    return {m.name: m for m in pipeline_from_dict(head, path).models}
+
+
+def _data_note(opts: BenchOptions) -> str:
+    if len(opts.data) == 1 and Path(opts.data[0]).suffix.lower() in TENSOR_FILES:
+        return f"{opts.data[0]}: saved tensors, cycled"
+    return (
+        f"{' '.join(opts.data)}: slices through each model's own pre-processing (CT window, "
+        f"resize or letterbox), the first {MAX_INPUT_SETS} at most, cycled"
+    )
 
 
 def nsys_summary(plan, path: str) -> NsysSummary:

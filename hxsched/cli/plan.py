@@ -91,9 +91,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_inputs(args: argparse.Namespace) -> list:
     from hxsched.scheduler.cost.estimate import estimate_profile
     from hxsched.scheduler.graph.summary import summarize
-    from hxsched.scheduler.planning.planner import ModelInput, check_profile_matches
+    from hxsched.scheduler.planning.planner import ModelInput
+    from hxsched.scheduler.profile.bind import bind_profile
     from hxsched.scheduler.profile.schema import load_profile
-    from hxsched.scheduler.profile.store import find_profile, shipped_dir
+    from hxsched.scheduler.profile.store import closest_refused, find_profile, shipped_dir
 
     if args.instances < 1:
         raise HxschedError("--instances must be at least 1")
@@ -120,14 +121,14 @@ def load_inputs(args: argparse.Namespace) -> list:
             names_seen[name] = 0
         if given:
             prof, how = given[k], "given"
-            check_profile_matches(summary, prof, prof.path or str(args.profile[k]))
+            prof = bind_profile(summary, prof, prof.path or str(args.profile[k]))
         else:
             found = find_profile(args.device, summary.structural_hash)
             if found is not None:
                 prof = found
                 shipped = shipped_dir().resolve() in Path(prof.path or "").resolve().parents
                 how = "shipped" if shipped else "found"
-                check_profile_matches(summary, prof, prof.path or "")
+                prof = bind_profile(summary, found, prof.path or "")
             else:
                 if args.device == "cpu":
                     raise HxschedError(
@@ -137,11 +138,15 @@ def load_inputs(args: argparse.Namespace) -> list:
                 log.info(
                     f"no profile of {path} for {args.device}: estimating one with the cost model"
                 )
+                near = closest_refused(args.device, len(summary.node_names), len(summary.folded))
+                if near:
+                    log.info(near)
                 if graph is None:
                     graph = load_graph(path, args.shape)
                 prof = estimate_profile(graph, args.device, model_name=name)
                 how = "estimated on the fly"
-        inputs.append(ModelInput(name, prof, how, graph, str(path), args.instances))
+        shapes = parse_shapes(args.shape) or None
+        inputs.append(ModelInput(name, prof, how, graph, str(path), args.instances, shapes))
     return inputs
 
 

@@ -42,7 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="profile YAML to write (default: <stem>.<device>.yaml)")
     p.add_argument("--runs", type=int, default=10, help="ort/trt: measured runs (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="ort/trt: warm-up runs (default 3)")
-    p.add_argument("--threads", type=int, default=0, help="ort: CPU threads (default: all)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="ort: intra-op threads (default: the fastest of 1, half and all cores, timed)",
+    )
     p.add_argument("--gpu-profile", help="trtexec: --exportProfile JSON of a GPU-only engine")
     p.add_argument("--dla-profile", help="trtexec: --exportProfile JSON of a DLA engine")
     p.add_argument("--list", action="store_true", help="list shipped and found profiles")
@@ -102,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
             "whole_model_ms": round(m.whole_ms, 4),
             "groups_over_whole": round(m.ratio, 4),
             "unattributed_ms": round(m.unattributed_ms, 4),
+            "threads": m.threads,
+            "threads_timed_ms": {str(t): round(ms, 4) for t, ms in m.threads_ms.items()},
+            "warning": m.warning,
         }
     elif args.backend == "trtexec":
         from hxsched.scheduler.profile.from_trtexec import import_trtexec
@@ -168,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
             lines.append(
                 f"whole model (no profiler): {extra['whole_model_ms']:.3f} ms; groups sum to "
                 f"{extra['groups_sum_ms']:.3f} ms = {extra['groups_over_whole']:.1%} of it "
-                "(measured here)"
+                f"(measured here, {extra['threads']} intra-op thread(s))"
             )
         return "\n".join(lines)
 

@@ -1,4 +1,5 @@
-"""``hxsched validate``: the plan's segments in FP16/INT8 (emulated on the CPU) against FP32."""
+"""``hxsched validate``: the plan's segments in FP16/INT8 (emulated on the CPU, or TensorRT's
+engines with --backend trt) against FP32."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reference is each whole model in FP32 on ONNX Runtime; each planned segment is "
         "emulated with FP16 (or INT8, entropy-calibrated on --data) storage at TensorRT fusion "
         "boundaries and the segments are chained as the plan cuts them. CPU emulation bounds "
-        "the precision effect only: the final check is on the device. Exit status 1 when a "
-        "tolerance is not met.",
+        "the precision effect only: the final check is on the device (--backend trt: the "
+        "segments' TensorRT engines, as hxsched build builds them, chained on this device). "
+        "Exit status 1 when a tolerance is not met.",
     )
     p.add_argument("plan", help="plan.yaml from hxsched plan (with model paths)")
     p.add_argument(
@@ -42,6 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="fp16",
         help="fp16/int8: every segment; plan: DLA segments FP16, GPU FP32",
     )
+    p.add_argument(
+        "--backend",
+        choices=("ort", "trt"),
+        default="ort",
+        help="ort: FP16/INT8 emulated on ONNX Runtime (CPU); trt: the TensorRT engines on this "
+        "device (built or from the engine cache, as hxsched build --backend trt)",
+    )
+    p.add_argument(
+        "--calibration-cache",
+        metavar="CACHE",
+        help="trt INT8: the cache from hxsched calibrate (default: calibrate on --data)",
+    )
+    p.add_argument("--allow-gpu-fallback", action="store_true", help="trt: as hxsched build")
+    p.add_argument("--engine-cache", help="trt: engine cache folder (as hxsched build)")
     p.add_argument(
         "--role",
         action="append",
@@ -116,6 +132,7 @@ def _tolerances(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from hxsched.runtime.build import plan_instance_specs
+    from hxsched.runtime.validate.deployed import DeployBackend, DeployOptions, make_runner
     from hxsched.runtime.validate.validate import (
         PrecisionChoice,
         collect_samples,
@@ -125,6 +142,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.calibration_stride < 1:
         raise HxschedError("--calibration-stride must be at least 1")
+    opts = DeployOptions(
+        DeployBackend(args.backend),
+        args.calibration_cache,
+        args.allow_gpu_fallback,
+        args.engine_cache,
+    )
+    runner = make_runner(PrecisionChoice(args.precision), opts)  # no TensorRT: one line now
     plan = load_plan(args.plan)
     specs = plan_instance_specs(plan)  # a missing model is named before the data is read
     samples = collect_samples(args.data)
@@ -138,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         plan_path=args.plan,
         roles=_roles(args.role),
         stride=args.calibration_stride,
+        runner=runner,
     )
     data = v.to_dict()
     if args.report:
@@ -160,6 +185,7 @@ def _write(v, out: Path) -> dict[str, object]:
 
 def human(v, report) -> str:
     lines = [f"precision {v.precision}, {v.slices} input(s); {v.note}"]
+    deployed = "emulated" if v.backend == "ort" else "TensorRT"
     if v.calibration:
         lines.append(v.calibration)
     for r in v.instances:
@@ -203,7 +229,7 @@ def human(v, report) -> str:
                 [
                     "segment",
                     "on",
-                    "emulated",
+                    deployed,
                     "boundary tensor",
                     "cosine",
                     "max |d|",

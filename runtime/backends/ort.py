@@ -93,7 +93,24 @@ class OrtStream:
         self._thread.join(timeout=5)
 
 
+def measured_threads(plan: Any) -> int | None:
+    """The intra-op thread count the plan's ONNX Runtime profiles were measured with (picked by
+    ``hxsched profile --backend ort`` as the fastest here; the fewest if they differ): running
+    with it reproduces the conditions the plan's times were measured in. None if no profile
+    of the plan was measured on ONNX Runtime."""
+    found: list[int] = []
+    for inst in getattr(plan, "instances", ()):
+        for src in inst.profile.sources.values():
+            threads = src.versions.get("threads") if src.tool.startswith("onnxruntime") else None
+            if threads is not None and str(threads).isdigit() and int(threads) > 0:
+                found.append(int(threads))
+    return min(found) if found else None
+
+
 class OrtBackend:
+    """Sessions with ``threads`` intra-op threads each; by default, the count the plan's measured
+    profiles were timed with, else this machine's cores shared among the accelerator workers."""
+
     name = "ort"
     computes = True
 

@@ -3,11 +3,19 @@ writing with deterministic UIDs, a synthetic head phantom, and a reason for ever
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import enum
 import hashlib
 import io
+import logging
+import math
 import os
+import struct
+import threading
+import warnings
+import zlib
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +25,7 @@ import numpy as np
 from hxsched._compat import require
 from hxsched.errors import HxschedError
 from hxsched.files import atomic_write
+from hxsched.runtime.service.pipeline import Accept, Limits
 
 if TYPE_CHECKING:
     from pydicom.uid import UID
@@ -51,7 +60,8 @@ class Reason(str, enum.Enum):
         return self.value
 
 
-REASONS = tuple(Reason)[:7]  # what reading a slice can find wrong with it
+# what reading a slice can find wrong with it
+REASONS = tuple(Reason)[:7] + (Reason.DECODE_LIMIT, Reason.NOT_ACCEPTED, Reason.BAD_HEADER)
 
 
 class SliceKind(str, enum.Enum):
@@ -125,14 +135,20 @@ class Slice:
         )
 
 
+DEFAULT_LIMITS, DEFAULT_ACCEPT = Limits(), Accept()
+
+
 def read_slice(
     path: str | os.PathLike[str],
     *,
     max_bytes: int = 64 << 20,
+    limits: Limits = DEFAULT_LIMITS,
+    accept: Accept = DEFAULT_ACCEPT,
     min_side: int = 32,
-    max_side: int = 4096,
 ) -> Slice:
-    """One slice from a DICOM file or a PNG/TIFF image; BadInput with its reason otherwise."""
+    """One slice from a DICOM file or a PNG/TIFF image; BadInput with its reason otherwise.
+    Every size that decides an allocation is checked against ``limits`` before it is made,
+    and what is not in ``accept`` is refused; reason texts never quote a value of the file."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -140,29 +156,15 @@ def read_slice(
         raise BadInput(Reason.UNREADABLE, f"cannot read: {exc.strerror}", path=path) from None
     if size > max_bytes:
         raise BadInput(Reason.OVERSIZE, f"{size} bytes is over the limit of {max_bytes}", path=path)
-    data = path.read_bytes()
-    if size == 0:
-        raise BadInput(Reason.UNREADABLE, "empty file", path=path)
-    sha = hashlib.sha256(data).hexdigest()
     try:
-        if len(data) >= 132 and data[128:132] == b"DICM":
-            sl = _read_dicom(data, path)
-        elif data[:8] == _PNG or data[:4] in _TIFF:
-            sl = _read_image(data, path, max_side)
-        else:
-            try:  # DICOM without a preamble still reads
-                sl = _read_dicom(data, path)
-            except BadInput:
-                raise BadInput(
-                    Reason.UNREADABLE, "neither DICOM nor a PNG/TIFF image", path=path
-                ) from None
-    except BadInput:
-        raise
-    except Exception as exc:  # noqa: BLE001 - pydicom/OpenCV raise anything on corrupt bytes
-        raise BadInput(
-            Reason.UNREADABLE, f"cannot be parsed ({type(exc).__name__}: {exc})", path=path
-        ) from None
-    sl.content_sha = sha
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(Reason.UNREADABLE, f"cannot read: {exc.strerror}", path=path) from None
+    if not data:
+        raise BadInput(Reason.UNREADABLE, "empty file", path=path)
+    with _quiet():
+        sl = _read_any(data, path, limits, accept)
+    sl.content_sha = hashlib.sha256(data).hexdigest()
     px = sl.pixels
     if px.ndim != 2:
         raise BadInput(
@@ -171,72 +173,138 @@ def read_slice(
     h, w = px.shape
     if min(h, w) < min_side:
         raise BadInput(Reason.WRONG_SIZE, f"{w}x{h} is smaller than {min_side} pixels", path=path)
-    if max(h, w) > max_side:
-        raise BadInput(Reason.OVERSIZE, f"{w}x{h} is larger than {max_side} pixels", path=path)
     if not np.all(np.isfinite(px)):
         raise BadInput(Reason.NAN, "pixel values include NaN or infinity", path=path)
     return sl
 
 
-def _read_dicom(data: bytes, path: Path) -> Slice:
-    require("pydicom", extra="service")
-    import pydicom
-
+def _read_any(data: bytes, path: Path, limits: Limits, accept: Accept) -> Slice:
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except Exception as exc:  # noqa: BLE001 - pydicom raises anything on garbage
+        if len(data) >= 132 and data[128:132] == b"DICM":
+            return _read_dicom(data, path, limits, accept)
+        if data[:8] == _PNG or data[:4] in _TIFF:
+            if not accept.images:
+                raise BadInput(Reason.NOT_ACCEPTED, "PNG/TIFF images are not accepted", path=path)
+            return _read_image(data, path, limits)
+        try:  # DICOM without a preamble still reads
+            return _read_dicom(data, path, limits, accept)
+        except BadInput as exc:
+            if exc.reason == Reason.DECODE_LIMIT:
+                raise
+            raise BadInput(
+                Reason.UNREADABLE, "neither DICOM nor a PNG/TIFF image", path=path
+            ) from None
+    except BadInput:
+        raise
+    except MemoryError:
+        raise BadInput(Reason.DECODE_LIMIT, "decoding ran out of memory", path=path) from None
+    except Exception as exc:  # noqa: BLE001 - pydicom/OpenCV raise anything on corrupt bytes
+        # the type only: parser messages quote values from the file
         raise BadInput(
-            Reason.UNREADABLE, f"not readable DICOM ({type(exc).__name__})", path=path
+            Reason.UNREADABLE, f"cannot be parsed ({type(exc).__name__})", path=path
         ) from None
+
+
+class _Hush(logging.Filter):
+    """Drops pydicom's log records while this thread reads a slice: they quote values."""
+
+    local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "on", False)
+
+
+_HUSH = _Hush()
+# a logger's filters see only its own records: pydicom's and its modules' own loggers
+_PYDICOM_LOGGERS = ("pydicom", "pydicom.pixels.decoders.base", "pydicom.pixels.utils")
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No pydicom validation, warning or log record (they quote values, e.g. ``Invalid value
+    for VR DA: '...'``) while a slice is read."""
+    try:
+        from pydicom import config
+    except ImportError:  # PNG/TIFF only here; DICOM asks for pydicom when it gets there
+        pass
+    else:
+        config.settings.reading_validation_mode = config.IGNORE  # process-wide, idempotent
+    for name in _PYDICOM_LOGGERS:
+        logger = logging.getLogger(name)
+        if _HUSH not in logger.filters:
+            logger.addFilter(_HUSH)
+    _HUSH.local.on = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        _HUSH.local.on = False
+
+
+# ---------------------------------------------------------------------------------------------
+# DICOM
+# ---------------------------------------------------------------------------------------------
+# PS3.3 C.7.3.1.1.1 Modality defined terms (current and retired): what a refusal may name
+# fmt: off
+MODALITIES = frozenset((
+    "AR", "ASMT", "AU", "BDUS", "BI", "BMD", "CFM", "CT", "CTPROTOCOL", "DMS", "DG", "DOC", "DX",
+    "ECG", "EEG", "EMG", "EOG", "EPS", "ES", "FID", "GM", "HC", "HD", "IO", "IOL", "IVOCT", "IVUS",
+    "KER", "KO", "LEN", "LS", "MG", "MR", "M3D", "NM", "OAM", "OCT", "OP", "OPM", "OPT", "OPTBSV",
+    "OPTENF", "OPV", "OSS", "OT", "PA", "PLAN", "POS", "PR", "PT", "PX", "REG", "RESP", "RF", "RG",
+    "RTDOSE", "RTIMAGE", "RTINTENT", "RTPLAN", "RTRAD", "RTRECORD", "RTSEGANN", "RTSTRUCT", "RWV",
+    "SEG", "SM", "SMR", "SR", "SRF", "STAIN", "TEXTUREMAP", "TG", "US", "VA", "XA", "XAPROTOCOL",
+    "XC", "AS", "CD", "CF", "CP", "CS", "DD", "DF", "DM", "DS", "EC", "FA", "FS", "LP", "MA", "MS",
+    "OPR", "ST", "VF",
+))
+# fmt: on
+# PS3.3 C.7.6.3.1.2 Photometric Interpretation enumerated values, with their samples per pixel
+PHOTOMETRIC = {
+    "MONOCHROME1": 1,
+    "MONOCHROME2": 1,
+    "PALETTE COLOR": 1,
+    "RGB": 3,
+    "YBR_FULL": 3,
+    "YBR_FULL_422": 3,
+    "YBR_PARTIAL_422": 3,
+    "YBR_PARTIAL_420": 3,
+    "YBR_ICT": 3,
+    "YBR_RCT": 3,
+    "XYB": 3,
+    "HSV": 3,
+    "ARGB": 4,
+    "CMYK": 4,
+}
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian (PS3.5 A.5)
+
+
+def _read_dicom(data: bytes, path: Path, limits: Limits, accept: Accept) -> Slice:
+    ds, size = _parse(data, path, limits)
     if "PixelData" not in ds:
-        if _cut_short(ds):
+        if _cut_short(ds, size):
             raise BadInput(Reason.TRUNCATED, "DICOM file ends before its pixel data", path=path)
         if not ds or "SOPClassUID" not in ds and "Rows" not in ds:
             raise BadInput(Reason.UNREADABLE, "not readable DICOM", path=path)
-        raise BadInput(Reason.NOT_AN_IMAGE, "DICOM object without pixel data", path=path)
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-        spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    except (AttributeError, ValueError, TypeError):
-        raise BadInput(
-            Reason.NOT_AN_IMAGE, "image attributes (Rows, Columns, Bits) missing", path=path
-        ) from None
-    if frames > 1:
-        raise BadInput(Reason.WRONG_SIZE, f"a {frames}-frame volume, not one slice", path=path)
-    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if ts is not None and ts.is_compressed:
-        try:
-            arr = ds.pixel_array
-        except Exception:  # noqa: BLE001 - no decoder for this compression
-            raise BadInput(
-                Reason.UNSUPPORTED,
-                f"compressed pixel data ({ts.name}) has no decoder here",
-                path=path,
-            ) from None
-    else:
-        need = rows * cols * spp * bits // 8
-        if len(ds.PixelData) < need:
-            raise BadInput(
-                Reason.TRUNCATED, f"pixel data has {len(ds.PixelData)} of {need} bytes", path=path
-            )
-        try:
-            native = _native_pixels(ds, ts, rows, cols, bits, spp)
-            arr = native if native is not None else ds.pixel_array
-        except Exception as exc:  # noqa: BLE001
-            raise BadInput(
-                Reason.UNREADABLE, f"pixel data cannot be decoded ({type(exc).__name__})", path=path
-            ) from None
-    px = np.asarray(arr, dtype=np.float32)
-    if px.ndim == 3 and spp > 1:
-        px = px.mean(axis=-1)
-    slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-    intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-    px = px * slope + intercept
-    modality = str(getattr(ds, "Modality", "") or "")
+        raise BadInput(Reason.NOT_AN_IMAGE, "no pixel data (a header-only DICOM object)", path=path)
+    refused = _refusal(ds, accept)
+    if refused:
+        raise BadInput(Reason.NOT_ACCEPTED, f"{refused} is not accepted", path=path)
+    g = _geometry(ds, path)
+    _check_limits(g, limits, path)
+    _check_header(ds, g, path)
+    if g.frames > 1:
+        raise BadInput(Reason.WRONG_SIZE, f"a {g.frames}-frame volume, not one slice", path=path)
+    arr = _pixels(ds, g, limits, path)
+    px = np.asarray(arr).astype(np.float32)  # always a copy of its own: changed in place
+    if px.ndim == 3 and g.spp > 1:
+        px = px.mean(axis=-1, dtype=np.float32)
+    if g.slope != 1.0:
+        px *= np.float32(g.slope)
+    if g.intercept != 0.0:
+        px += np.float32(g.intercept)
+    modality = str(ds.get("Modality", "") or "")
     is_hu = modality == "CT" or (not modality and "RescaleIntercept" in ds)
-    if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1" and not is_hu:
+    if g.photometric == "MONOCHROME1" and not is_hu:
         px = px.max() + px.min() - px  # display polarity; HU keep their physical meaning
     meta: dict[str, Any] = {k: str(ds.get(k)) for k in REF_KEYS if ds.get(k) not in (None, "")}
     if "PixelSpacing" in ds:
@@ -246,9 +314,231 @@ def _read_dicom(data: bytes, path: Path) -> Slice:
             meta[k] = [float(v) for v in ds[k].value]
     if ds.get("RecognizableVisualFeatures"):
         meta["RecognizableVisualFeatures"] = str(ds.RecognizableVisualFeatures)
-    meta["Rows"], meta["Columns"] = rows, cols
+    meta["Rows"], meta["Columns"] = g.rows, g.cols
     patient = {k: ds.get(k) for k in PATIENT_KEYS if k in ds}
     return Slice(px, SliceKind.DICOM, is_hu, path.name, meta, patient)
+
+
+def _parse(data: bytes, path: Path, limits: Limits) -> tuple[Any, int | None]:
+    """The dataset, pixel data as bytes (reading allocates no more than the file's size, but
+    a deflated dataset is inflated here, bounded, before pydicom would inflate it whole), and
+    the length of the stream it was read from (None: an inflated one)."""
+    require("pydicom", extra="service")
+    import pydicom
+
+    try:
+        if data.find(DEFLATED.encode()) >= 0:  # cheap: a deflated file names it in its meta
+            ds = _parse_deflated(data, path, limits)
+            if ds is not None:
+                return ds, None
+        return pydicom.dcmread(io.BytesIO(data), force=True), len(data)
+    except BadInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom raises anything on garbage
+        raise BadInput(
+            Reason.UNREADABLE, f"not readable DICOM ({type(exc).__name__})", path=path
+        ) from None
+
+
+def _parse_deflated(data: bytes, path: Path, limits: Limits):
+    """A Deflated Explicit VR Little Endian dataset, or None when the file is not one."""
+    from pydicom.dataset import FileDataset
+    from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+
+    fp = io.BytesIO(data)
+    preamble = read_preamble(fp, force=True)
+    meta = _read_file_meta_info(fp)
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+        return None
+    raw = data[fp.tell() :]
+    _check_inflated(raw, limits.max_inflated_bytes, path)
+    plain = zlib.decompress(raw, -zlib.MAX_WBITS)  # within the limit: checked just above
+    ds = read_dataset(io.BytesIO(plain), is_implicit_VR=False, is_little_endian=True)
+    return FileDataset(path.name, ds, preamble, meta, is_implicit_VR=False, is_little_endian=True)
+
+
+def _check_inflated(raw: bytes, limit: int, path: Path) -> None:
+    """Inflate in 1 MiB pieces, keeping none: DECODE_LIMIT past ``limit`` bytes."""
+    d = zlib.decompressobj(-zlib.MAX_WBITS)
+    total, rest = 0, raw
+    while rest and not d.eof:
+        total += len(d.decompress(rest, 1 << 20))
+        if total > limit:
+            raise BadInput(
+                Reason.DECODE_LIMIT,
+                f"deflated dataset inflates past the limit of {limit} bytes",
+                path=path,
+            )
+        rest = d.unconsumed_tail
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    rows: int
+    cols: int
+    bits: int
+    frames: int
+    spp: int
+    signed: int
+    photometric: str
+    slope: float
+    intercept: float
+
+
+def _geometry(ds, path: Path) -> _Geometry:
+    """The header's sizes (as integers: no other value of the file reaches a reason text)."""
+    try:
+        rows, cols, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+        frames = int(_given(ds, "NumberOfFrames", 1))  # a 0 stays 0: bad-header below
+        spp = int(_given(ds, "SamplesPerPixel", 1))
+        signed = int(_given(ds, "PixelRepresentation", 0))
+        slope = float(_given(ds, "RescaleSlope", 1.0))
+        intercept = float(_given(ds, "RescaleIntercept", 0.0))
+    except (AttributeError, ValueError, TypeError, OverflowError):
+        raise BadInput(
+            Reason.BAD_HEADER,
+            "image attributes (Rows, Columns, Bits, Frames, Rescale) missing or not numbers",
+            path=path,
+        ) from None
+    photometric = str(ds.get("PhotometricInterpretation", "") or "")
+    return _Geometry(rows, cols, bits, frames, spp, signed, photometric, slope, intercept)
+
+
+def _given(ds, keyword: str, default: Any) -> Any:
+    """An attribute's value, ``default`` when it is absent or empty (Type 2/3 attributes)."""
+    value = ds.get(keyword)
+    return default if value is None or value == "" else value
+
+
+def _refusal(ds, accept: Accept) -> str:
+    """What of the object is not in ``accept``, named only by a coded value from a fixed
+    vocabulary (never the file's own text); "" when all is accepted."""
+    modality = str(ds.get("Modality", "") or "")
+    if modality not in accept.modalities:
+        return "modality " + _coded(modality, MODALITIES, "modality")
+    sop = str(ds.get("SOPClassUID", "") or "")
+    if not sop and hasattr(ds, "file_meta"):
+        sop = str(ds.file_meta.get("MediaStorageSOPClassUID", "") or "")
+    keyword = _sop_keyword(sop)
+    if sop not in accept.sop_classes and (not keyword or keyword not in accept.sop_classes):
+        return "SOP class " + (keyword or ("an unrecognised one" if sop else "(none)"))
+    photometric = str(ds.get("PhotometricInterpretation", "") or "")
+    if photometric not in accept.photometric:
+        return "photometric " + _coded(photometric, PHOTOMETRIC, "interpretation")
+    return ""
+
+
+def _coded(value: str, vocabulary: Collection[str], what: str) -> str:
+    if not value:
+        return f"(none): no {what}"
+    return value if value in vocabulary else f"an unrecognised {what}"
+
+
+def _sop_keyword(uid: str) -> str:
+    """A SOP class's keyword in pydicom's UID dictionary (PS3.6 Table A-1); "" if unknown."""
+    from pydicom.uid import UID_dictionary
+
+    entry = UID_dictionary.get(uid)
+    return entry[4] if entry is not None and entry[1] == "SOP Class" else ""
+
+
+def _check_limits(g: _Geometry, limits: Limits, path: Path) -> None:
+    """DECODE_LIMIT for header sizes over the limits, before anything is allocated."""
+    if max(g.rows, g.cols) > limits.max_side:
+        msg = f"{g.cols}x{g.rows} is over the limit of {limits.max_side} pixels a side"
+    elif g.frames > limits.max_frames:
+        msg = f"{g.frames} frames is over the limit of {limits.max_frames}"
+    elif g.rows * g.cols * max(g.frames, 1) * max(g.spp, 1) > limits.max_pixels:
+        msg = f"rows x columns x frames x samples is over the limit of {limits.max_pixels}"
+    else:
+        return
+    raise BadInput(Reason.DECODE_LIMIT, msg, path=path)
+
+
+def _check_header(ds, g: _Geometry, path: Path) -> None:
+    """BAD_HEADER for values that make no sense (PS3.3 C.7.6.3, C.11.1)."""
+    stored = ds.get("BitsStored")
+    if g.rows <= 0 or g.cols <= 0:
+        msg = "Rows or Columns is 0"
+    elif g.bits not in (8, 16, 32):
+        msg = f"BitsAllocated {g.bits} is not 8, 16 or 32"
+    elif stored is not None and not 0 < int(stored) <= g.bits:
+        msg = "BitsStored is 0 or more than BitsAllocated"
+    elif g.signed not in (0, 1):
+        msg = "PixelRepresentation is not 0 or 1"
+    elif g.frames < 1:
+        msg = "NumberOfFrames is below 1"
+    elif PHOTOMETRIC.get(g.photometric, g.spp) != g.spp:
+        msg = "SamplesPerPixel does not fit the photometric interpretation"
+    elif g.slope == 0 or not math.isfinite(g.slope) or not math.isfinite(g.intercept):
+        msg = "RescaleSlope is 0 or RescaleSlope/RescaleIntercept is not finite"
+    else:
+        return
+    raise BadInput(Reason.BAD_HEADER, msg, path=path)
+
+
+def _pixels(ds, g: _Geometry, limits: Limits, path: Path) -> np.ndarray:
+    """The pixel array; compressed data only after its header sizes passed the limits."""
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is not None and not ts.is_transfer_syntax:  # a private one: its UID is not named
+        msg = "pixel data in an unrecognised transfer syntax"
+        raise BadInput(Reason.UNSUPPORTED, msg, path=path)
+    if ts is not None and ts.is_compressed:
+        try:
+            with _pillow_bounded(limits.max_pixels):
+                return ds.pixel_array
+        except Exception as exc:  # noqa: BLE001 - no decoder, or a decoder refused it
+            if _is_bomb(exc):
+                msg = "compressed frame is larger than the limits"
+                raise BadInput(Reason.DECODE_LIMIT, msg, path=path) from None
+            raise BadInput(
+                Reason.UNSUPPORTED,
+                f"compressed pixel data ({ts.name}) has no decoder here",
+                path=path,
+            ) from None
+    per_sample = 2 if g.photometric in ("YBR_FULL_422", "YBR_PARTIAL_422") else g.spp
+    need = g.rows * g.cols * per_sample * g.bits // 8
+    have = len(ds.PixelData)
+    if have < need:
+        raise BadInput(Reason.TRUNCATED, f"pixel data has {have} of {need} bytes", path=path)
+    try:
+        native = _native_pixels(ds, ts, g.rows, g.cols, g.bits, g.spp)
+        return native if native is not None else ds.pixel_array
+    except Exception as exc:  # noqa: BLE001
+        raise BadInput(
+            Reason.UNREADABLE, f"pixel data cannot be decoded ({type(exc).__name__})", path=path
+        ) from None
+
+
+@contextlib.contextmanager
+def _pillow_bounded(max_pixels: int) -> Iterator[None]:
+    """Pillow (pydicom's JPEG decoder) refuses a frame over ``max_pixels`` before decoding
+    it (its decompression bomb check, PIL.Image.MAX_IMAGE_PIXELS), whatever the DICOM says."""
+    try:
+        from PIL import Image
+    except ImportError:
+        yield
+        return
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def _is_bomb(exc: BaseException | None) -> bool:
+    for _ in range(8):  # the exception and what caused it
+        if exc is None:
+            return False
+        if isinstance(exc, MemoryError) or "DecompressionBomb" in type(exc).__name__:
+            return True
+        if "decompression bomb" in str(exc).lower():  # pydicom re-raises Pillow's refusal
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _native_pixels(ds, ts, rows: int, cols: int, bits: int, spp: int) -> np.ndarray | None:
@@ -270,37 +560,95 @@ def _native_pixels(ds, ts, rows: int, cols: int, bits: int, spp: int) -> np.ndar
     return arr
 
 
-def _cut_short(ds) -> bool:
-    """Whether a dataset without pixel data shows signs of a file cut off part-way."""
+def _cut_short(ds, size: int | None) -> bool:
+    """Whether a dataset without pixel data shows signs of a file cut off part-way: its last
+    element is shorter than its length says, or bytes follow it that did not parse (a cut
+    element header). A complete header-only object ends exactly with its last element."""
     require("pydicom", extra="service")
     from pydicom.dataelem import RawDataElement
-    from pydicom.uid import UID
 
     if not ds:
         return True
     last = ds.get_item(max(ds.keys()))  # raw: the element the parser stopped in
     if (
-        isinstance(last, RawDataElement)
-        and last.value is not None
-        and last.length != 0xFFFFFFFF  # undefined length: sequences, encapsulated data
-        and len(last.value) < last.length
+        not isinstance(last, RawDataElement)
+        or last.value is None
+        or last.length == 0xFFFFFFFF  # undefined length: sequences, encapsulated data
     ):
+        return False
+    if len(last.value) < last.length:
         return True
-    # An image object that stops before even its image attributes
-    sop = str(ds.get("SOPClassUID", "") or "")
-    return bool(sop) and "Image Storage" in UID(sop).name and "Rows" not in ds
+    return size is not None and last.value_tell is not None and last.value_tell + last.length < size
 
 
-def _read_image(data: bytes, path: Path, max_side: int) -> Slice:
+# ---------------------------------------------------------------------------------------------
+# PNG and TIFF
+# ---------------------------------------------------------------------------------------------
+# OpenCV's own bound on an image's pixels, read once at its first decode in the process
+# (OPENCV_IO_MAX_IMAGE_PIXELS, "OpenCV environment variables", docs.opencv.org); a backstop
+# behind the header checks below, which bound images by the smaller of it and the limits
+CV2_MAX_PIXELS = 1 << 28
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(CV2_MAX_PIXELS))
+
+
+@dataclass(frozen=True)
+class _ImageHeader:
+    width: int
+    height: int
+    samples: int
+    pages: int  # 1, or 2 for "more than one"
+
+
+def _image_header(data: bytes) -> _ImageHeader | None:
+    """PNG IHDR (PNG spec 11.2.2) or the first TIFF IFD (TIFF 6.0 section 2); None if cut."""
+    if data[:8] == _PNG:
+        if len(data) < 26 or data[12:16] != b"IHDR":
+            return None
+        w, h = struct.unpack(">II", data[16:24])
+        samples = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(data[25], 4)  # colour type
+        return _ImageHeader(w, h, samples, 1)
+    return _tiff_header(data)
+
+
+def _tiff_header(data: bytes) -> _ImageHeader | None:
+    end = "<" if data[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(end + "I", data, 4)
+        (count,) = struct.unpack_from(end + "H", data, ifd)
+        tags: dict[int, int] = {}
+        for k in range(count):
+            tag, typ, n = struct.unpack_from(end + "HHI", data, ifd + 2 + 12 * k)
+            if typ == 3:  # SHORT: the first value, in the entry's value field
+                (tags[tag],) = struct.unpack_from(end + "H", data, ifd + 10 + 12 * k)
+            elif typ == 4:  # LONG
+                (tags[tag],) = struct.unpack_from(end + "I", data, ifd + 10 + 12 * k)
+        (nxt,) = struct.unpack_from(end + "I", data, ifd + 2 + 12 * count)
+    except struct.error:
+        return None
+    if 256 not in tags or 257 not in tags:  # ImageWidth, ImageLength
+        return None
+    pages = 2 if 0 < nxt < len(data) - 2 else 1
+    return _ImageHeader(tags[256], tags[257], tags.get(277, 1), pages)
+
+
+def _read_image(data: bytes, path: Path, limits: Limits) -> Slice:
+    head = _image_header(data)
+    if head is None:
+        raise BadInput(Reason.TRUNCATED, "image header is cut short or corrupt", path=path)
+    w, h = head.width, head.height
+    if max(w, h) > limits.max_side:
+        msg = f"{w}x{h} is over the limit of {limits.max_side} pixels a side"
+        raise BadInput(Reason.DECODE_LIMIT, msg, path=path)
+    if w * h * max(head.samples, 1) > min(limits.max_pixels, CV2_MAX_PIXELS):
+        msg = f"width x height x samples is over the limit of {limits.max_pixels}"
+        raise BadInput(Reason.DECODE_LIMIT, msg, path=path)
+    if w == 0 or h == 0:
+        raise BadInput(Reason.BAD_HEADER, "image width or height is 0", path=path)
+    if head.pages > 1:
+        raise BadInput(Reason.WRONG_SIZE, "a multi-page TIFF, not one slice", path=path)
     require("cv2", extra="service")
     import cv2
 
-    if data[:8] == _PNG and len(data) >= 24:  # check the header before decoding a PNG bomb
-        w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-        if max(w, h) > max_side:
-            raise BadInput(Reason.OVERSIZE, f"{w}x{h} is larger than {max_side} pixels", path=path)
-    if data[:4] in _TIFF and (pages := cv2.imcount(str(path))) > 1:
-        raise BadInput(Reason.WRONG_SIZE, f"a {pages}-page TIFF, not one slice", path=path)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH)
     if arr is None:
         raise BadInput(
@@ -392,7 +740,7 @@ def _sc_dataset(
     ds.file_meta = _sc_file_meta(_sop_uid(source, series_uid, series_number))
     ds.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: copied names keep their accents
     for k, v in source.patient.items():
-        setattr(ds, k, v)
+        _copy_value(ds, k, v)
     if "PatientName" not in ds:
         ds.PatientName = "ANONYMOUS"
         ds.PatientID = "hxsched-" + source.content_sha[:12]
@@ -416,7 +764,8 @@ def _sc_dataset(
     ds.PatientOrientation = ""  # Type 2C: no Image Orientation module in an SC
     ds.Manufacturer = "hxsched"
     date = str(source.patient.get("StudyDate") or "19700101")
-    ds.ContentDate, ds.ContentTime = date, str(source.patient.get("StudyTime") or "000000")
+    _copy_value(ds, "ContentDate", date)
+    _copy_value(ds, "ContentTime", str(source.patient.get("StudyTime") or "000000"))
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = img.shape
@@ -432,6 +781,18 @@ def _sc_dataset(
         ds.FrameOfReferenceUID = source.meta["FrameOfReferenceUID"]
     ds.update(_sc_per_slice(img, source, (series_uid, series_number, desc, note)))
     return ds
+
+
+def _copy_value(ds, keyword: str, value: Any) -> None:
+    """A value copied from a source file, as it was: no validation, whose warning would quote
+    it (``Invalid value for VR DA: '...'``)."""
+    from pydicom import config
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.dataelem import DataElement
+
+    tag = tag_for_keyword(keyword)
+    assert tag is not None, keyword  # PATIENT_KEYS and the Content Date/Time: all known
+    ds[tag] = DataElement(tag, dictionary_VR(tag), value, validation_mode=config.IGNORE)
 
 
 def _same_grid(img: np.ndarray, source: Slice) -> bool:
@@ -623,7 +984,7 @@ def encode_ct_dicom(sl: Slice) -> bytes:
     ds.file_meta = meta
     ds.SpecificCharacterSet = "ISO_IR 192"
     for k, v in sl.patient.items():
-        setattr(ds, k, v)
+        _copy_value(ds, k, v)
     for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID"):
         setattr(ds, k, sl.meta[k])
     ds.SOPClassUID = CT_IMAGE

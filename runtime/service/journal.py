@@ -6,8 +6,11 @@ A slice is acknowledged only after its bytes are fsynced in ``spool/`` and its r
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import hashlib
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -15,22 +18,29 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
-from hxsched.errors import HxschedError, InternalError
+from hxsched.errors import HxschedError, InternalError, ResourceError
+
+log = logging.getLogger("hxsched.service")
 
 ACCEPTED = "accepted"
 PROCESSING = "processing"
 DONE = "done"
 QUARANTINED = "quarantined"
-STATES = (ACCEPTED, PROCESSING, DONE, QUARANTINED)
+# a copy of an instance (same SOP Instance UID, other bytes) that arrived while the first copy
+# was still waiting or in flight: kept, not processed; dropped once the first is done, promoted
+# to accepted if the first is quarantined (so a bad first copy never swallows a good one)
+STANDBY = "standby"
+STATES = (ACCEPTED, PROCESSING, DONE, QUARANTINED, STANDBY)
 
 _CHUNK = 1 << 20
 _ID_LEN = 24
-_TMP_PREFIX = ".tmp-"
+TMP_PREFIX = _TMP_PREFIX = ".tmp-"  # temp files in the spool folder (removed on recovery)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -46,16 +56,85 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at REAL NOT NULL,
     outputs TEXT,
     reason_code TEXT,
-    reason TEXT
+    reason TEXT,
+    dedupe_key TEXT
 );
 CREATE INDEX IF NOT EXISTS items_state ON items (state, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a journal written by an older version up to this schema (columns added since)."""
+    columns = {r[1] for r in db.execute("PRAGMA table_info(items)")}
+    if "dedupe_key" not in columns:
+        db.execute("ALTER TABLE items ADD COLUMN dedupe_key TEXT")
+    db.execute("CREATE INDEX IF NOT EXISTS items_key ON items (dedupe_key)")
+
+
+def dedupe_key(key: str) -> str:
+    """What the journal stores of a sender's identity for some content (the SOP Instance UID):
+    its SHA-256, never the value itself."""
+    return hashlib.sha256(key.strip(" \x00").encode("ascii", "replace")).hexdigest()
+
+
+def _hashed(key: str | None) -> str | None:
+    return dedupe_key(key) if key and key.strip(" \x00") else None
+
+
 GROUP_DELAY_S = 0.010  # a group commit waits at most this long for more slices ...
 GROUP_MAX = 64  # ... or until this many are queued
-MAX_ATTEMPTS = 3  # claims of one item (crashes mid-processing) before it is quarantined
+# times the service process died while decoding one item in-process (``workers: 0``; see
+# ``Journal.decoding``) before it is quarantined; a claim alone never counts (an external kill
+# of the service is not the slice's fault)
+MAX_ATTEMPTS = 3
+CRASHED_REPEATEDLY = "crashed-repeatedly"  # dicom_io.Reason.CRASHED_REPEATEDLY
+SPOOL_MISSING = "spool_missing"  # dicom_io.Reason.SPOOL_MISSING
+
+# The machine's trouble, not the input's: a full disk or quota, an I/O error, a read-only file
+# system (errno names from POSIX <errno.h>), and SQLite's messages for the same conditions
+# (SQLITE_FULL, SQLITE_IOERR, SQLITE_CANTOPEN: https://www.sqlite.org/rescode.html).
+RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+_SQLITE_RESOURCE = ("database or disk is full", "disk I/O error", "unable to open database file")
+
+
+def resource_trouble(exc: BaseException) -> str | None:
+    """One line naming the machine's trouble when ``exc`` is a full disk, an I/O error or a
+    read-only file system (never a file name or anything read from a file); else None."""
+    if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRNOS:
+        return f"{errno.errorcode[exc.errno]} ({os.strerror(exc.errno)})"
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return next((f"SQLite: {t}" for t in _SQLITE_RESOURCE if t.lower() in text), None)
+    return None
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _resources(fn: _F) -> _F:
+    """A journal method whose resource trouble raises ResourceError (one line, no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapped(self: Journal, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except (OSError, sqlite3.Error) as exc:
+            why = resource_trouble(exc)
+            if why is None:
+                raise
+            msg = f"the journal cannot be written: {why}; it resumes once this clears"
+            raise ResourceError(msg, path=self.root) from None
+
+    return cast(_F, wrapped)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What ``Journal.recover`` did: items requeued, and those it quarantined (id, reason)."""
+
+    requeued: int = 0
+    quarantined: tuple[tuple[str, str], ...] = ()
 
 
 class SpoolError(HxschedError):
@@ -90,7 +169,9 @@ class _Pending:
     size: int
     name: str
     source: str
+    key: str | None = None  # dedupe_key() of the sender's identity (SOP Instance UID)
     duplicate: bool = False
+    standby: bool = False  # a duplicate by key of an item not yet done: kept in reserve
     done: bool = False
     item: Item | None = None
     error: SpoolError | None = None
@@ -140,8 +221,10 @@ class Journal:
         self.spool_dir = self.root / "spool"
         self.quarantine_dir = self.root / "quarantine"
         self.db_path = self.root / "journal.sqlite3"
+        self.marks_dir = self.root / "decoding"  # in-process decoding under way (``decoding``)
+        self.recovered = Recovery()  # set by recover()
         try:
-            for d in (self.root, self.spool_dir, self.quarantine_dir):
+            for d in (self.root, self.spool_dir, self.quarantine_dir, self.marks_dir):
                 d.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
                 self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
@@ -150,7 +233,12 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            _migrate(self._db)
         except (OSError, sqlite3.Error) as exc:
+            why = resource_trouble(exc)
+            if why is not None:
+                msg = f"cannot open the journal: {why}; free space or fix the disk and start again"
+                raise ResourceError(msg, path=self.root) from None
             raise HxschedError(
                 f"cannot open the journal: {exc}; check that the directory is writable",
                 path=self.root,
@@ -180,10 +268,13 @@ class Journal:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # a failed COMMIT (disk full) leaves the transaction open: end it, or every
+                # later BEGIN fails; the original error is the one to report
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
 
     def _spool_path(self, item_id: str, ext: str) -> Path:
         return self.spool_dir / f"{item_id}.{ext}"
@@ -216,6 +307,7 @@ class Journal:
             (counter, by),
         )
 
+    @_resources
     def get(self, item_id: str) -> Item | None:
         """The item with this id, or None."""
         with self._lock:
@@ -257,10 +349,18 @@ class Journal:
             raise
         return tmp, digest.hexdigest()[:_ID_LEN], size
 
-    def accept(self, src: str | os.PathLike[str] | bytes, name: str, source: str) -> Item:
+    def accept(
+        self,
+        src: str | os.PathLike[str] | bytes,
+        name: str,
+        source: str,
+        key: str | None = None,
+    ) -> Item:
         """Spool ``src`` durably and journal it as accepted; only then may the sender be told.
 
-        The same content pushed again returns the existing item with ``duplicate=True``.
+        The same content pushed again, or other content under the same ``key`` (the sender's
+        identity for it: the SOP Instance UID) while the first is not quarantined, returns the
+        first item with ``duplicate=True``; the journal stores only a hash of the key.
         Raises SpoolError when the slice cannot be stored (the sender should get a failure).
         Concurrent callers share one commit (group commit: one fsync for all of them).
         """
@@ -273,7 +373,7 @@ class Journal:
                 self._gc_writing -= 1
                 self._gc.notify_all()
             raise
-        entry = _Pending(tmp, item_id, size, name, source)
+        entry = _Pending(tmp, item_id, size, name, source, _hashed(key))
         with self._gc:
             self._gc_writing -= 1
             self._gc_queue.append(entry)
@@ -285,19 +385,22 @@ class Journal:
         return entry.result()
 
     def accept_many(
-        self, batch: list[tuple[str | os.PathLike[str] | bytes, str, str]]
+        self,
+        batch: list[tuple[str | os.PathLike[str] | bytes, str, str]]
+        | list[tuple[str | os.PathLike[str] | bytes, str, str, str | None]],
     ) -> list[Item | SpoolError]:
-        """``accept`` for several slices (src, name, source) in one commit; per slice its item,
-        or the SpoolError that refused it."""
+        """``accept`` for several slices (src, name, source[, key]) in one commit; per slice its
+        item, or the SpoolError that refused it."""
         entries: list[_Pending] = []
         out: list[Item | SpoolError | None] = []
-        for src, name, source in batch:
+        for src, name, source, *rest in batch:
+            key = _hashed(rest[0] if rest else None)
             try:
                 tmp, item_id, size = self._spooled(src, name)
             except SpoolError as exc:
                 out.append(exc)
                 continue
-            entries.append(_Pending(tmp, item_id, size, name, source))
+            entries.append(_Pending(tmp, item_id, size, name, source, key))
             out.append(None)
         self._commit_group(entries)
         it = iter(entries)
@@ -307,7 +410,7 @@ class Journal:
         try:
             return self._write_temp(src)
         except OSError as exc:
-            msg = f"cannot spool {name!r}: {exc.strerror or exc}; check free space and permissions"
+            msg = f"cannot spool a slice: {exc.strerror or exc}; check free space and permissions"
             raise SpoolError(msg, path=self.spool_dir) from exc
 
     def _lead_group(self) -> None:
@@ -343,7 +446,7 @@ class Journal:
                 with self._tx() as db:
                     db.executemany(
                         "INSERT INTO items (id, name, source, ext, size, state, accepted_at,"
-                        " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        " updated_at, dedupe_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [
                             (
                                 e.item_id,
@@ -351,9 +454,10 @@ class Journal:
                                 e.source,
                                 _ext_of(e.name),
                                 e.size,
-                                ACCEPTED,
+                                STANDBY if e.standby else ACCEPTED,
                                 now,
                                 now,
+                                e.key,
                             )
                             for e in fresh
                         ],
@@ -366,7 +470,7 @@ class Journal:
                     if not e.duplicate:
                         e.tmp.unlink(missing_ok=True)
                         self._spool_path(e.item_id, _ext_of(e.name)).unlink(missing_ok=True)
-                    e.error = SpoolError(f"cannot journal {e.name!r}: {exc}", path=self.root)
+                    e.error = SpoolError(f"cannot journal a slice: {exc}", path=self.root)
             else:
                 rows = {
                     r["id"]: r
@@ -381,7 +485,10 @@ class Journal:
             e.done = True
 
     def _dedupe(self, batch: list[_Pending]) -> list[_Pending]:
-        """Mark the entries already journaled (or twice in the batch) duplicates; the others."""
+        """Mark duplicates the entries whose content is journaled already, or whose key is that
+        of a done item (or either twice in the batch: the first wins); a duplicate then names
+        the first item. An entry whose key is that of an item still waiting or in flight is a
+        standby copy (STANDBY). Return the entries to insert (the new and the standby ones)."""
         ids = [e.item_id for e in batch]
         known = {
             r[0]
@@ -389,18 +496,40 @@ class Journal:
                 f"SELECT id FROM items WHERE id IN ({','.join('?' * len(ids))})", ids
             )
         }
+        keys = list({e.key for e in batch if e.key is not None})
+        first: dict[str, str] = {}  # key -> the item that has it
+        settled: dict[str, bool] = {}  # key -> its item is done
+        if keys:
+            rows = self._db.execute(
+                f"SELECT dedupe_key, id, state FROM items WHERE dedupe_key IN"
+                f" ({','.join('?' * len(keys))}) AND state IN (?, ?, ?) ORDER BY seq",
+                [*keys, ACCEPTED, PROCESSING, DONE],
+            )
+            for key, item_id, state in rows:
+                if state == DONE or key not in first:
+                    first[key] = item_id
+                    settled[key] = state == DONE
         fresh = []
         for e in batch:
-            if e.item_id in known:
-                e.duplicate = True
+            same = e.item_id if e.item_id in known else None
+            if same is None and e.key is not None and settled.get(e.key):
+                same = first[e.key]
+            if same is not None:
+                e.duplicate, e.item_id = True, same
                 e.tmp.unlink(missing_ok=True)
-            else:
-                known.add(e.item_id)
-                fresh.append(e)
+                continue
+            known.add(e.item_id)
+            if e.key is not None and e.key in first:
+                e.duplicate = e.standby = True  # the sender's copy is kept until the first ends
+            elif e.key is not None:
+                first[e.key], settled[e.key] = e.item_id, False
+            fresh.append(e)
         return fresh
 
+    @_resources
     def claim(self, n: int = 1) -> list[Item]:
-        """Move up to ``n`` accepted items (oldest first) to processing and return them."""
+        """Move up to ``n`` accepted items (oldest first) to processing and return them. A claim
+        is no attempt: only a crash while the item was being decoded counts (``decoding``)."""
         if n <= 0:
             return []
         with self._tx() as db:
@@ -409,7 +538,7 @@ class Journal:
             ).fetchall()
             now = time.time()
             db.executemany(
-                "UPDATE items SET state = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                "UPDATE items SET state = ?, updated_at = ? WHERE id = ?",
                 [(PROCESSING, now, r["id"]) for r in rows],
             )
             rows = [
@@ -417,6 +546,50 @@ class Journal:
             ]
         return [self._item(r) for r in rows]
 
+    @_resources
+    def release(self, item_ids: Iterable[str]) -> int:
+        """Move processing items back to accepted, counting no attempt (the machine's trouble,
+        e.g. a full disk, stopped them, not their content); return how many moved."""
+        ids = list(item_ids)
+        if not ids:
+            return 0
+        with self._tx() as db:
+            return db.execute(
+                f"UPDATE items SET state = ?, updated_at = ? WHERE state = ?"
+                f" AND id IN ({','.join('?' * len(ids))})",
+                [ACCEPTED, time.time(), PROCESSING, *ids],
+            ).rowcount
+
+    @_resources
+    def states(self, item_ids: Iterable[str]) -> dict[str, str]:
+        """The state of each of these items that is journaled."""
+        ids, out = list(item_ids), {}
+        with self._lock:
+            for k in range(0, len(ids), 500):
+                part = ids[k : k + 500]
+                q = f"SELECT id, state FROM items WHERE id IN ({','.join('?' * len(part))})"
+                out.update({r[0]: r[1] for r in self._db.execute(q, part)})
+        return out
+
+    @contextlib.contextmanager
+    def decoding(self, item_id: str) -> Iterator[None]:
+        """Marks ``item_id`` as being decoded in this process while the block runs: a marker
+        file (no fsync: it must outlive the process, not the machine). ``recover`` charges an
+        attempt to an item whose marker a crash left behind. Best effort on a full disk."""
+        mark = self.marks_dir / item_id
+        try:
+            os.close(os.open(mark, os.O_CREAT | os.O_WRONLY, 0o644))
+            marked = True
+        except OSError:
+            marked = False
+        try:
+            yield
+        finally:
+            if marked:
+                with contextlib.suppress(OSError):
+                    mark.unlink()
+
+    @_resources
     def complete(self, item_id: str, outputs: dict[str, str] | None = None) -> Item:
         """Mark an item done with its output paths and delete its spooled bytes (idempotent)."""
         with self._tx() as db:
@@ -432,10 +605,53 @@ class Journal:
                     "UPDATE items SET state = ?, outputs = ?, updated_at = ? WHERE id = ?",
                     (DONE, stored, time.time(), item_id),
                 )
+            spares = self._drop_standbys(db, [row["dedupe_key"]])
         item = self._stored(item_id)
         self._spool_path(item_id, item.ext).unlink(missing_ok=True)
+        self._unlink_spooled(spares)
         return item
 
+    def _drop_standbys(self, db: sqlite3.Connection, keys: list[str | None]) -> list[sqlite3.Row]:
+        """Delete the standby copies of these keys (their first copy is done); return their
+        rows, whose spooled files the caller removes after the commit."""
+        wanted = [k for k in keys if k]
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        rows = db.execute(
+            f"SELECT id, ext FROM items WHERE state = ? AND dedupe_key IN ({marks})",
+            [STANDBY, *wanted],
+        ).fetchall()
+        if rows:
+            db.execute(
+                f"DELETE FROM items WHERE state = ? AND dedupe_key IN ({marks})",
+                [STANDBY, *wanted],
+            )
+        return rows
+
+    def _promote_standby(self, db: sqlite3.Connection, key: str | None) -> bool:
+        """The first copy of ``key`` was quarantined: its oldest standby copy is accepted."""
+        if not key:
+            return False
+        row = db.execute(
+            "SELECT id FROM items WHERE state = ? AND dedupe_key = ? ORDER BY seq LIMIT 1",
+            (STANDBY, key),
+        ).fetchone()
+        if row is None:
+            return False
+        db.execute(
+            "UPDATE items SET state = ?, updated_at = ? WHERE id = ?",
+            (ACCEPTED, time.time(), row["id"]),
+        )
+        self._bump(db, "duplicates", -1)  # it was counted a duplicate when it arrived
+        self._bump(db, "standby_promoted")
+        return True
+
+    def _unlink_spooled(self, rows: list[sqlite3.Row]) -> None:
+        for r in rows:
+            self._spool_path(r["id"], r["ext"]).unlink(missing_ok=True)
+
+    @_resources
     def complete_many(self, done: list[tuple[str, dict[str, str]]]) -> None:
         """``complete`` for several items in one commit (group commit), then their spooled
         bytes go. Items already done stay as they were; unknown or quarantined ones raise."""
@@ -446,7 +662,8 @@ class Journal:
             rows = {
                 r["id"]: r
                 for r in db.execute(
-                    f"SELECT id, state, ext FROM items WHERE id IN ({','.join('?' * len(ids))})",
+                    f"SELECT id, state, ext, dedupe_key FROM items"
+                    f" WHERE id IN ({','.join('?' * len(ids))})",
                     ids,
                 )
             }
@@ -464,9 +681,12 @@ class Journal:
                     for i, out in done
                 ],
             )
+            spares = self._drop_standbys(db, [r["dedupe_key"] for r in rows.values()])
         for item_id in ids:
             self._spool_path(item_id, rows[item_id]["ext"]).unlink(missing_ok=True)
+        self._unlink_spooled(spares)
 
+    @_resources
     def quarantine(self, item_id: str, reason_code: str, message: str) -> Item:
         """Move an accepted/processing item to quarantine/ with a reason file (no identifiers)."""
         with self._tx() as db:
@@ -480,6 +700,8 @@ class Journal:
                 " WHERE id = ?",
                 (QUARANTINED, _one_line(reason_code), _one_line(message), time.time(), item_id),
             )
+            if row["state"] != QUARANTINED:
+                self._promote_standby(db, row["dedupe_key"])
         item = self._stored(item_id)
         self._finish_quarantine(item)
         return item
@@ -568,17 +790,19 @@ class Journal:
                     ),
                 )
         except (OSError, sqlite3.Error) as exc:
-            raise SpoolError(f"cannot quarantine {name!r}: {exc}", path=self.root) from exc
+            raise SpoolError(f"cannot quarantine a slice: {exc}", path=self.root) from exc
         return self._stored(item_id)
 
     # -- policy and bookkeeping -------------------------------------------------------------
 
+    @_resources
     def record_drop(self, reason: str) -> None:
         """Count an item dropped by policy (e.g. queue full, stale) under ``reason``."""
         with self._tx() as db:
             self._bump(db, "dropped")
             self._bump(db, f"dropped:{_one_line(reason)}")
 
+    @_resources
     def counts(self) -> dict[str, int]:
         """Items per state plus the duplicates and dropped counters."""
         out = dict.fromkeys(STATES, 0)
@@ -590,6 +814,7 @@ class Journal:
         out["dropped"] = counters.get("dropped", 0)
         return out
 
+    @_resources
     def drops(self) -> dict[str, int]:
         """Dropped items per reason."""
         with self._lock:
@@ -598,6 +823,7 @@ class Journal:
             ).fetchall()
         return {r["name"].split(":", 1)[1]: r["value"] for r in rows}
 
+    @_resources
     def pending(self) -> int:
         """Items accepted but not yet done or quarantined."""
         with self._lock:
@@ -608,9 +834,13 @@ class Journal:
 
     # -- recovery ---------------------------------------------------------------------------
 
+    @_resources
     def recover(self) -> int:
-        """Finish what a crash interrupted; return how many processing items were requeued.
+        """Finish what a crash interrupted; return how many processing items were requeued
+        (``self.recovered`` has that and the items quarantined, with their reasons).
 
+        - an item whose in-process decoding marker a crash left behind is charged an attempt;
+          at MAX_ATTEMPTS it is quarantined ``crashed-repeatedly`` (logged by its id);
         - processing items go back to accepted (outputs must be idempotent: they are redone);
         - spool files without a row are deleted: the row commit is the acknowledgement, so such
           a file was never acknowledged and the sender has had a failure (and will resend);
@@ -618,15 +848,7 @@ class Journal:
         - accepted items whose spool file vanished are quarantined as ``spool_missing``.
         Call it once at start, before any worker claims items.
         """
-        with self._lock:
-            looping = self._db.execute(
-                "SELECT id FROM items WHERE state = ? AND attempts >= ?",
-                (PROCESSING, MAX_ATTEMPTS),
-            ).fetchall()
-        for row in looping:  # it took the service down MAX_ATTEMPTS times: set it aside
-            self.quarantine(
-                row["id"], "crashed-repeatedly", f"processing was interrupted {MAX_ATTEMPTS} times"
-            )
+        quarantined = self._charge_crashes()
         with self._tx() as db:
             requeued = db.execute(
                 "UPDATE items SET state = ?, updated_at = ? WHERE state = ?",
@@ -647,6 +869,28 @@ class Journal:
             rows = self._db.execute("SELECT * FROM items WHERE state = ?", (ACCEPTED,)).fetchall()
         for item in map(self._item, rows):
             if not item.path.exists():
-                self.quarantine(item.id, "spool_missing", "spooled file vanished before processing")
+                self.quarantine(item.id, SPOOL_MISSING, "spooled file vanished before processing")
+                quarantined.append((item.id, SPOOL_MISSING))
         _fsync_dir(self.spool_dir)
+        self.recovered = Recovery(requeued, tuple(quarantined))
         return requeued
+
+    def _charge_crashes(self) -> list[tuple[str, str]]:
+        """An attempt for each item whose decoding marker is left (the process died while
+        decoding it in-process); quarantine those at MAX_ATTEMPTS. Removes every marker."""
+        out: list[tuple[str, str]] = []
+        for mark in list(self.marks_dir.iterdir()):
+            item = self.get(mark.name)
+            if item is not None and item.state == PROCESSING:
+                with self._tx() as db:
+                    db.execute("UPDATE items SET attempts = attempts + 1 WHERE id = ?", (item.id,))
+                if item.attempts + 1 >= MAX_ATTEMPTS:
+                    msg = f"the service died while decoding it {item.attempts + 1} times"
+                    self.quarantine(item.id, CRASHED_REPEATEDLY, msg)
+                    out.append((item.id, CRASHED_REPEATEDLY))
+                    log.error(
+                        "slice quarantined: the service died while decoding it repeatedly",
+                        extra={"fields": {"item": item.id, "reason": CRASHED_REPEATEDLY}},
+                    )
+            mark.unlink(missing_ok=True)
+        return out

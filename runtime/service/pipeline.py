@@ -31,6 +31,7 @@ __all__ = [
     "PipelineModel",
     "Accept",
     "Limits",
+    "PacsSink",
     "Role",
     "Sinks",
     "Source",
@@ -139,6 +140,12 @@ def _ae_title(value: str) -> str | None:
     return None
 
 
+def _ae_titles(values: tuple[str, ...]) -> str | None:
+    if not values:
+        return "expected at least one AE title (leave the setting out to accept any sender)"
+    return next(filter(None, map(_ae_title, values)), None)
+
+
 @dataclass(frozen=True)
 class Source:
     kind: SourceKind
@@ -148,7 +155,9 @@ class Source:
     stable_s: float | None = field(default=None, metadata=meta(ge=0.0, le=3600.0))
     port: int | None = field(default=None, metadata=meta(ge=0, le=65535))
     ae_title: str | None = field(default=None, metadata=meta(check=_ae_title))  # the called AE
-    calling_ae_titles: tuple[str, ...] | None = None  # the senders allowed (None: any)
+    calling_ae_titles: tuple[str, ...] | None = field(  # the senders allowed (None: any)
+        default=None, metadata=meta(check=_ae_titles)
+    )
     max_associations: int | None = field(default=None, metadata=meta(ge=1, le=1024))
     idle_timeout_s: float | None = field(default=None, metadata=meta(gt=0.0, le=3600.0))
     max_pdu: int | None = field(default=None, metadata=meta(ge=4096, le=1 << 24))
@@ -166,6 +175,21 @@ def _kinds_reading(key: str) -> str:
 
 
 @dataclass(frozen=True)
+class PacsSink:
+    """Results sent back by C-STORE (Secondary Capture; findings as a Basic Text SR) from a
+    durable outbound queue: retried with back-off while the destination is down."""
+
+    host: str
+    port: int = field(metadata=meta(ge=1, le=65535))
+    ae_title: str = field(metadata=meta(check=_ae_title))  # the destination's (called) AE
+    calling_ae_title: str = field(default="HXSCHED", metadata=meta(check=_ae_title))
+    findings: bool = True  # the detections as a Basic Text SR, besides the images
+    timeout_s: float = field(default=10.0, metadata=meta(gt=0.0, le=600.0))
+    retry_initial_s: float = field(default=1.0, metadata=meta(gt=0.0, le=3600.0))
+    retry_max_s: float = field(default=60.0, metadata=meta(gt=0.0, le=86400.0))
+
+
+@dataclass(frozen=True)
 class Sinks:
     dicom: bool = True  # synthetic images as DICOM Secondary Capture
     detections: bool = True  # JSON per slice and detector
@@ -173,6 +197,7 @@ class Sinks:
     # previews are for people: at most one per this many seconds (0: every slice); the status
     # page always shows the latest one made
     preview_every_s: float = field(default=1.0, metadata=meta(ge=0.0, le=3600.0))
+    pacs: PacsSink | None = None  # C-STORE the results to a PACS (None: files only)
 
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -197,7 +222,8 @@ class Limits:
     max_pixels: int = field(default=4096 * 4096, metadata=meta(ge=1024))  # x frames x samples
     max_frames: int = field(default=1, metadata=meta(ge=1, le=4096))
     max_inflated_bytes: int = field(default=256 << 20, metadata=meta(ge=1 << 20))
-    # each host worker process's address space (RLIMIT_AS), MiB; 0: unlimited
+    # each host worker process's data segment (RLIMIT_DATA: heap and private mappings), MiB;
+    # 0: unlimited. Measured: ~300 MiB after 512x512 slices, a peak of ~700 MiB at 4096x4096
     worker_memory_mib: int = field(default=3072, metadata=meta(ge=0))
     # a slice whose host work takes longer than this kills its worker: quarantined decode-limit
     decode_timeout_s: float = field(default=20.0, metadata=meta(gt=0.0, le=3600.0))
@@ -365,16 +391,20 @@ def plan_for_pipeline(pipe: Pipeline, work: Path | None = None) -> Plan:
 def _plan_inputs(pipe: Pipeline, files: dict[str, Path]) -> list[Any]:
     from hxsched.scheduler.cost.estimate import estimate_profile
     from hxsched.scheduler.graph.onnx_io import load_model
-    from hxsched.scheduler.graph.structure import structural_hash
+    from hxsched.scheduler.graph.summary import ModelSummary
     from hxsched.scheduler.planning.planner import ModelInput
+    from hxsched.scheduler.profile.bind import bind_profile
     from hxsched.scheduler.profile.store import find_profile
 
     inputs = []
     for m in pipe.models:
         graph = load_model(files[m.name])
-        prof = find_profile(pipe.device, structural_hash(graph))
+        summary = ModelSummary.of(graph)
+        prof = find_profile(pipe.device, summary.structural_hash)
         how = "shipped"
-        if prof is None:
+        if prof is not None:  # a user's export may name its nodes otherwise, or fold its BNs
+            prof = bind_profile(summary, prof, prof.path or "")
+        else:
             _progress("no shipped profile: estimating one", model=m.name, device=pipe.device)
             prof = estimate_profile(graph, pipe.device, model_name=m.name)
             how = "estimated on the fly"

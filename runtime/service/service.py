@@ -4,7 +4,6 @@ has the roles write the outputs; bad slices are quarantined with their reason; H
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -20,42 +19,28 @@ from hxsched._compat import require
 from hxsched.errors import HxschedError
 from hxsched.runtime.service.dicom_io import Reason
 from hxsched.runtime.service.inbox import FolderSource
-from hxsched.runtime.service.intake import Gate, Intake
+from hxsched.runtime.service.intake import Gate, Intake, resource_trouble
 from hxsched.runtime.service.journal import GROUP_DELAY_S, GROUP_MAX, Item, Journal
+from hxsched.runtime.service.logsafe import JsonLogFormatter, setup_logging  # noqa: F401
 from hxsched.runtime.service.metrics import Registry
-from hxsched.runtime.service.pipeline import Backend, Pipeline, SourceKind
+from hxsched.runtime.service.pipeline import Backend, Pipeline, Source, SourceKind
 from hxsched.runtime.service.roles import role_handler
-from hxsched.runtime.service.scp import ScpSource
+from hxsched.runtime.service.scp import ScpSettings, ScpSource
 from hxsched.runtime.service.sources import PhantomSource
-from hxsched.runtime.service.workers import Finished, HostConfig, Hosts, Instance, Prepared
+from hxsched.runtime.service.workers import (
+    Finished,
+    HostConfig,
+    Hosts,
+    Instance,
+    Prepared,
+    remove_partial_outputs,
+)
 
 if TYPE_CHECKING:
     from hxsched.runtime.executor import Executor
     from hxsched.runtime.service.http import StatusServer
 
 log = logging.getLogger("hxsched.service")
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line; callers pass only ids, counts and reasons (never patient data)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "msg": record.getMessage(),
-        }
-        out.update(getattr(record, "fields", {}))
-        return json.dumps(out)
-
-
-def setup_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger("hxsched")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
 
 
 def _event(msg: str, **fields: Any) -> None:
@@ -136,6 +121,12 @@ class Service:
         self._last_preview = -1e9
         self.host_cpu: dict[str, float] = {}  # stage -> CPU seconds, all workers
         self.host_slices = 0
+        self.gate: Gate | None = None
+        self.held_reason = ""  # resource trouble: sources hold, nothing is claimed (``_hold``)
+        self._hold_lock = threading.Lock()
+        self._probe: threading.Thread | None = None
+        self._probe_s = PROBE_S
+        self._resumed_at = -1e9
 
     # -- metrics --------------------------------------------------------------------------
     def _metrics(self) -> None:
@@ -159,8 +150,19 @@ class Service:
         self.m_cpu = r.counter(
             "hxsched_host_cpu_seconds_total", "host path CPU time per stage", ("stage",)
         )
+        self.m_skip = r.counter(
+            "hxsched_inbox_skipped_total",
+            "inbox entries skipped (symlinks, not regular files, unreadable, refused)",
+            ("why",),
+        )
+        self.m_holds = r.counter(
+            "hxsched_holds_total", "times the service held for resource trouble (disk full)"
+        )
+        self.m_held = r.gauge("hxsched_held", "1 while held for resource trouble, else 0")
+        self.m_held.set_function(lambda: 1.0 if self.held_reason else 0.0)
 
-    def _accepted(self, what: Intake) -> None:
+    def _accepted(self, what: Intake, reason: str | None = None) -> None:
+        """A source's outcome; ``reason``: the quarantine reason code (None: oversize)."""
         if what != Intake.ACCEPTED:
             self._intake_other += 1  # finished at intake: a duplicate, or quarantined unread
         if what == Intake.ACCEPTED:
@@ -168,7 +170,7 @@ class Service:
         elif what == Intake.DUPLICATE:
             self.m_dup.inc()
         elif what == Intake.QUARANTINED:
-            self.m_quar.labels(reason=Reason.OVERSIZE.value).inc()
+            self.m_quar.labels(reason=str(reason or Reason.OVERSIZE.value)).inc()
 
     # -- start ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -182,15 +184,19 @@ class Service:
                 f"cannot use the output folder: {exc.strerror}", path=self.out
             ) from None
         self.journal = Journal(self.out / "journal")
-        requeued = self.journal.recover()
-        if requeued:
-            _event("recovered in-flight slices after a restart", requeued=requeued)
+        self._recovered(self.journal)
+        if removed := remove_partial_outputs(self.out, self.journal):  # interrupted attempts'
+            _event("removed partial outputs and temp files after a restart", files=removed)
         self.m_queue.labels(queue="journal").set_function(self.journal.pending)
         if self.opts.http_port is not None:
             self._start_http(self.opts.http_port)
         self._start_executor()
         self._start_hosts()
-        self._start_sources(self.journal, Gate(self.journal, self.pipe.queue, self.stop_event))
+        self.gate = Gate(self.journal, self.pipe.queue, self.stop_event, on_trouble=self._hold)
+        trouble = self._probe_once()
+        if trouble is not None:  # a start on a full disk: held from the outset, resumes by itself
+            self._hold(trouble)
+        self._start_sources(self.journal, self.gate)
         self._worker = threading.Thread(target=self._work_loop, name="hxsched-worker", daemon=True)
         self._worker.start()
         self.ready_reason = ""
@@ -203,6 +209,18 @@ class Service:
             scp_port=self.scp_port,
             http_port=self.http.port if self.http else None,
         )
+
+    def _recovered(self, journal: Journal) -> None:
+        """Recover what a crash interrupted; the items it quarantined (``crashed-repeatedly``,
+        ``spool_missing``) are counted by reason and logged."""
+        requeued = journal.recover()
+        quarantined: dict[str, int] = {}
+        for item_id, reason in journal.recovered.quarantined:
+            self.m_quar.labels(reason=reason).inc()
+            quarantined[reason] = quarantined.get(reason, 0) + 1
+            _event("slice quarantined at recovery", item=item_id, reason=reason)
+        if requeued or quarantined:
+            _event("recovered after a restart", requeued=requeued, quarantined=quarantined)
 
     def _start_executor(self) -> None:
         from hxsched.runtime.build import plan_instance_specs
@@ -243,7 +261,8 @@ class Service:
         cfg = HostConfig(self.pipe, self.out, self.backend_name.value, tuple(insts), replay)
         self.workers = w = _workers(self.opts.workers, self.pipe.workers)
         slots = self.executor.inflight + 2 * max(1, w) + 2
-        self.hosts = Hosts(cfg, w, slots, self._prepared.put, self._done_q.put, self._lost)
+        guard = self.journal.decoding if self.journal is not None and w == 0 else None
+        self.hosts = Hosts(cfg, w, slots, self._prepared.put, self._done_q.put, self._lost, guard)
         self._committer = threading.Thread(
             target=self._commit_loop, name="hxsched-commit", daemon=True
         )
@@ -253,11 +272,12 @@ class Service:
         for src in self.pipe.sources:
             if src.kind == SourceKind.FOLDER:
                 folder = self.opts.input_dir or Path(src.path or "inbox")
-                self.sources.append(self._folder(folder, journal, gate))
+                assert src.stable_s is not None  # Source's default
+                self.sources.append(self._folder(folder, journal, gate, src.stable_s))
             elif src.kind == SourceKind.SCP:
                 assert src.port is not None and src.ae_title is not None  # Source's defaults
                 port = self.opts.scp_port if self.opts.scp_port is not None else src.port
-                self.sources.append(self._scp(port, src.ae_title, journal, gate))
+                self.sources.append(self._scp(port, src, journal, gate))
             elif src.kind == SourceKind.PHANTOM:
                 assert src.count is not None and src.interval_ms is not None
                 self.sources.append(self._phantom(src.count, src.interval_ms, journal, gate))
@@ -269,19 +289,29 @@ class Service:
             s.start()
         self.scp_port = next((s.port for s in self.sources if isinstance(s, ScpSource)), None)
 
-    def _folder(self, folder: Path, journal: Journal, gate: Gate) -> FolderSource:
+    def _folder(
+        self, folder: Path, journal: Journal, gate: Gate, stable_s: float = 1.0
+    ) -> FolderSource:
         return FolderSource(
-            folder, journal, gate, max_bytes=self.pipe.max_bytes, on_accept=self._accepted
+            folder,
+            journal,
+            gate,
+            max_bytes=self.pipe.max_bytes,
+            on_accept=self._accepted,
+            stable_s=stable_s,
+            on_skip=lambda why: self.m_skip.labels(why=why).inc(),
         )
 
-    def _scp(self, port: int, ae_title: str, journal: Journal, gate: Gate) -> ScpSource:
+    def _scp(self, port: int, src: Source, journal: Journal, gate: Gate) -> ScpSource:
+        assert src.ae_title is not None  # Source's default
         return ScpSource(
             journal,
             gate,
             host=self.opts.host,
             port=port,
-            ae_title=ae_title,
+            ae_title=src.ae_title,
             on_accept=self._accepted,
+            settings=ScpSettings.of(src, self.pipe),
         )
 
     def _phantom(
@@ -350,9 +380,15 @@ class Service:
         n = self.hosts.free.qsize()
         if self.opts.stop_after is not None:
             n = min(n, self.opts.stop_after - self._claimed - self._intake_other)
-        if n <= 0:
+        if n <= 0 or self.held_reason:  # held: nothing is claimed until the trouble clears
             return
-        for item in self.journal.claim(n):
+        try:
+            claimed = self.journal.claim(n)
+        except Exception as exc:
+            if not self._trouble(exc):
+                raise
+            return
+        for item in claimed:
             self._claimed += 1
             work = _Work(item, self.hosts.free.get_nowait(), item.accepted_at, time.monotonic())
             self._works[item.id] = work
@@ -371,11 +407,12 @@ class Service:
         self._finished += 1
         _event("slice quarantined", item=item.id, reason=code)
 
-    def _lost(self, item_id: str, slot: int, message: str) -> None:
-        """A host worker died on this slice: only it is charged."""
+    def _lost(self, item_id: str, slot: int, reason: Reason, message: str) -> None:
+        """A host worker died on this slice (decode-limit: killed by its memory or time limit):
+        only it is charged."""
         work = self._works.get(item_id)
         if work is not None:
-            self._quarantine(work.item, Reason.PROCESSING_ERROR, message)
+            self._quarantine(work.item, reason, message)
             self._release(work)
 
     def _work_loop(self) -> None:
@@ -432,16 +469,86 @@ class Service:
     def _commit_loop(self) -> None:
         while True:
             batch = self._next_batch()
-            if batch is None:
+            if batch is None or not self._commit_held(batch):
                 return
+
+    def _commit_held(self, batch: list[Finished]) -> bool:
+        """Commit a batch; on resource trouble hold and retry it once the trouble clears.
+        False: the service stops (an error, or stopping while held: a restart redoes it)."""
+        while True:
             try:
                 self._commit(batch)
+                return True
             except Exception as exc:  # noqa: BLE001 - the journal is the source of truth: stop
+                if self._trouble(exc) and self._until_resumed():
+                    continue
+                if self.stop_event.is_set() and self.held_reason:
+                    return False
                 self.error = f"journal cannot record finished slices: {exc}"
                 self.ready_reason = f"pipeline failed: {self.error}"
                 log.error("pipeline failed", extra={"fields": {"error": self.error}})
                 self.stop_event.set()
+                return False
+
+    # -- hold and resume on resource trouble (disk full, I/O errors) ----------------------------
+    def _trouble(self, exc: BaseException) -> bool:
+        """If ``exc`` is resource trouble, hold (True); else False."""
+        why = resource_trouble(exc)
+        if why is not None:
+            self._hold(why)
+        return why is not None
+
+    def _hold(self, reason: str) -> None:
+        """Resource trouble (not bad input): readiness false with the reason, sources held
+        back (the gate admits nothing), nothing claimed; a probe resumes once it clears."""
+        with self._hold_lock:
+            if self.gate is not None:
+                self.gate.held_reason = reason
+            first = not self.held_reason
+            self.held_reason = reason
+            if not first:
                 return
+            self.m_holds.inc()
+            if time.monotonic() - self._resumed_at < 10 * self._probe_s:  # back again soon
+                self._probe_s = min(PROBE_MAX_S, self._probe_s * 2)
+            else:
+                self._probe_s = PROBE_S
+            log.warning("held: resource trouble", extra={"fields": {"reason": reason}})
+            # one probe per hold: it ends (under this lock) only by resuming
+            self._probe = threading.Thread(target=self._probe_loop, name="hxsched-probe")
+            self._probe.daemon = True
+            self._probe.start()
+
+    def _probe_loop(self) -> None:
+        while not self.stop_event.wait(self._probe_s):
+            why = self._probe_once()
+            if why is None:
+                with self._hold_lock:
+                    self.held_reason = ""
+                    self._resumed_at = time.monotonic()
+                    if self.gate is not None:
+                        self.gate.resume()
+                log.warning("resumed: the resource trouble cleared")
+                return
+
+    def _probe_once(self) -> str | None:
+        """None when the output and journal folders have room and take a small synced write;
+        else what is wrong."""
+        folders = {self.out}
+        if self.journal is not None:
+            folders.add(self.journal.spool_dir)
+        for folder in sorted(folders):
+            why = probe_folder(folder)
+            if why is not None:
+                return why
+        return None
+
+    def _until_resumed(self) -> bool:
+        """Wait while held; False when the service stops first."""
+        while self.held_reason:
+            if self.stop_event.wait(0.05):
+                return False
+        return True
 
     def _next_batch(self) -> list[Finished] | None:
         """The finished slices of one commit: the first, and whatever follows within
@@ -466,7 +573,8 @@ class Service:
         from hxsched.runtime.service.workers import sync_dirs
 
         assert self.journal is not None
-        ok = [f for f in batch if f.error is None and f.item_id in self._works]
+        ok = [f for f in batch if f.error is None and f.resource is None]
+        ok = [f for f in ok if f.item_id in self._works]
         sync_dirs([p for f in ok for p in f.files.values()])  # the renames, once per folder
         self.journal.complete_many([(f.item_id, f.files) for f in ok])
         for f in batch:
@@ -474,7 +582,11 @@ class Service:
             work = self._works.get(f.item_id)
             if work is None:
                 continue
-            if f.error is not None:
+            if f.resource is not None:  # the machine's trouble: accepted again, held
+                self.journal.release([f.item_id])
+                self._claimed -= 1  # it will be claimed again (``stop_after`` counts it once)
+                self._hold(f.resource)
+            elif f.error is not None:
                 self._quarantine(work.item, Reason(f.error[0]), f.error[1])
             else:
                 self.m_stage.labels(stage="write").observe(time.monotonic() - work.t_out)
@@ -524,6 +636,8 @@ class Service:
     def ready(self) -> tuple[bool, str]:
         if self.ready_reason:
             return False, self.ready_reason
+        if self.held_reason:
+            return False, f"held: {self.held_reason}; resumes by itself once it clears"
         ex = self.executor
         if ex is not None and any(d is not None and d.alarm for d in list(ex.detectors.values())):
             return False, "fallback/drift alarm active"
@@ -600,8 +714,34 @@ class Service:
             _event("signal received: draining", signal=signal.Signals(signum).name)
             self.stop_event.set()
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        # SIGHUP (a closed terminal, a supervisor's "reload") and SIGUSR1 drain too: no reload
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, handler)
+
+
+PROBE_S = 1.0  # while held, how often the trouble is probed (doubling to PROBE_MAX_S when
+PROBE_MAX_S = 16.0  # it comes back right after a resume)
+RESERVE_BYTES = 8 << 20  # free space a folder needs before the service resumes
+
+
+def probe_folder(folder: Path) -> str | None:
+    """None when ``folder`` has RESERVE_BYTES free and takes a small write, fsync and unlink;
+    else what is wrong (one line, no file names)."""
+    try:
+        st = os.statvfs(folder)
+        if st.f_bavail * st.f_frsize < RESERVE_BYTES:
+            return "no space left on the device (under the reserve)"
+        path = folder / f".hxsched-probe-{os.getpid()}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"\0" * 512)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(path)
+    except OSError as exc:
+        return resource_trouble(exc) or f"{type(exc).__name__}: {exc.strerror}"
+    return None
 
 
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from hxsched.runtime.service.inbox import FolderSource
 from hxsched.runtime.service.intake import Gate, Intake, intake_of
-from hxsched.runtime.service.journal import Journal
+from hxsched.runtime.service.journal import Item, Journal
 from hxsched.runtime.service.pipeline import SourceKind
 from hxsched.runtime.service.scp import ScpSource
 
@@ -39,12 +39,23 @@ class PhantomSource(threading.Thread):
 
         try:
             for k in range(self.first, self.first + self.count):
-                if not self.gate.wait():
-                    return
                 data = encode_ct_dicom(synthetic_phantom(k))
-                item = self.journal.accept(data, f"phantom_{k:06d}.dcm", SourceKind.PHANTOM)
+                item = None
+                while item is None:  # resource trouble holds the gate: retried once it clears
+                    with self.gate.admit() as ok:  # a reservation: the queue bound holds
+                        if not ok:
+                            return
+                        item = self._accept(data, f"phantom_{k:06d}.dcm")
                 self.on_accept(intake_of(item))
                 if self.interval_ms:
                     self.gate.stop.wait(self.interval_ms / 1000.0)
         finally:
             self.done.set()
+
+    def _accept(self, data: bytes, name: str) -> Item | None:
+        try:
+            return self.journal.accept(data, name, SourceKind.PHANTOM)
+        except Exception as exc:
+            if self.gate.trouble(exc):
+                return None
+            raise

@@ -4,15 +4,18 @@ shared memory, then decode the models' outputs and write the slice's files, besi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import multiprocessing as mp
 import os
 import queue
+import runpy
+import signal
 import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing import shared_memory
 from pathlib import Path
@@ -22,6 +25,7 @@ import numpy as np
 
 from hxsched.runtime.service.dicom_io import BadInput, Reason, ScTemplates, Slice, read_slice
 from hxsched.runtime.service.imaging import preview_png, window_hu
+from hxsched.runtime.service.journal import DONE, Journal, resource_trouble
 from hxsched.runtime.service.pipeline import Pipeline, PipelineModel
 from hxsched.runtime.service.roles import RoleResult, SliceContext, role_handler
 
@@ -68,6 +72,9 @@ class Finished:
     png: bytes | None = None
     error: tuple[str, str] | None = None
     cpu: dict[str, float] = field(default_factory=dict)
+    # the machine's trouble writing the outputs (disk full, I/O error): not the slice's fault;
+    # it goes back to accepted (``Journal.release``) and is redone once the trouble clears
+    resource: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,12 @@ class Job:
     path: str = ""
     outputs: dict[str, np.ndarray] | None = None  # ort/trt: each instance's first output
     preview: bool = False
+    seq: int = 0  # unique per job sent to a worker: what it is on (``Hosts.busy``)
+
+    def again(self, seq: int) -> Job:
+        """This job for a replacement worker: a finish becomes a redo (prepare + finish)."""
+        op = "redo" if self.op == "finish" else self.op
+        return Job(op, self.item_id, self.slot, self.path, self.outputs, self.preview, seq)
 
 
 # -- slots: per slice in flight, every instance's input array -----------------------------------
@@ -96,6 +109,12 @@ def slot_views(buf: Any, instances: tuple[Instance, ...], slot: int) -> dict[str
 
 
 # -- the work on one slice (in a worker process, or in-process with no workers) ----------------
+_MEMORY = (
+    Reason.DECODE_LIMIT.value,
+    "the slice needed more memory than a host worker may use (limits.worker_memory_mib)",
+)
+
+
 @dataclass
 class _Held:
     slice: Slice
@@ -129,7 +148,10 @@ class SliceHost:
         cpu: dict[str, float] = {}
         try:
             with _Clock(cpu, "read"):
-                sl = read_slice(job.path, max_bytes=self.cfg.pipe.max_bytes)
+                pipe = self.cfg.pipe
+                sl = read_slice(
+                    job.path, max_bytes=pipe.max_bytes, limits=pipe.limits, accept=pipe.accept
+                )
             views = slot_views(self.buf, self.cfg.instances, job.slot)
             ct01, infos = None, {}
             for inst in self.cfg.instances:
@@ -142,8 +164,10 @@ class SliceHost:
                     infos[inst.name] = role_handler(m.role).prepare_into(win, m, views[inst.name])
         except BadInput as exc:
             return Prepared(job.item_id, job.slot, (exc.reason.value, exc.message), cpu)
+        except MemoryError:
+            return Prepared(job.item_id, job.slot, _MEMORY, cpu)
         except Exception as exc:  # noqa: BLE001 - one bad slice never stops the service
-            msg = f"{type(exc).__name__}: {exc}"
+            msg = withheld(exc, "preparing the slice")
             return Prepared(job.item_id, job.slot, (Reason.PROCESSING_ERROR.value, msg), cpu)
         assert ct01 is not None  # a plan has at least one instance
         self.held[job.item_id] = _Held(sl, ct01, infos)
@@ -165,10 +189,20 @@ class SliceHost:
         except Exception as exc:  # noqa: BLE001 - a slice that cannot be written is quarantined
             for p in files.values():  # no partial outputs for a PACS watcher to pick up
                 Path(p).unlink(missing_ok=True)
-            msg = f"{type(exc).__name__}: {exc}"
-            return Finished(job.item_id, job.slot, error=(Reason.OUTPUT_ERROR.value, msg), cpu=cpu)
+            return self._failed(job, exc, cpu)
         findings = sum(len(r.detections) for r in done)
         return Finished(job.item_id, job.slot, files, findings, png, None, cpu)
+
+    def _failed(self, job: Job, exc: Exception, cpu: dict[str, float]) -> Finished:
+        """Out of memory: decode-limit; disk full or I/O error: resource trouble (the slice
+        is redone later); anything else: quarantined output-error."""
+        if isinstance(exc, MemoryError):
+            return Finished(job.item_id, job.slot, error=_MEMORY, cpu=cpu)
+        why = resource_trouble(exc)
+        if why is not None:
+            return Finished(job.item_id, job.slot, cpu=cpu, resource=f"cannot write outputs: {why}")
+        msg = withheld(exc, "writing the outputs")
+        return Finished(job.item_id, job.slot, error=(Reason.OUTPUT_ERROR.value, msg), cpu=cpu)
 
     def _roles(self, job: Job, held: _Held, files: dict, cpu: dict) -> list[RoleResult]:
         views = slot_views(self.buf, self.cfg.instances, job.slot)
@@ -225,6 +259,16 @@ class SliceHost:
         return path
 
 
+def withheld(exc: BaseException, doing: str) -> str:
+    """A reason for an unexpected error that quotes nothing from the file: the exception's type
+    and where it was raised (a library's message may contain DICOM values)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f" at {Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb else ""
+    return f"{type(exc).__name__}{where} while {doing} (its message is withheld: it may quote the file)"
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -275,13 +319,19 @@ def _preview(ct01: np.ndarray, done: list[RoleResult]) -> bytes:
     return preview_png(ct01, image, [d for r in done for d in r.detections])
 
 
-def _child(cfg: HostConfig, conn: Any) -> None:
-    """A worker process: jobs in, results out, in order, until the pipe closes."""
+def _child(cfg: HostConfig, conn: Any, index: int = 0) -> None:
+    """A worker process: jobs in, results out, in order, until the pipe closes. It notes the
+    job it is on in ``busy`` (shared memory, no message): what its parent charges if it dies."""
+    from hxsched.runtime.service.logsafe import setup_worker_logging
     from hxsched.runtime.service.service import _fix_mmap_threshold
 
+    setup_worker_logging()  # the service's JSON lines (logsafe), at its level
     _fix_mmap_threshold()
+    _run_test_hook()
+    limit_memory(cfg.pipe.limits.worker_memory_mib)
     shm = shared_memory.SharedMemory(name=cfg.shm_name)  # spawned: the parent's tracker
     host = SliceHost(cfg, shm.buf)
+    busy = busy_view(shm.buf, cfg.instances, cfg.slots, index + 1)[index:]
     conn.send("ready")
     try:
         while True:
@@ -291,24 +341,124 @@ def _child(cfg: HostConfig, conn: Any) -> None:
                 return
             if job is None:
                 return
+            busy[0] = job.seq
             got = host.run(job)
             if got is not None:
                 conn.send(got)
+            busy[0] = 0
     finally:
+        del busy
         host.buf = None
         shm.close()
 
 
+def limit_memory(mib: int) -> None:
+    """Cap this process's data segment (RLIMIT_DATA: heap and private writable mappings, see
+    getrlimit(2)) at ``mib`` MiB (0: no cap), so a decompression bomb raises MemoryError or kills
+    this worker, not the service. Not RLIMIT_AS: that counts the slot pool's shared memory, every
+    thread's stack and glibc's reserved malloc arenas, which grow with the core count."""
+    if mib <= 0:
+        return
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    want = mib << 20
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (want, hard))
+
+
+TEST_HOOK_ENV = "HXSCHED_WORKER_TEST_HOOK"  # tests only: "FILE.py:function", run at start
+
+
+def _run_test_hook() -> None:
+    hook = os.environ.get(TEST_HOOK_ENV)
+    if hook:
+        file, _, name = hook.rpartition(":")
+        runpy.run_path(file)[name]()
+
+
+def busy_view(buf: Any, instances: tuple[Instance, ...], slots: int, workers: int) -> np.ndarray:
+    """One int64 per worker after the slots: the ``seq`` of the job it is on (0: idle)."""
+    off = -(-slot_bytes(instances) * slots // 8) * 8
+    return np.ndarray((workers,), np.int64, buffer=buf, offset=off)
+
+
+def busy_bytes(instances: tuple[Instance, ...], slots: int, workers: int) -> int:
+    return -(-slot_bytes(instances) * slots // 8) * 8 + 8 * workers
+
+
+# -- outputs of an interrupted attempt ---------------------------------------------------------
+# The roles name every output after the item id (roles/detect.py, roles/synth.py, previews):
+# FOLDER/ID.png, FOLDER/ID.INSTANCE.json, FOLDER/INSTANCE/ID.dcm; temp files are ".NAME.*.tmp".
+OUTPUT_DIRS = ("dicom", "detections", "previews")
+
+
+def _output_files(out: Path) -> Iterator[Path]:
+    """Every file in the output folders (and their subfolders, one level down)."""
+    for name in OUTPUT_DIRS:
+        top = out / name
+        if not top.is_dir():
+            continue
+        for entry in top.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                yield from (p for p in entry.iterdir() if not p.is_dir())
+            else:
+                yield entry
+
+
+def _item_of(path: Path) -> str:
+    """The item id an output (or its temp file) is named after."""
+    return path.name.lstrip(".").split(".", 1)[0]
+
+
+def remove_outputs(out: Path, item_id: str) -> int:
+    """Delete one item's outputs and temp files (a charged slice leaves nothing behind)."""
+    gone = 0
+    for path in _output_files(out):
+        if _item_of(path) == item_id:
+            path.unlink(missing_ok=True)
+            gone += 1
+    return gone
+
+
+def remove_partial_outputs(out: Path, journal: Journal) -> int:
+    """At start, after ``journal.recover()``: delete every output temp file, and the outputs of
+    items not done (an interrupted attempt's; a redo writes them again exactly once). One scan
+    of the output folders; files named after no journaled item are left alone."""
+    keep: dict[str, list[Path]] = {}
+    gone = 0
+    for path in _output_files(out):
+        if path.name.startswith(".") and path.name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+            gone += 1
+        else:
+            keep.setdefault(_item_of(path), []).append(path)
+    for item_id, state in journal.states(keep).items():
+        if state != DONE:
+            for path in keep[item_id]:
+                path.unlink(missing_ok=True)
+                gone += 1
+    return gone
+
+
 # -- the pool the service talks to -------------------------------------------------------------
 OnResult = Callable[[Any], None]
+OnLost = Callable[[str, int, Reason, str], None]  # item, slot, reason, message
+Guard = Callable[[str], contextlib.AbstractContextManager[None]]
 MAX_DEATHS_PER_MIN = 5  # more host worker deaths than this in a minute: stop, do not respawn
+DIED = "host worker process died"  # the start of every charged slice's message
 
 
 class Hosts:
     """``workers`` processes (0: in this process) doing each slice's host work. Slot k of the
     shared memory is the hand-over of one slice in flight; a slice stays with the worker that
-    prepared it. A worker that dies is replaced; only the slice it was working on is charged
-    (``on_lost``), the others it held are prepared again on its replacement."""
+    prepared it. A worker that dies is replaced; only the job it was running when it died is
+    charged (``on_lost``; nothing when it was idle), the others it held are redone on its
+    replacement. A job running past ``limits.decode_timeout_s`` has its worker killed.
+
+    ``guard`` (in-process only, e.g. ``Journal.decoding``) wraps each decode: a crash of the
+    service while it runs is charged to that slice on restart."""
 
     def __init__(
         self,
@@ -317,21 +467,25 @@ class Hosts:
         slots: int,
         on_prepared: OnResult,
         on_finished: OnResult,
-        on_lost: Callable[[str, int, str], None],
+        on_lost: OnLost,
+        guard: Guard | None = None,
     ) -> None:
         self.workers, self.slots = workers, slots
         self.on_prepared, self.on_finished, self.on_lost = on_prepared, on_finished, on_lost
+        self.guard = guard
         self.free: queue.Queue[int] = queue.Queue()
         for k in range(slots):
             self.free.put(k)
-        size = max(1, slot_bytes(cfg.instances) * slots)
         self._shm: shared_memory.SharedMemory | None = None
         if workers:
+            size = busy_bytes(cfg.instances, slots, workers)
             self._shm = shared_memory.SharedMemory(create=True, size=size)
             self.buf: Any = self._shm.buf
             cfg = HostConfig(**{**cfg.__dict__, "shm_name": self._shm.name, "slots": slots})
+            self.busy = busy_view(self.buf, cfg.instances, slots, workers)
+            self.busy[:] = 0
         else:
-            self._local = np.zeros(size, np.uint8)
+            self._local = np.zeros(max(1, slot_bytes(cfg.instances) * slots), np.uint8)
             self.buf = self._local
             self._inline = SliceHost(cfg, self.buf)
         self.cfg = cfg
@@ -340,18 +494,23 @@ class Hosts:
         self.failed: str | None = None  # set when workers keep dying: the service stops
         self._deaths: list[float] = []
         self._owner: dict[str, tuple[int, int]] = {}  # item -> (worker, its generation)
+        self._seq = itertools.count(1)
         self._procs: list[_Proc] = []
         self._ctx = mp.get_context("spawn")  # no fork of a threaded parent (pynetdicom, HTTP)
         for w in range(workers):
             self._procs.append(self._spawn(w, 0))
         for p in self._procs:  # started (imports done, shared memory attached)
             p.ready.wait(120.0)
+        if workers:
+            self._watchdog = threading.Thread(target=self._watch, name="hxsched-host-watchdog")
+            self._watchdog.daemon = True
+            self._watchdog.start()
 
     # -- life ------------------------------------------------------------------------------
     def _spawn(self, w: int, gen: int) -> _Proc:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(
-            target=_child, args=(self.cfg, child), name=f"hxsched-host-{w}", daemon=True
+            target=_child, args=(self.cfg, child, w), name=f"hxsched-host-{w}", daemon=True
         )
         proc.start()
         child.close()
@@ -364,6 +523,8 @@ class Hosts:
     def close(self) -> None:
         with self._lock:
             self._closing = True
+        if self.workers:
+            self._watchdog.join(timeout=2.0)  # it reads ``busy``, which goes below
         for p in self._procs:
             with contextlib.suppress(OSError):
                 p.conn.send(None)
@@ -375,6 +536,7 @@ class Hosts:
         self._procs = []
         if self._shm is not None:
             self.buf = None
+            del self.busy
             try:
                 self._shm.close()
                 self._shm.unlink()
@@ -384,6 +546,22 @@ class Hosts:
 
     def pids(self) -> list[int]:
         return [p.proc.pid for p in self._procs if p.proc.pid is not None]
+
+    def _watch(self) -> None:
+        """Kill a worker whose current job runs past ``limits.decode_timeout_s``."""
+        limit = self.cfg.pipe.limits.decode_timeout_s
+        tick = min(0.25, limit / 4)
+        while not self._closing:
+            time.sleep(tick)
+            now = time.monotonic()
+            for p in list(self._procs):
+                seq = int(self.busy[p.index])
+                if seq != p.watch_seq:
+                    p.watch_seq, p.watch_t = seq, now
+                elif seq and now - p.watch_t > limit and not p.killed_for:
+                    p.killed_for = seq
+                    with contextlib.suppress(OSError):
+                        os.kill(p.proc.pid, signal.SIGKILL)
 
     # -- work -------------------------------------------------------------------------------
     def inputs(self, slot: int) -> dict[str, dict[str, np.ndarray]]:
@@ -404,9 +582,7 @@ class Hosts:
 
     def _send(self, job: Job, new: bool = False) -> None:
         if not self.workers:
-            got = self._inline.run(job)
-            if got is not None:
-                (self.on_prepared if isinstance(got, Prepared) else self.on_finished)(got)
+            self._run_inline(job)
             return
         with self._lock:
             if new:
@@ -414,13 +590,21 @@ class Hosts:
                 self._owner[job.item_id] = (w, self._procs[w].gen)
             w, gen = self._owner[job.item_id]
             p = self._procs[w]
-            if job.op == "finish" and gen != p.gen:  # its worker died since: prepare it again
-                job = Job("redo", job.item_id, job.slot, job.path, job.outputs, job.preview)
-                self._owner[job.item_id] = (w, p.gen)
+            job = job.again(next(self._seq)) if gen != p.gen else _numbered(job, self._seq)
+            self._owner[job.item_id] = (w, p.gen)  # its worker died since: prepared again
             if job.op != "drop":  # no answer comes back for a drop
                 p.sent.append(job)
             with contextlib.suppress(OSError):  # a dead worker: its reader resends what was sent
                 p.conn.send(job)
+
+    def _run_inline(self, job: Job) -> None:
+        if self.guard is not None and job.op in ("prepare", "redo"):
+            with self.guard(job.item_id):
+                got = self._inline.run(job)
+        else:
+            got = self._inline.run(job)
+        if got is not None:
+            (self.on_prepared if isinstance(got, Prepared) else self.on_finished)(got)
 
     def _read(self, p: _Proc) -> None:
         while True:
@@ -441,35 +625,64 @@ class Hosts:
             self._replace(p)
 
     def _replace(self, p: _Proc) -> None:
-        """A worker died: charge the slice it was on, restart it, resend the rest."""
+        """A worker died: charge the job it was running (none if idle), restart it, resend the
+        rest. Every answer it sent has been read (the pipe is drained before EOF), so the jobs
+        still in ``sent`` are the unanswered ones."""
         p.proc.join(timeout=1.0)
         code = p.proc.exitcode
-        now = time.monotonic()
-        self._deaths = [t for t in self._deaths if now - t < 60.0] + [now]
         with self._lock:
             if self._closing or self._procs[p.index] is not p:
                 return
             pending = list(p.sent)
+            seq, self.busy[p.index] = int(self.busy[p.index]), 0
+            guilty = next((j for j in pending if seq and j.seq == seq), None)
+            reason, message = _blame(guilty, code, 0 < p.killed_for == seq, self.cfg)
+            if reason != Reason.DECODE_LIMIT:  # a limit doing its job is no failing worker
+                now = time.monotonic()
+                self._deaths = [t for t in self._deaths if now - t < 60.0] + [now]
             if not p.ready.is_set() or len(self._deaths) > MAX_DEATHS_PER_MIN:
                 self.failed = f"host worker processes keep dying (exit {code}); see the log"
                 p.ready.set()  # nobody waits on a worker that will not start
                 return
             fresh = self._spawn(p.index, p.gen + 1)
             self._procs[p.index] = fresh
-        if pending:
-            head = pending.pop(0)
-            self._owner.pop(head.item_id, None)
+        if guilty is not None:
+            pending.remove(guilty)
+            self._owner.pop(guilty.item_id, None)
+            remove_outputs(self.cfg.out, guilty.item_id)
+            fields = {"item": guilty.item_id, "exitcode": code, "reason": reason.value}
             log.error(
-                "host worker died on a slice; charging only that slice",
-                extra={"fields": {"item": head.item_id, "exitcode": code}},
+                "host worker died on a slice; charging only that slice", extra={"fields": fields}
             )
-            self.on_lost(head.item_id, head.slot, f"host worker process died (exit {code})")
+            self.on_lost(guilty.item_id, guilty.slot, reason, message)
+        else:
+            log.warning("host worker died while idle", extra={"fields": {"exitcode": code}})
         for job in pending:
-            self._send(
-                Job("redo", job.item_id, job.slot, job.path, job.outputs, job.preview)
-                if job.op == "finish"
-                else job
-            )
+            self._send(job)
+
+
+def _numbered(job: Job, seq: Iterator[int]) -> Job:
+    if job.op == "drop":
+        return job
+    return Job(job.op, job.item_id, job.slot, job.path, job.outputs, job.preview, next(seq))
+
+
+def _blame(
+    job: Job | None, code: int | None, timed_out: bool, cfg: HostConfig
+) -> tuple[Reason, str]:
+    """The reason and message charged to the job a worker died on."""
+    if job is None:
+        return Reason.PROCESSING_ERROR, ""
+    if timed_out:
+        limit = cfg.pipe.limits.decode_timeout_s
+        return (
+            Reason.DECODE_LIMIT,
+            f"{DIED}: killed after {limit:g} s on this slice (limits.decode_timeout_s)",
+        )
+    if code == -signal.SIGKILL and job.op in ("prepare", "redo"):
+        msg = f"{DIED} (killed: SIGKILL) while decoding this slice (limits.worker_memory_mib?)"
+        return Reason.DECODE_LIMIT, msg
+    return Reason.PROCESSING_ERROR, f"{DIED} (exit {code})"
 
 
 @dataclass
@@ -481,3 +694,6 @@ class _Proc:
     sent: deque[Job] = field(default_factory=deque)
     reader: threading.Thread | None = None
     ready: threading.Event = field(default_factory=threading.Event)
+    watch_seq: int = 0  # the watchdog's last look at what it runs, and since when
+    watch_t: float = 0.0
+    killed_for: int = 0  # the job the watchdog killed it for

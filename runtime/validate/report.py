@@ -54,7 +54,7 @@ def _draw(
         cv2.rectangle(img, (int(x1 * sx), int(y1 * sy)), (int(x2 * sx), int(y2 * sy)), color, 1)
 
 
-def _panels(res: InstanceResult, k: int) -> np.ndarray:
+def _panels(res: InstanceResult, k: int, deployed: str = "emulated") -> np.ndarray:
     out = res.reference[k][next(iter(res.reference[k]))]
     dep = res.deployed[k][next(iter(res.deployed[k]))]
     if res.role == "synth":
@@ -72,7 +72,7 @@ def _panels(res: InstanceResult, k: int) -> np.ndarray:
         side = int(np.sqrt(min(scores.size, 6400)))  # the stride-8 level of YOLOv8's anchors
         right, top = _heat(scores[: side * side].reshape(side, side))
     _label(left, "FP32")
-    _label(mid, "deployed (emulated)")
+    _label(mid, f"deployed ({deployed})")
     _label(right, f"|diff| max {top:.3g}")
     return np.concatenate([left, mid, right], axis=1)
 
@@ -91,6 +91,7 @@ def write_report(v: Validation, out: Path, *, slices: int = 3) -> Path:
     import cv2
 
     out.mkdir(parents=True, exist_ok=True)
+    deployed = "emulated" if v.backend == "ort" else "TensorRT"
     parts = [
         "<!doctype html><meta charset='utf-8'><title>hxsched validate</title>",
         "<style>body{font-family:sans-serif} td,th{border:1px solid #ccc;padding:2px 6px}"
@@ -131,7 +132,7 @@ def write_report(v: Validation, out: Path, *, slices: int = 3) -> Path:
                 [
                     "segment",
                     "on",
-                    "emulated",
+                    deployed,
                     "tensor",
                     "cosine",
                     "max |d|",
@@ -147,7 +148,7 @@ def write_report(v: Validation, out: Path, *, slices: int = 3) -> Path:
             )
         for k in range(min(slices, len(res.reference))):
             name = f"{res.instance.replace('#', '_')}_{k}.png"
-            ok, png = cv2.imencode(".png", _panels(res, k))
+            ok, png = cv2.imencode(".png", _panels(res, k, deployed))
             if ok:
                 atomic_write(out / name, png.tobytes())
                 parts.append(f"<p><img src='{name}' alt='{html.escape(name)}'></p>")

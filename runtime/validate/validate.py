@@ -1,9 +1,8 @@
 """``hxsched validate``: real slices through the pipeline's pre-processing, the FP32 reference of
-each whole model, and the plan's segments chained in their emulated precision."""
+each whole model, and the plan's segments chained as deployed (emulated, or TensorRT's engines)."""
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,7 +19,15 @@ from hxsched.runtime.service.pipeline import (
 from hxsched.runtime.service.roles import Role, role_handler
 from hxsched.runtime.validate import CPU_NOTE
 from hxsched.runtime.validate.calibrate import calibrate
-from hxsched.runtime.validate.emulate import Mode, boundary_tensors, emulate, fold_batchnorm
+from hxsched.runtime.validate.deployed import (
+    DeployBackend,
+    EmulatedRunner,
+    PrecisionChoice,
+    Runner,
+    SegmentInfo,
+    chain,
+)
+from hxsched.runtime.validate.emulate import Mode
 from hxsched.runtime.validate.metrics import (
     Box,
     DetectionAgreement,
@@ -32,30 +39,11 @@ from hxsched.runtime.validate.metrics import (
     ssim,
 )
 from hxsched.scheduler.graph.graph import Graph
-from hxsched.scheduler.types import Accelerator
 
 log = logging.getLogger(__name__)
 
 SYNTH_RANGE = 2.0  # the synth role's tanh output spans [-1, 1]
 TENSOR_SUFFIXES = (".npy",)
-
-
-class PrecisionChoice(str, enum.Enum):
-    """``fp16``/``int8``: every segment so (TensorRT sets FP16 on every engine, INT8 with it);
-    ``plan``: what the plan forces, DLA segments FP16 (the DLA has no FP32), GPU ones FP32."""
-
-    FP16 = "fp16"
-    INT8 = "int8"
-    PLAN = "plan"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-def segment_mode(accelerator: str, choice: PrecisionChoice) -> Mode:
-    if choice is PrecisionChoice.PLAN:
-        return Mode.FP16 if Accelerator(accelerator).is_dla else Mode.FP32
-    return Mode(choice.value)
 
 
 @dataclass(frozen=True)
@@ -190,16 +178,6 @@ class Check:
     passed: bool
 
 
-@dataclass(frozen=True)
-class SegmentInfo:
-    name: str
-    accelerator: str
-    mode: str
-    boundaries: int  # tensors stored between fused layers (round trips inserted)
-    quantized: int  # of those, with an INT8 scale
-    folded_batchnorm: int
-
-
 @dataclass
 class InstanceResult:
     instance: str
@@ -247,6 +225,7 @@ class Validation:
     instances: list[InstanceResult]
     note: str = CPU_NOTE
     calibration: str = ""
+    backend: str = DeployBackend.ORT.value  # what ran the deployed side: ort (emulated) or trt
 
     @property
     def passed(self) -> bool:
@@ -260,6 +239,7 @@ class Validation:
             "passed": self.passed,
             "instances": [r.to_dict() for r in self.instances],
             "calibration": self.calibration,
+            "backend": self.backend,
             "note": self.note,
         }
 
@@ -283,48 +263,18 @@ def reference_run(
         m.close()
 
 
-def calibration_tensors(graph: Graph) -> list[str]:
-    """The tensors TensorRT stores between fused layers (after BatchNorm folding)."""
-    g = graph.copy()
-    fold_batchnorm(g)
-    return list(boundary_tensors(g))
-
-
-def chain(
+def deployed_run(
     inst: InstanceSpec,
-    choice: PrecisionChoice,
+    runner: Runner,
     feeds: Sequence[dict[str, np.ndarray]],
     scales: dict[str, float],
 ) -> tuple[list[dict[str, np.ndarray]], list[SegmentInfo]]:
-    """Every segment emulated in its precision, chained exactly as the plan cuts them."""
-    from hxsched.runtime.reference import OrtModel
-
-    results = [dict(f) for f in feeds]
-    infos = []
-    for seg in inst.segments:
-        assert seg.graph is not None
-        mode = segment_mode(seg.accelerator, choice)
-        em = emulate(seg.graph, mode, scales)
-        infos.append(
-            SegmentInfo(
-                seg.name,
-                str(seg.accelerator),
-                str(mode),
-                len(em.boundaries),
-                len(em.quantized),
-                em.folded_bn,
-            )
-        )
-        log.info(
-            "%s: %s on %s, %d stored tensors", seg.name, mode, seg.accelerator, len(em.boundaries)
-        )
-        m = OrtModel(em.graph)
-        try:
-            for r in results:
-                r.update(m.run({t: r[t] for t in seg.inputs}))
-        finally:
-            m.close()
-    return results, infos
+    """The runner's segments prepared (with the INT8 scales) and chained on every input."""
+    try:
+        infos = runner.prepare(inst, scales)
+        return chain(inst, runner, feeds), infos
+    finally:
+        runner.close()
 
 
 def _boundaries(
@@ -422,8 +372,10 @@ def validate_instance(
     *,
     role: Role | None = None,
     stride: int = 1,
+    runner: Runner | None = None,
 ) -> InstanceResult:
     assert inst.graph is not None
+    runner = runner or EmulatedRunner(choice)
     role = role or infer_role(inst.graph)
     model = pipeline_model(inst, role)
     slices = _takes_slices(inst, role)
@@ -440,14 +392,13 @@ def validate_instance(
     prepared = [prepare(s, inst, role, model) for s in usable]
     feeds = [{inst.graph.inputs[0]: arr} for arr, _, _ in prepared]
     cut = [t for seg in inst.segments for t in seg.outputs]
-    needs_scales = any(segment_mode(s.accelerator, choice) is Mode.INT8 for s in inst.segments)
-    calib = calibration_tensors(inst.graph) if needs_scales else []
+    calib = runner.calibration_tensors(inst)
     log.info("%s: FP32 reference on %d input(s)", inst.name, len(feeds))
     ref = reference_run(inst.graph, feeds, cut + calib)
     scales = (
         calibrate(({t: r[t] for t in calib if t in r} for r in ref), stride=stride) if calib else {}
     )
-    dep, infos = chain(inst, choice, feeds, scales)
+    dep, infos = deployed_run(inst, runner, feeds, scales)
     outputs = {o: error_stats(_stack(ref, o), _stack(dep, o)) for o in inst.graph.outputs}
     bstats, drift = _boundaries(inst, infos, ref, dep)
     res = InstanceResult(inst.name, inst.model, str(role), infos, outputs, bstats, drift)
@@ -497,7 +448,10 @@ def validate_plan(
     plan_path: str = "",
     roles: dict[str, Role] | None = None,
     stride: int = 1,
+    runner: Runner | None = None,
 ) -> Validation:
+    """Every instance validated; ``runner`` runs the deployed side (default: the emulation)."""
+    runner = runner or EmulatedRunner(choice)
     for s in samples:  # a saved tensor goes to the models whose input it fits
         if s.tensor is not None and not any(_fits(i, s.tensor) for i in specs):
             want = ", ".join(f"{i.name} {_input_shape(i)}" for i in specs)
@@ -505,13 +459,20 @@ def validate_plan(
                 f"wrong size: tensor {tuple(s.tensor.shape)} fits no model ({want})", path=s.name
             )
     results = [
-        validate_instance(i, samples, choice, tol, role=(roles or {}).get(i.name), stride=stride)
+        validate_instance(
+            i, samples, choice, tol, role=(roles or {}).get(i.name), stride=stride, runner=runner
+        )
         for i in specs
     ]
     calib = ""
     if any(s.mode == Mode.INT8 for r in results for s in r.segments):
-        calib = (
-            f"INT8 scales: entropy calibration (KL divergence, 2048-bin |x| histogram) on the "
-            f"same {len(samples)} input(s)"
-        )
-    return Validation(plan_path, str(choice), len(samples), results, calibration=calib)
+        calib = runner.calibration_note(len(samples))
+    return Validation(
+        plan_path,
+        str(choice),
+        len(samples),
+        results,
+        note=runner.note,
+        calibration=calib,
+        backend=str(runner.kind),
+    )

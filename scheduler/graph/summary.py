@@ -26,7 +26,7 @@ from hxsched.scheduler.graph.graph import Graph
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "hxsched.model-summary/1"
+SCHEMA = "hxsched.model-summary/2"
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,15 @@ class ModelSummary:
     path: str
     structural_hash: str
     node_names: tuple[str, ...]
+    folded: tuple[int, ...] = ()  # nodes the hash's canonical form folds away (BatchNorms)
 
     @classmethod
     def of(cls, graph: Graph) -> ModelSummary:
-        from hxsched.scheduler.graph.structure import structural_hash
+        from hxsched.scheduler.graph.structure import canonical, structural_hash
 
-        return cls(str(graph.path), structural_hash(graph), tuple(n.name for n in graph.nodes))
+        names = tuple(n.name for n in graph.nodes)
+        folded = tuple(sorted(canonical(graph).folded))
+        return cls(str(graph.path), structural_hash(graph), names, folded)
 
 
 def _key(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> str | None:
@@ -70,7 +73,12 @@ def _read(key: str, path: str) -> ModelSummary | None:
         data = json.loads(_entry(key).read_text())
         if data.get("schema") != SCHEMA:
             return None
-        return ModelSummary(path, str(data["structural_hash"]), tuple(data["node_names"]))
+        return ModelSummary(
+            path,
+            str(data["structural_hash"]),
+            tuple(data["node_names"]),
+            tuple(int(i) for i in data["folded"]),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -82,6 +90,7 @@ def _write(key: str, summary: ModelSummary) -> None:
         "schema": SCHEMA,
         "structural_hash": summary.structural_hash,
         "node_names": list(summary.node_names),
+        "folded": list(summary.folded),
     }
     try:
         atomic_write(_entry(key), json.dumps(data).encode())

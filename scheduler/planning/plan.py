@@ -90,6 +90,8 @@ class PlanInstance:
     model: str
     model_path: str | None = None
     structural_hash: str | None = None
+    # the --shape overrides the model was planned with; build and run load it with them
+    shapes: dict[str, tuple[int, ...]] | None = None
     profile: ProfileRef = field(default_factory=ProfileRef)
     segments: tuple[PlanSegment, ...]
 

@@ -44,6 +44,7 @@ class ModelInput:
     graph: Graph | None = None
     path: str | None = None
     count: int = 1
+    shapes: dict[str, tuple[int, ...]] | None = None  # --shape overrides it was loaded with
 
 
 def device_accelerators(device: str) -> tuple[Accelerator, ...]:
@@ -420,6 +421,7 @@ def make_plan(
             model=inst.model,
             model_path=m.path,
             structural_hash=m.profile.model.structural_hash,
+            shapes=dict(m.shapes) if m.shapes else None,
             profile=profile_ref(m),
             segments=_plan_segments(cfg, inst.profile, res, ev, idx),
         )

@@ -179,14 +179,28 @@ class ModelInfo:
     source: str | None = None
     nodes: int | None = field(default=None, metadata=meta(ge=1))
     inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    # node indices the structural hash's canonical form folds away (BatchNorms): with ``nodes``
+    # they place the groups in the canonical order, so another export of the same architecture
+    # (folded or not, other node names) can take them (``hxsched.scheduler.profile.bind``)
+    folded: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "inputs", {k: tuple(v) for k, v in self.inputs.items()})
+        object.__setattr__(self, "folded", tuple(sorted(self.folded)))
+        # a folded node follows the Conv it folds into: never node 0, never two in a row
+        bad = [i for i in self.folded if i < 1 or (self.nodes is not None and i >= self.nodes)]
+        bad += [j for i, j in zip(self.folded, self.folded[1:], strict=False) if j <= i + 1]
+        if bad:
+            within = f" below {self.nodes}" if self.nodes is not None else ""
+            raise SchemaError(
+                f"expected node indices from 1{within}, none right after another, got {bad[0]}",
+                key="folded",
+            )
 
     @classmethod
     def of(cls, graph: Graph, name: str | None = None) -> ModelInfo:
         """What a profile records of the model it was made from."""
-        from hxsched.scheduler.graph.structure import structural_hash
+        from hxsched.scheduler.graph.structure import canonical, structural_hash
 
         return cls(
             name=name or graph.name,
@@ -194,6 +208,7 @@ class ModelInfo:
             source=graph.path,
             nodes=len(graph.nodes),
             inputs={n: tuple(graph.tensors[n].shape or ()) for n in graph.inputs},
+            folded=tuple(canonical(graph).folded),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -203,6 +218,8 @@ class ModelInfo:
                 out[key] = getattr(self, key)
         if self.inputs:
             out["inputs"] = {k: list(v) for k, v in self.inputs.items()}
+        if self.folded:
+            out["folded"] = list(self.folded)
         return out
 
 

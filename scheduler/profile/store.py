@@ -92,3 +92,26 @@ def find_profile(device: str, structural_hash: str, precision: str | None = None
         if precision is None or prof.precision == precision:
             return prof
     return None
+
+
+def closest_refused(device: str, nodes: int, folded: int = 0) -> str | None:
+    """Which profile on the search path for ``device`` came closest to a model of ``nodes``
+    nodes (``folded`` of them BatchNorms its canonical form folds) whose hash none matched,
+    and why it was refused; None if there is none for the device. Headers only."""
+    ours = nodes - folded
+    best: tuple[int, str, int] | None = None
+    for path, _shipped in profile_files():
+        head = read_header(path)
+        if head is None or head.device != device or not head.model.nodes:
+            continue
+        theirs = head.model.nodes - len(head.model.folded)
+        if best is None or abs(theirs - ours) < abs(best[0] - ours):
+            best = (theirs, f"{path.name} ({head.model.name})", head.model.nodes)
+    if best is None:
+        return None
+    theirs, name, raw = best
+    if theirs != ours:
+        why = f"its model has {theirs} nodes with BatchNorm folded ({raw} as stored), this {ours}"
+    else:
+        why = "same node count, but other wiring, attributes, shapes or node order"
+    return f"closest profile {name} refused: {why}"

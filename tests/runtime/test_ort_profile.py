@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 
 import numpy as np
@@ -78,7 +79,8 @@ def test_group_times_are_the_sums_of_the_node_times(
     whole_ms = per_run_ms * statistics.median(measured)
     monkeypatch.setattr(ort_profile, "parse_ort_profile", injected)
     monkeypatch.setattr(ort_profile, "time", _FakeClock(whole_ms))
-    m = measure_ort_profile(graph, runs=runs, warmup=warmup, groups=groups)
+    threads = os.cpu_count() or 1  # as asked: no thread-count trial runs on the fake clock
+    m = measure_ort_profile(graph, runs=runs, warmup=warmup, groups=groups, threads=threads)
 
     assert len(named) == warmup + runs
     assert all(names == set(index) for names in named)  # every node timed, nothing else
@@ -99,3 +101,75 @@ def test_group_times_are_the_sums_of_the_node_times(
     assert all(g.time_ms["cpu"] > 0 and "cpu" in g.spread_ms for g in prof.groups)
     assert [(g.first, g.last) for g in prof.groups] == [(g.first, g.last) for g in groups]
     assert prof.whole_model_ms["cpu"] == m.whole_ms
+
+
+def _uniform_times(events):
+    """Every profiled node 1 µs per run (the node names from ONNX Runtime's real profile)."""
+    real = parse_ort_profile(events)
+    fake = [{name: 1e-3 for name in run} for run in real.runs]
+    return RunTimes(fake, [sum(run.values()) for run in fake])
+
+
+def test_a_group_sum_far_from_the_whole_model_warns_in_one_line(data_dir, monkeypatch, caplog):
+    from hxsched.scheduler.graph.onnx_io import load_model
+
+    graph = load_model(data_dir / "torch" / "torch_unet_tiny.onnx")
+    monkeypatch.setattr(ort_profile, "parse_ort_profile", _uniform_times)
+    nodes_ms = len(graph.nodes) * 1e-3
+    for whole_ms, warns in ((nodes_ms / 0.73, True), (nodes_ms, False), (nodes_ms / 1.2, True)):
+        monkeypatch.setattr(ort_profile, "time", _FakeClock(whole_ms))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="hxsched.runtime.ort_profile"):
+            m = measure_ort_profile(graph, runs=3, warmup=1, threads=1)
+        lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert (m.warning is not None) == warns and len(lines) == int(warns)
+        if warns:
+            assert lines == [m.warning] and "\n" not in m.warning
+            assert "may be unreliable" in m.warning and f"{m.ratio:.0%}" in m.warning
+        assert m.profile.provenance["ort"].versions["threads"] == "1"
+        assert "1 intra-op thread(s), as asked" in m.profile.provenance["ort"].notes
+
+
+def test_candidate_thread_counts():
+    assert ort_profile.candidate_threads(1) == (1,)
+    assert ort_profile.candidate_threads(2) == (1, 2)
+    assert ort_profile.candidate_threads(12) == (1, 6, 12)
+
+
+@pytest.mark.parametrize("slower", [1, 2])
+def test_the_thread_count_is_picked_by_timing_the_whole_model(data_dir, monkeypatch, slower):
+    """Sessions whose runs take 9 ms with ``slower`` threads and 5 ms otherwise (a fake clock
+    that the fake sessions advance): the faster count is picked, recorded in the provenance."""
+    from hxsched.scheduler.graph.onnx_io import load_model
+
+    clock = _FakeClock(0.0)
+
+    class Session:
+        def __init__(self, threads, profile_dir):
+            self.threads, self.real = threads, real_session(b"", threads, profile_dir)
+
+        def run(self, names, feeds):
+            clock.now_s += (9.0 if self.threads == slower else 5.0) / 1e3
+            return self.real.run(names, feeds)
+
+        def end_profiling(self):
+            return self.real.end_profiling()
+
+    graph = load_model(data_dir / "torch" / "torch_unet_tiny.onnx")
+    model = ort_profile.to_model_proto(graph).SerializeToString()
+
+    def real_session(_, threads, profile_dir):
+        return original(model, threads, profile_dir)
+
+    original = ort_profile._session
+    monkeypatch.setattr(ort_profile, "_session", lambda b, t, d: Session(t, d))
+    monkeypatch.setattr(ort_profile, "time", clock)
+    monkeypatch.setattr(ort_profile.os, "cpu_count", lambda: 2)
+    m = measure_ort_profile(graph, runs=2, warmup=1)
+    assert m.threads == 3 - slower and set(m.threads_ms) == {1, 2}
+    assert m.threads_ms[slower] == pytest.approx(9.0) and m.threads_ms[3 - slower] == pytest.approx(
+        5.0
+    )
+    prov = m.profile.provenance["ort"]
+    assert prov.versions["threads"] == str(3 - slower)
+    assert f"{3 - slower} intra-op thread(s), picked by timing the whole model" in prov.notes

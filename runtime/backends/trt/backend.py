@@ -389,6 +389,19 @@ class TrtStream:
         return TrtEvent(start, end, done, b.base, fill)
 
 
+def import_bindings() -> tuple[Any, Any]:
+    """``tensorrt`` and ``pycuda.driver``, or one line saying what to install."""
+    try:
+        import pycuda.driver as cuda
+        import tensorrt as trt
+    except ImportError as exc:
+        py = (sys.version_info[0], sys.version_info[1])
+        other = foreign_trt_bindings(py) if exc.name == "tensorrt" else []
+        raise MissingDependencyError(missing_binding_message(exc.name, py, other)) from None
+    check_tensorrt_version(str(trt.__version__))
+    return trt, cuda
+
+
 class TrtBackend:
     name = "trt"
     computes = True
@@ -414,6 +427,7 @@ class TrtBackend:
         self.buffers: dict[tuple[str, str, int], Any] = {}
         self.host: dict[tuple[str, str, int], Any] = {}
         self.layout: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = {}
+        self.io_types: dict[tuple[str, str], tuple[str, str]] = {}  # (dtype, format) per tensor
         self.inflight = 1
         self._engines: dict[int, tuple[Any, Any]] = {}  # id(engine): (runtime, engine)
         self._streams: dict[str, TrtStream] = {}
@@ -423,14 +437,7 @@ class TrtBackend:
         self._t0 = time.perf_counter()
 
     def _import(self) -> None:
-        try:
-            import pycuda.driver as cuda
-            import tensorrt as trt
-        except ImportError as exc:
-            py = (sys.version_info[0], sys.version_info[1])
-            other = foreign_trt_bindings(py) if exc.name == "tensorrt" else []
-            raise MissingDependencyError(missing_binding_message(exc.name, py, other)) from None
-        check_tensorrt_version(str(trt.__version__))
+        trt, cuda = import_bindings()
         self.trt, self.cuda = trt, cuda
         if self._ctx is None:
             self._ctx = primary_context(cuda)
@@ -581,6 +588,7 @@ class TrtBackend:
             nbytes = padded_nbytes(shape, dtype.name, fmt)
             vec = vector_size(fmt)
             self.layout[(seg.instance, name)] = (vec, shape)
+            self.io_types[(seg.instance, name)] = (dtype.name, fmt)
             if (
                 vec > 1
                 and dtype.name == "int8"
@@ -604,6 +612,24 @@ class TrtBackend:
                     count = nbytes // dtype.itemsize
                     self.host[key] = cuda.pagelocked_empty((count,), dtype)
                     self.host[key].fill(0)  # pack_into never writes the padding lanes
+
+    def read_tensor(
+        self, instance: str, name: str, *, slot: int = 0, int8_scale: float | None = None
+    ) -> np.ndarray:
+        """A tensor's value in its device buffer as float32 NCHW, after its frame completed:
+        ``hxsched validate`` reads what one segment hands the next (the pipeline never copies
+        it to the host); an INT8 tensor is dequantized with its scale (amax / 127)."""
+        vec, shape = self.layout[(instance, name)]
+        dtype, fmt = self.io_types[(instance, name)]
+        if dtype == "int8" and int8_scale is None:
+            raise HxschedError(f"{instance}: INT8 tensor {name} is read without its scale")
+        host = np.empty(padded_nbytes(shape, dtype, fmt) // _ITEM[dtype], dtype)
+        self.cuda.memcpy_dtoh(host, self.buffers[(instance, name, slot)])
+        if fmt == "dla_linear":  # [N][C][H][W padded to 64 bytes] ("I/O Formats on DLA")
+            padded = (*shape[:-1], host.size // max(1, int(np.prod(shape[:-1]))))
+            host = np.ascontiguousarray(host.reshape(padded)[..., : shape[-1]])
+        out = unpack_vectorized(host, shape, vec)
+        return out * np.float32(int8_scale) if dtype == "int8" else out
 
     def stream(self, accelerator: str) -> TrtStream:
         if accelerator not in self._streams:

@@ -69,3 +69,29 @@ def test_a_failing_segment_fails_its_waiters(data_dir):
     with pytest.raises(SegmentFailed):
         e1.wait()
     b.close()
+
+
+def test_the_default_thread_count_is_the_measured_profiles(small_plan):
+    """A plan made from profiles measured on ONNX Runtime runs with the thread count they were
+    timed with (the fewest if they differ); told a count, or without one, as before."""
+    import dataclasses
+
+    from hxsched.runtime.backends.ort import measured_threads
+    from hxsched.runtime.session import make_backend
+    from hxsched.scheduler.planning.plan import SourceRef
+    from hxsched.scheduler.types import ProvenanceKind
+
+    def measured(threads):
+        ref = SourceRef(kind=ProvenanceKind.MEASURED, tool="onnxruntime profiler (CPU)")
+        return dataclasses.replace(ref, versions={"threads": threads})
+
+    assert measured_threads(small_plan) is None  # estimated profiles
+    insts = [
+        dataclasses.replace(i, profile=dataclasses.replace(i.profile, sources={"ort": measured(t)}))
+        for i, t in zip(small_plan.instances, ("2", "1", "2"), strict=False)
+    ]
+    plan = dataclasses.replace(small_plan, instances=tuple(insts))
+    assert measured_threads(plan) == 1
+    assert make_backend("ort", plan=plan).threads == 1
+    assert make_backend("ort", plan=plan, threads=3).threads == 3
+    assert make_backend("ort", plan=small_plan).threads is None

@@ -12,9 +12,12 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.uid import UID_dictionary
 
 from hxsched.runtime.service.dicom_io import (
     LABEL,
+    MODALITIES,
+    PHOTOMETRIC,
     SECONDARY_CAPTURE,
     BadInput,
     encode_ct_dicom,
@@ -22,8 +25,15 @@ from hxsched.runtime.service.dicom_io import (
     synthetic_phantom,
     write_secondary_capture,
 )
+from hxsched.runtime.service.pipeline import Accept, Limits
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
+# every modality, SOP class and photometric interpretation: reading beyond the CT default
+ANY = Accept(
+    modalities=tuple(MODALITIES),
+    sop_classes=tuple(uid for uid, e in UID_dictionary.items() if e[1] == "SOP Class"),
+    photometric=tuple(PHOTOMETRIC),
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +69,9 @@ def test_ct_small_reads_in_hu(ct):
 
 
 def test_mr_small_reads_but_is_not_hu():
-    sl = read_slice(get_testdata_file("MR_small.dcm"))
+    exc = _bad(Path(get_testdata_file("MR_small.dcm")), "not-accepted")  # the CT default
+    assert "modality MR is not accepted" in str(exc)
+    sl = read_slice(get_testdata_file("MR_small.dcm"), accept=ANY)
     assert sl.kind == "dicom"
     assert not sl.is_hu
     assert sl.pixels.shape == (64, 64)
@@ -93,7 +105,7 @@ def test_png_reads_as_image(tmp_path):
 def test_compressed_dicom_is_unsupported_or_decodes():
     path = Path(get_testdata_file("JPEG2000.dcm"))
     try:
-        sl = read_slice(path)
+        sl = read_slice(path, accept=ANY)
     except BadInput as exc:
         assert exc.reason == "unsupported"
         assert path.name in str(exc)
@@ -112,7 +124,8 @@ def test_truncated_ct(tmp_path):
 
 
 def test_pydicoms_truncated_mr():
-    _bad(Path(get_testdata_file("MR_truncated.dcm")), "truncated")
+    _bad(Path(get_testdata_file("MR_truncated.dcm")), "truncated", accept=ANY)
+    _bad(Path(get_testdata_file("MR_truncated.dcm")), "not-accepted")
 
 
 def test_garbage_bytes(tmp_path):
@@ -161,11 +174,17 @@ def test_oversize_file(tmp_path):
 
 
 def test_oversize_dimensions(tmp_path):
-    _bad(CT_SMALL, "oversize", max_side=100)
+    # a header over the limits is decode-limit (refused before decoding), not oversize
+    exc = _bad(CT_SMALL, "decode-limit", limits=Limits(max_side=100))
+    assert "128x128" in str(exc) and "100" in str(exc)
 
 
 def test_multi_frame(tmp_path):
-    _bad(Path(get_testdata_file("rtdose.dcm")), "wrong-size")
+    rtdose = Path(get_testdata_file("rtdose.dcm"))
+    _bad(rtdose, "wrong-size", accept=ANY, limits=Limits(max_frames=64))
+    _bad(rtdose, "decode-limit", accept=ANY)  # more frames than the default limit of 1
+    exc = _bad(rtdose, "not-accepted")
+    assert "modality RTDOSE" in str(exc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +291,7 @@ def test_multi_page_tiff(tmp_path):
 def test_png_too_large_is_refused(tmp_path):
     p = tmp_path / "wide.png"
     assert cv2.imwrite(str(p), np.zeros((40, 5000), np.uint8))
-    exc = _bad(p, "oversize")
+    exc = _bad(p, "decode-limit")  # refused from its IHDR, before decoding
     assert "5000" in str(exc)
 
 
@@ -285,8 +304,8 @@ def test_monochrome1_keeps_hu_but_inverts_other_images(tmp_path):
     mr = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
     mr.PhotometricInterpretation = "MONOCHROME1"
     mr.save_as(tmp_path / "mr1.dcm")
-    m2 = read_slice(get_testdata_file("MR_small.dcm")).pixels
-    m1 = read_slice(tmp_path / "mr1.dcm").pixels
+    m2 = read_slice(get_testdata_file("MR_small.dcm"), accept=ANY).pixels
+    m1 = read_slice(tmp_path / "mr1.dcm", accept=ANY).pixels
     np.testing.assert_allclose(m1, m2.max() + m2.min() - m2)
 
 
@@ -295,7 +314,7 @@ def test_rescaled_non_ct_is_not_hu(tmp_path):
     ds.Modality = "PT"  # rescaled, but not Hounsfield units
     p = tmp_path / "pt.dcm"
     ds.save_as(p)
-    sl = read_slice(p)
+    sl = read_slice(p, accept=ANY)
     assert not sl.is_hu
     assert sl.modality == "PT"
 

@@ -7,8 +7,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -211,6 +214,124 @@ def test_stop_releases_port_and_bad_port_errors(served):
     with pytest.raises(OSError):
         conn.request("GET", "/health/live")
     conn.close()
+
+
+def _server(**kwargs) -> StatusServer:
+    return StatusServer(
+        registry=Registry(),
+        status=dict,
+        ready=lambda: (True, "ok"),
+        latest_png=lambda: None,
+        **kwargs,
+    ).start()
+
+
+def _raw(server: StatusServer, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_slowloris_costs_sockets_not_threads():
+    # issue 13 #11: 60 slowloris connections made 72 threads and no timeout dropped them
+    before = threading.active_count()
+    server = _server(timeout_s=5.0, workers=4)
+    try:
+        assert threading.active_count() <= before + 5  # the serve loop and its 4 workers
+        slow = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(60)]
+        for sock in slow:
+            sock.sendall(b"GET /status.json HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+        time.sleep(0.3)
+        assert threading.active_count() <= before + 5
+        start = time.monotonic()
+        assert get(server, "/health/live")[0] == 200
+        assert time.monotonic() - start < 2.0
+        assert threading.active_count() <= before + 5
+        for sock in slow:
+            sock.close()
+    finally:
+        server.stop()
+
+
+def test_idle_and_trickling_connections_are_dropped():
+    server = _server(timeout_s=0.5)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as idle:
+            start = time.monotonic()
+            assert idle.recv(100) == b""  # closed by the server, nothing sent
+            assert 0.4 < time.monotonic() - start < 2.0
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as trickle:
+            start = time.monotonic()
+            closed = False
+            for _ in range(40):  # a header byte every 0.1 s: active, yet past the deadline
+                try:
+                    trickle.sendall(b"G")
+                    time.sleep(0.1)
+                    closed = trickle.recv(1, socket.MSG_DONTWAIT) == b""
+                except BlockingIOError:
+                    continue
+                except OSError:  # reset by the server
+                    closed = True
+                if closed:
+                    break
+            assert closed and 0.4 < time.monotonic() - start < 2.0
+    finally:
+        server.stop()
+
+
+def test_excess_connections_evict_the_oldest_waiting():
+    server = _server(timeout_s=30.0, max_pending=8)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+        time.sleep(0.2)
+        assert get(server, "/health/live")[0] == 200
+        idle[0].settimeout(2)
+        assert idle[0].recv(10) == b""  # evicted to make room
+        for sock in idle:
+            sock.close()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("host", "code"),
+    [
+        ("evil.example", 421),
+        ("evil.example:{port}", 421),
+        ("127.0.0.1.evil.example:{port}", 421),
+        ("localhost.evil.example", 421),
+        ("", 421),
+        ("127.0.0.1:{port}", 200),
+        ("localhost:{port}", 200),
+        ("LOCALHOST.:{port}", 200),
+        ("[::1]:{port}", 200),
+        ("192.168.1.20:8080", 200),  # an IP literal cannot be rebound; any port (forwarding)
+        ("scanner-pc.example:80", 200),  # allowed_hosts
+    ],
+)
+def test_host_header_is_checked(host, code):
+    # issue 13 #11: any Host was served, so a DNS-rebinding page could read the preview
+    server = _server(allowed_hosts=("scanner-pc.example",))
+    try:
+        got, _, body = get(server, "/status.json", headers={"Host": host.format(port=server.port)})
+        assert got == code
+        if code == 421:
+            assert json.loads(body) == {"error": "host not allowed"}
+    finally:
+        server.stop()
+
+
+def test_two_host_headers_and_no_host_header():
+    server = _server()
+    try:
+        two = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n"
+        assert _raw(server, two).startswith(b"HTTP/1.0 421 ")
+        assert _raw(server, b"GET /health/live HTTP/1.0\r\n\r\n").endswith(b"\r\n\r\nok\n")
+    finally:
+        server.stop()
 
 
 def _chromium() -> str | None:

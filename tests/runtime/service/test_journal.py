@@ -72,7 +72,7 @@ def test_claim_oldest_first_and_complete(journal):
     ids = [journal.accept(_slice(i), f"{i}.dcm", "s").id for i in range(5)]
     claimed = journal.claim(3)
     assert [it.id for it in claimed] == ids[:3]
-    assert all(it.state == PROCESSING and it.attempts == 1 for it in claimed)
+    assert all(it.state == PROCESSING and it.attempts == 0 for it in claimed)  # no attempt yet
     assert journal.claim(0) == []
     done = journal.complete(ids[0], {"mri": Path("/out/0.png")})
     assert done.state == DONE and done.outputs == {"mri": "/out/0.png"}
@@ -147,7 +147,8 @@ def test_recover_requeues_and_cleans_orphans(tmp_path):
             f"{x.id}.dcm" for x in (a, b, d)
         )
         assert [it.id for it in j.claim(10)] == [a.id, b.id, d.id]
-        assert j.get(a.id).attempts == 2
+        assert j.get(a.id).attempts == 0  # an interrupted claim is not the slice's fault
+        assert j.recovered.requeued == 2 and j.recovered.quarantined == ()
 
 
 def test_recover_finishes_interrupted_quarantine_and_missing_spool(tmp_path):
@@ -267,18 +268,156 @@ def test_sigkill_mid_stream_loses_nothing(tmp_path):
         assert list(j.spool_dir.iterdir()) == []
 
 
-def test_an_item_that_keeps_crashing_the_service_is_quarantined(tmp_path):
+def test_an_item_that_keeps_crashing_the_service_while_decoding_is_quarantined(tmp_path, caplog):
+    """Inline decoding (``workers: 0``): a crash while the item's decoding marker is set is
+    charged to it; at MAX_ATTEMPTS it is quarantined, logged by id and reported by recover."""
     from hxsched.runtime.service.journal import MAX_ATTEMPTS
 
     j = Journal(tmp_path / "j")
     item = j.accept(b"poison", "p.dcm", "folder")
+    other = j.accept(b"good", "g.dcm", "folder")
+    dying = []
     for _ in range(MAX_ATTEMPTS):
         j.recover()  # a restart after a crash
-        assert [i.id for i in j.claim(1)] == [item.id]
-    j.recover()
+        assert j.get(item.id).state == ACCEPTED
+        assert [i.id for i in j.claim(2)] == [item.id, other.id]
+        dying.append(j.decoding(item.id))  # kept: the process dies inside the block
+        dying[-1].__enter__()
+    with caplog.at_level("ERROR", logger="hxsched.service"):
+        j.recover()
     assert j.get(item.id).state == "quarantined"
     assert j.get(item.id).reason_code == "crashed-repeatedly"
+    assert j.recovered.quarantined == ((item.id, "crashed-repeatedly"),)
+    assert j.get(other.id).state == ACCEPTED and j.get(other.id).attempts == 0  # not charged
+    assert [r.fields["item"] for r in caplog.records] == [item.id]
+    assert not any(j.marks_dir.iterdir())
     j.close()
+
+
+def test_external_kills_of_the_service_charge_nothing(tmp_path):
+    """Finding 2: a kill -9 while items are claimed (no decoding marker) quarantines nothing,
+    however often it happens and even with attempts already at the limit."""
+    from hxsched.runtime.service.journal import MAX_ATTEMPTS
+
+    j = Journal(tmp_path / "j")
+    items = [j.accept(_slice(i), f"{i}.dcm", "folder") for i in range(4)]
+    j._db.execute("UPDATE items SET attempts = ?", (MAX_ATTEMPTS,))
+    for _ in range(2 * MAX_ATTEMPTS):
+        j.claim(4)  # processing when the service is killed
+        assert j.recover() == 4
+        assert j.recovered.quarantined == ()
+    assert j.counts()[ACCEPTED] == 4 and j.counts()[QUARANTINED] == 0
+    with j.decoding(items[0].id):  # a decode that ends leaves no marker behind
+        pass
+    assert not any(j.marks_dir.iterdir())
+    j.close()
+
+
+def test_release_puts_processing_items_back_without_an_attempt(journal):
+    items = [journal.accept(_slice(i), f"{i}.dcm", "scp") for i in range(3)]
+    journal.claim(3)
+    journal.complete(items[2].id, {})
+    assert journal.release([items[0].id, items[2].id]) == 1  # a done item stays done
+    assert journal.get(items[0].id).state == ACCEPTED and journal.get(items[0].id).attempts == 0
+    assert journal.get(items[1].id).state == PROCESSING
+    assert journal.get(items[2].id).state == DONE
+    assert journal.release([]) == 0
+    assert [i.id for i in journal.claim(5)] == [items[0].id]
+
+
+class _FullDisk:
+    """A connection whose writes fail as SQLite's do when the disk is full."""
+
+    def __init__(self, db, fail_on=("COMMIT",), message="database or disk is full"):
+        self.db, self.fail_on, self.message = db, fail_on, message
+
+    def execute(self, sql, *args):
+        if any(sql.startswith(w) for w in self.fail_on):
+            raise sqlite3.OperationalError(self.message)
+        return self.db.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+    def __setattr__(self, name, value):
+        if name in ("db", "fail_on", "message"):
+            super().__setattr__(name, value)
+        else:
+            setattr(self.db, name, value)
+
+
+def test_a_full_disk_is_a_resource_error_and_the_journal_recovers(journal):
+    """Finding 4: journal writes on a full disk raise ResourceError (one line), and a failed
+    COMMIT does not leave the transaction open (the next write works once space is back)."""
+    from hxsched.errors import ResourceError
+
+    item = journal.accept(_slice(1), "1.dcm", "scp")
+    real = journal._db
+    journal._db = _FullDisk(real)
+    for op in (lambda: journal.claim(1), journal.recover, lambda: journal.release([item.id])):
+        with pytest.raises(ResourceError) as got:
+            op()
+        assert "database or disk is full" in str(got.value) and "\n" not in str(got.value)
+        assert str(got.value).startswith(str(journal.root))
+    journal._db = real
+    assert [i.id for i in journal.claim(1)] == [item.id]  # no transaction left open
+    journal._db = _FullDisk(real, fail_on=("UPDATE",), message="disk I/O error")
+    with pytest.raises(ResourceError, match="disk I/O error"):
+        journal.complete(item.id, {})
+    journal._db = _FullDisk(real, fail_on=("UPDATE",), message="no such table: x")
+    with pytest.raises(sqlite3.OperationalError):  # not resource trouble: a bug, raised as is
+        journal.complete(item.id, {})
+    journal._db = real
+
+
+def test_resource_trouble_names_the_condition_only():
+    import errno
+
+    from hxsched.runtime.service.journal import resource_trouble
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+        why = resource_trouble(OSError(code, os.strerror(code), "/in/SMITH^JOHN.dcm"))
+        assert why is not None and errno.errorcode[code] in why and "SMITH" not in why
+    assert resource_trouble(OSError(errno.ENOENT, "gone")) is None
+    assert resource_trouble(ValueError("database or disk is full")) is None
+    assert resource_trouble(sqlite3.OperationalError("unable to open database file"))
+
+
+def test_opening_the_journal_on_a_full_disk_is_one_line(tmp_path, monkeypatch, capsys):
+    """Finding 4: a restart on a full disk (the journal opens, its first write fails) gives one
+    clear line and a non-zero exit, no traceback; so does a journal that cannot be opened."""
+    import yaml
+
+    from hxsched.cli import main
+
+    with Journal(tmp_path / "out" / "journal") as j:  # the journal of an earlier run
+        j.accept(_slice(1), "1.dcm", "scp")
+        j.claim(1)  # processing when it stopped
+    real = sqlite3.connect
+    writes = ("BEGIN", "INSERT", "UPDATE", "DELETE")
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: _FullDisk(real(*a, **k), writes))
+    pfile = tmp_path / "p.yaml"
+    models = [{"name": "g", "role": "synth", "zoo": "pix2pix_unet256"}]
+    pfile.write_text(
+        yaml.safe_dump(
+            {"schema": "hxsched.pipeline/1", "name": "t", "backend": "sim", "models": models}
+        )
+    )
+    argv = ["serve", str(pfile), "--output", str(tmp_path / "out"), "--no-http", "-q"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "journal" in lines[0] and "database or disk is full" in lines[0]
+
+    def unopenable(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite3, "connect", unopenable)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot open the journal" in err and "Traceback" not in err
 
 
 def test_accept_many_is_one_commit_with_duplicates_counted(journal, tmp_path):

@@ -64,7 +64,12 @@ def test_folder_and_scp_with_real_dicom_and_bad_inputs(gan_yolo_plan, tmp_path):
         ct = Path(get_testdata_file("CT_small.dcm"))
         (inbox / "ct.dcm").write_bytes(ct.read_bytes())
         (inbox / "garbage.dcm").write_bytes(b"not a dicom file at all" * 10)
-        (inbox / "cut.dcm").write_bytes(ct.read_bytes()[:-3000])
+        # another instance (same-length SOP Instance UID: the same one would be a duplicate), cut
+        uid = str(pydicom.dcmread(ct).SOPInstanceUID)
+        other = uid[:-1] + ("1" if uid[-1] != "1" else "2")
+        (inbox / "cut.dcm").write_bytes(
+            ct.read_bytes().replace(uid.encode(), other.encode())[:-3000]
+        )
         cv2.imwrite(str(inbox / "tiny.png"), np.zeros((8, 8), np.uint8))
         nan = np.full((64, 64), np.nan, np.float32)
         cv2.imwrite(str(inbox / "nan.tiff"), nan)

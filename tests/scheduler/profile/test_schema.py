@@ -120,6 +120,9 @@ def mutate(fn):
             lambda d: d.update(contention={"peak_gbs": 100, "knee": 2, "max_slowdown": 1.5}),
             "contention.knee",
         ),
+        (lambda d: d["model"].update(folded=[0]), "model.folded: expected node indices from 1"),
+        (lambda d: d["model"].update(folded=[3, 4]), "none right after another, got 4"),
+        (lambda d: d["model"].update(nodes=5, folded=[5]), "from 1 below 5, none right after"),
     ],
 )
 def test_validation_errors(change, message):

@@ -100,3 +100,17 @@ def test_regenerate_help_writes_nothing(tmp_path, capsys):
     assert exc.value.code == 0
     assert "--check" in capsys.readouterr().out
     assert not Path("--help").exists()
+
+
+def test_the_closest_refused_profile_and_why():
+    """A model no profile matches: the nearest by node count (BatchNorm folded) is named."""
+    from hxsched.scheduler.profile.store import closest_refused
+
+    # Ultralytics 8.4.190's YOLOv8n: 233 nodes like the shipped (8.3-style head) one
+    same = closest_refused("orin-agx", 233)
+    assert same is not None and "yolov8n" in same and "other wiring" in same
+    # torch's default Pix2Pix with 1 more node than the shipped (46 after folding)
+    off = closest_refused("xavier-agx", 47)
+    assert off is not None and "pix2pix_unet256" in off
+    assert "46 nodes with BatchNorm folded (52 as stored), this 47" in off
+    assert closest_refused("orin-nano", 233) is None
