@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,43 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
         if "jetson" in item.keywords and not (caps.is_jetson and caps.trt_available):
             item.add_marker(skip_jetson)
+
+
+_THIRD_PARTY = ("pydicom", "pynetdicom", "PIL")
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_logging():
+    """``hxsched serve`` run in-process sets process-wide logging (root handler, lastResort,
+    excepthooks, warnings, the workers' level variable) as a one-shot process should; put it
+    back after each test so one test's service does not format the next test's output."""
+    root = logging.getLogger()
+    names = ("hxsched", *_THIRD_PARTY)
+    saved = (
+        root.handlers[:],
+        root.level,
+        {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level) for n in names},
+        {n: logging.getLogger(n).propagate for n in names},
+        logging.lastResort,
+        sys.excepthook,
+        threading.excepthook,
+        warnings.showwarning,
+        os.environ.get("HXSCHED_LOG_LEVEL"),
+    )
+    yield
+    handlers, level, per_logger, propagate, last, hook, thook, show, env = saved
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    for n, (h, lvl) in per_logger.items():
+        logging.getLogger(n).handlers[:] = h
+        logging.getLogger(n).setLevel(lvl)
+        logging.getLogger(n).propagate = propagate[n]
+    logging.lastResort = last
+    sys.excepthook, threading.excepthook, warnings.showwarning = hook, thook, show
+    if env is None:
+        os.environ.pop("HXSCHED_LOG_LEVEL", None)
+    else:
+        os.environ["HXSCHED_LOG_LEVEL"] = env
 
 
 @pytest.fixture(scope="session")

@@ -173,6 +173,20 @@ def _route(level: str) -> None:
         other.propagate = True
     logging.lastResort = _HANDLER
     warnings.showwarning = _show_warning
+    _quiet_native_libraries()
+
+
+def _quiet_native_libraries() -> None:
+    """OpenCV logs from C++ straight to stderr (e.g. ``[ WARN:0@1.7] global grfmt_tiff.cpp``
+    on a broken TIFF), past Python's logging: silence it. OPENCV_LOG_LEVEL is read when OpenCV
+    first logs ("OpenCV environment variables", docs.opencv.org); set it for this process and
+    the workers it spawns, and set the level directly where cv2 is loaded already."""
+    os.environ["OPENCV_LOG_LEVEL"] = "SILENT"
+    cv2 = sys.modules.get("cv2")
+    utils = getattr(getattr(cv2, "utils", None), "logging", None)
+    if utils is not None:
+        with contextlib.suppress(Exception):  # an OpenCV build without the logging module
+            utils.setLogLevel(utils.LOG_LEVEL_SILENT)
 
 
 def _levelno(level: str) -> int:

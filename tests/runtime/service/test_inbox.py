@@ -262,3 +262,72 @@ def test_a_full_disk_leaves_the_files_and_they_are_taken_once_it_clears(
     assert rig.got == [(Intake.ACCEPTED, None)] * 5
     assert journal.counts()["accepted"] == 5 and journal.counts()["quarantined"] == 0
     assert not list(rig.inbox.iterdir())
+
+
+def test_with_the_queue_full_files_are_taken_in_groups_not_one_per_commit(tmp_path, journal):
+    """The gate frees room a slice at a time while the queue is full; the folder source waits
+    (at most FILL_S) for room for FILL_MIN files rather than committing each file alone."""
+    rig = Rig(tmp_path, journal, stable_s=0.0)
+    rig.gate.limit = 0  # full: nothing is taken
+    rig.inbox.mkdir(parents=True, exist_ok=True)
+    for k in range(40):
+        data = encode_ct_dicom(synthetic_phantom(k, size=64))
+        (rig.inbox / f"s{k:03d}.dcm").write_bytes(data)
+    batches: list[int] = []
+    take = rig.src.take_many
+
+    def counted(names: list[str]) -> None:
+        batches.append(len(names))
+        take(names)
+
+    rig.src.take_many = counted  # type: ignore[method-assign]
+    rig.src.FILL_S = 10.0  # a slow machine still forms the group (the test times nothing)
+    with rig:
+        time.sleep(0.2)
+        assert not batches
+        for _ in range(40):  # room for one more slice at a time, as slices finish
+            rig.gate.limit += 1
+            time.sleep(0.01)
+        assert wait_for(lambda: sum(batches) >= 40)
+    assert len(journal.claim(100)) == 40
+    assert min(batches[:2]) >= FolderSource.FILL_MIN, batches
+
+
+def test_a_name_that_is_not_utf8_is_taken_and_stops_nothing(tmp_path, journal):
+    """A scanner share can hold names in another encoding: the file is taken (its name kept
+    with the odd bytes escaped) and the files beside it in the same batch are taken too."""
+    rig = Rig(tmp_path, journal, 0.0)
+    odd = os.fsdecode(b"slice-\xe9\xff.dcm")  # not UTF-8: held as surrogate escapes
+    (rig.inbox / odd).write_bytes(encode_ct_dicom(synthetic_phantom(0, size=64)))
+    for k in range(3):
+        (rig.inbox / f"ok{k}.dcm").write_bytes(encode_ct_dicom(synthetic_phantom(k + 1, size=64)))
+    with rig:
+        assert wait_for(lambda: len(rig.got) == 4)
+    assert [what for what, _ in rig.got] == [Intake.ACCEPTED] * 4
+    assert not list(rig.inbox.iterdir())
+    names = {i.name for i in journal.claim(10)}
+    assert "slice-\\xe9\\xff.dcm" in names and len(names) == 4
+
+
+def test_a_batch_that_fails_is_retaken_one_by_one(tmp_path, journal, monkeypatch):
+    """One file whose journaling fails (not resource trouble) is set aside; the rest of its
+    batch is taken, and the bad one is not retried in every later batch."""
+    rig = Rig(tmp_path, journal, 0.0)
+    for k in range(4):
+        (rig.inbox / f"f{k}.dcm").write_bytes(CT + bytes([k]))
+    real = journal.accept_many
+    calls: list[int] = []
+
+    def accept_many(rows):
+        calls.append(len(rows))
+        if any(name == "f2.dcm" for _, name, *_ in rows):
+            raise RuntimeError("a bug in the journal for this one file")
+        return real(rows)
+
+    monkeypatch.setattr(journal, "accept_many", accept_many)
+    with rig:
+        assert wait_for(lambda: len(rig.got) == 3)
+        time.sleep(0.5)  # several more polls
+    assert (rig.inbox / "f2.dcm").exists() and len(list(rig.inbox.iterdir())) == 1
+    assert "refused" in rig.skips
+    assert len(calls) <= 6  # the batch, then one by one: no retry of f2 at every poll
