@@ -137,6 +137,10 @@ class Served:
         """CPU seconds of the service and its worker processes."""
         return sum(_proc_cpu(pid) for pid in self.pids())
 
+    def main_cpu_s(self) -> float:
+        """CPU seconds of the service's own process (intake, journal, executor, commits, HTTP)."""
+        return _proc_cpu(self.proc.pid)
+
     def rss_mib(self) -> float:
         return sum(_proc_rss(pid) for pid in self.pids())
 
@@ -232,15 +236,17 @@ def count_outputs(out: Path, expected: int) -> dict:
 
 def folder_run(svc: Served, files: list[Path]) -> dict:
     """Drop every file at once (written beside the inbox, renamed in, as scanners do)."""
-    cpu0 = svc.cpu_s()
+    cpu0, main0 = svc.cpu_s(), svc.main_cpu_s()
     for p in files:
         os.replace(p, svc.inbox / p.name)
     t_first, t_last, samples = wait_done(svc, len(files), 3600)
-    cpu = svc.cpu_s() - cpu0
+    cpu, main = svc.cpu_s() - cpu0, svc.main_cpu_s() - main0
     rate = (len(files) - 1) / max(t_last - t_first, 1e-9)
     return {
         "slices_per_s": round(rate, 1),
         "cpu_ms_per_slice": round(cpu * 1000 / len(files), 2),
+        "main_process_cpu_ms_per_slice": round(main * 1000 / len(files), 2),
+        "workers_cpu_ms_per_slice": round((cpu - main) * 1000 / len(files), 2),
         "samples": samples,
     }
 

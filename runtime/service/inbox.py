@@ -78,6 +78,8 @@ class FolderSource(threading.Thread):
 
     BATCH = 64  # files per journal commit at most
     BATCH_BYTES = 64 << 20  # ... and bytes in memory at most
+    FILL_MIN = 16  # with the queue full, wait for room for this many files per commit ...
+    FILL_S = 0.05  # ... this long at most
 
     def __init__(
         self,
@@ -180,20 +182,38 @@ class FolderSource(threading.Thread):
         while not self.gate.stop.is_set():
             todo = self.candidates()
             while todo and not self.gate.stop.is_set():
-                got = self.gate.acquire(None, n=min(self.BATCH, len(todo)))  # waits while held
+                want = min(self.BATCH, len(todo))
+                got = self.gate.acquire(None, n=want)  # waits while held
                 if not got:
                     return
+                if got < min(want, self.FILL_MIN):
+                    got += self._fill(min(want, self.FILL_MIN) - got, want - got)
                 batch, todo = todo[:got], todo[got:]
                 try:
                     self.take_many(batch)
                 except Exception as exc:  # noqa: BLE001 - the source never stops
                     if not self.gate.trouble(exc):
                         log.error("folder source: a batch failed (%s)", type(exc).__name__)
+                        self._one_by_one(batch)  # only the file that fails is set aside
                 finally:
                     self.gate.release(got)
                 if self.gate.held_reason:
                     break  # the rest stays in the inbox until the trouble clears
             self.gate.stop.wait(self.poll_s)
+
+    def _fill(self, least: int, most: int) -> int:
+        """Room for ``least`` to ``most`` more slices of this batch, waited for at most FILL_S.
+        With the queue full the gate frees room a slice at a time, and a commit per slice
+        costs a transaction and fsyncs each; the queue ahead keeps the pipeline busy while
+        room for a bigger group builds up. Returns how many were reserved (0 on timeout)."""
+        extra = 0
+        deadline = time.monotonic() + self.FILL_S
+        while extra < least and not self.gate.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            extra += self.gate.acquire(left, n=most - extra)
+        return extra
 
     def take_many(self, names: list[str]) -> None:
         """Several complete files in one journal commit (group commit); oversize ones are
@@ -229,6 +249,20 @@ class FolderSource(threading.Thread):
 
     def take(self, name: str) -> None:
         self.take_many([name])
+
+    def _one_by_one(self, names: list[str]) -> None:
+        """A batch failed: its files one at a time; one that still fails is left in place and
+        skipped until it changes (never retried as part of every later batch)."""
+        for name in names:
+            try:
+                self.take_many([name])
+            except Exception as exc:  # noqa: BLE001
+                if self.gate.trouble(exc):
+                    return
+                seen = self._seen.get(name)
+                if seen is not None:
+                    self._bad[name] = seen[0]
+                self._skip(name, Skip.REFUSED)
 
     def _open(self, name: str) -> _Taken | None:
         """The file if it is still the complete regular file the scan saw, else None."""

@@ -61,7 +61,52 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_state ON items (state, seq);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sop_key TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try_at REAL NOT NULL,
+    last_status TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    UNIQUE (item_id, key)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_try_at);
 """
+
+# the outbound queue to the PACS (runtime/service/outbox.py): one row per file to send
+OUT_QUEUED = "queued"
+OUT_SENT = "sent"
+OUT_FAILED = "failed"  # permanently: the destination refused it for good
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A file to send once its slice is done: the item, its output key, the file's path."""
+
+    item_id: str
+    key: str
+    path: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One queued file of the outbound queue."""
+
+    id: int
+    item_id: str
+    key: str
+    path: str
+    attempts: int
+    next_try_at: float
+    last_status: str | None
+
+
+_OUTBOX_COLUMNS = ("id", "item_id", "key", "path", "attempts", "next_try_at", "last_status")
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -190,6 +235,12 @@ class _Pending:
 def content_id(data: bytes) -> str:
     """The item id of some content: the first 24 hex digits of its SHA-256."""
     return hashlib.sha256(data).hexdigest()[:_ID_LEN]
+
+
+def stored_name(name: str) -> str:
+    """A file name as the journal keeps it: valid UTF-8. A name that is not (a folder's bytes
+    Python holds as surrogate escapes) has those bytes written as ``\\xNN``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _ext_of(name: str) -> str:
@@ -373,7 +424,7 @@ class Journal:
                 self._gc_writing -= 1
                 self._gc.notify_all()
             raise
-        entry = _Pending(tmp, item_id, size, name, source, _hashed(key))
+        entry = _Pending(tmp, item_id, size, stored_name(name), source, _hashed(key))
         with self._gc:
             self._gc_writing -= 1
             self._gc_queue.append(entry)
@@ -400,7 +451,7 @@ class Journal:
             except SpoolError as exc:
                 out.append(exc)
                 continue
-            entries.append(_Pending(tmp, item_id, size, name, source, key))
+            entries.append(_Pending(tmp, item_id, size, stored_name(name), source, key))
             out.append(None)
         self._commit_group(entries)
         it = iter(entries)
@@ -465,7 +516,7 @@ class Journal:
                     dups = sum(1 for e in batch if e.duplicate)
                     if dups:
                         self._bump(db, "duplicates", dups)
-            except (OSError, sqlite3.Error) as exc:
+            except (OSError, sqlite3.Error, ValueError) as exc:  # ValueError: e.g. UnicodeError
                 for e in batch:
                     if not e.duplicate:
                         e.tmp.unlink(missing_ok=True)
@@ -652,11 +703,16 @@ class Journal:
             self._spool_path(r["id"], r["ext"]).unlink(missing_ok=True)
 
     @_resources
-    def complete_many(self, done: list[tuple[str, dict[str, str]]]) -> None:
+    def complete_many(
+        self, done: list[tuple[str, dict[str, str]]], outbox: Iterable[OutboxEntry] = ()
+    ) -> None:
         """``complete`` for several items in one commit (group commit), then their spooled
-        bytes go. Items already done stay as they were; unknown or quarantined ones raise."""
+        bytes go. Items already done stay as they were; unknown or quarantined ones raise.
+        ``outbox``: files to send (the PACS sink), queued in the same commit, so a done slice
+        always has its sends queued; a file already queued for its item and key is not again."""
         if not done:
             return
+        outbox = list(outbox)
         ids = [i for i, _ in done]
         with self._tx() as db:
             rows = {
@@ -682,9 +738,87 @@ class Journal:
                 ],
             )
             spares = self._drop_standbys(db, [r["dedupe_key"] for r in rows.values()])
+            if outbox:
+                self._enqueue(db, outbox, now)
         for item_id in ids:
             self._spool_path(item_id, rows[item_id]["ext"]).unlink(missing_ok=True)
         self._unlink_spooled(spares)
+
+    # -- the outbound queue (the PACS sink: runtime/service/outbox.py) ------------------------
+
+    def _enqueue(self, db: sqlite3.Connection, entries: list[OutboxEntry], now: float) -> None:
+        db.executemany(
+            "INSERT OR IGNORE INTO outbox (item_id, key, path, state, next_try_at, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(e.item_id, e.key, e.path, OUT_QUEUED, now, now, now) for e in entries],
+        )
+
+    @_resources
+    def outbox_due(self, now: float, limit: int = 32) -> list[OutboxRow]:
+        """Queued files whose next try is due, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM outbox WHERE state = ? AND next_try_at <= ? ORDER BY id LIMIT ?",
+                (OUT_QUEUED, now, limit),
+            ).fetchall()
+        return [OutboxRow(*(r[k] for k in _OUTBOX_COLUMNS)) for r in rows]
+
+    @_resources
+    def outbox_next_due(self) -> float | None:
+        """When the earliest queued file is due (None: nothing queued)."""
+        with self._lock:
+            (t,) = self._db.execute(
+                "SELECT MIN(next_try_at) FROM outbox WHERE state = ?", (OUT_QUEUED,)
+            ).fetchone()
+        return t
+
+    @_resources
+    def outbox_sent(self, row_id: int, status: str, sop_key: str | None = None) -> None:
+        """A file the destination has (``sop_key``: dedupe_key() of its SOP Instance UID)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
+                " sop_key = ?, updated_at = ? WHERE id = ?",
+                (OUT_SENT, status, sop_key, time.time(), row_id),
+            )
+
+    @_resources
+    def outbox_retry(self, row_ids: list[int], next_try_at: float, status: str) -> None:
+        """Files to try again at ``next_try_at`` (the destination was down or busy)."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, next_try_at = ?, last_status = ?,"
+                " updated_at = ? WHERE id = ? AND state = ?",
+                [(next_try_at, status, time.time(), i, OUT_QUEUED) for i in row_ids],
+            )
+
+    @_resources
+    def outbox_failed(self, row_id: int, status: str) -> None:
+        """A file the destination refused for good: kept as failed, never sent again."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + 1, last_status = ?,"
+                " updated_at = ? WHERE id = ?",
+                (OUT_FAILED, _one_line(status), time.time(), row_id),
+            )
+
+    @_resources
+    def outbox_counts(self) -> dict[str, int]:
+        """Files per outbound state (queued, sent, failed)."""
+        out = dict.fromkeys((OUT_QUEUED, OUT_SENT, OUT_FAILED), 0)
+        with self._lock:
+            for state, n in self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"):
+                out[state] = n
+        return out
+
+    @_resources
+    def outbox_queued(self) -> int:
+        """Files waiting to be sent."""
+        with self._lock:
+            (n,) = self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE state = ?", (OUT_QUEUED,)
+            ).fetchone()
+        return n
 
     @_resources
     def quarantine(self, item_id: str, reason_code: str, message: str) -> Item:
@@ -747,6 +881,7 @@ class Journal:
         the caller still owns ``src``. The item gets a fresh id ``q<hex>``, not a content hash.
         """
         item_id = "q" + uuid.uuid4().hex[: _ID_LEN - 1]
+        name = stored_name(name)
         ext = _ext_of(name)
         dest = self._quarantine_path(item_id, ext)
         size = 0

@@ -4,6 +4,7 @@ has the roles write the outputs; bad slices are quarantined with their reason; H
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -23,6 +24,7 @@ from hxsched.runtime.service.intake import Gate, Intake, resource_trouble
 from hxsched.runtime.service.journal import GROUP_DELAY_S, GROUP_MAX, Item, Journal
 from hxsched.runtime.service.logsafe import JsonLogFormatter, setup_logging  # noqa: F401
 from hxsched.runtime.service.metrics import Registry
+from hxsched.runtime.service.outbox import Outbox, OutboxCounters, outbox_entries
 from hxsched.runtime.service.pipeline import Backend, Pipeline, Source, SourceKind
 from hxsched.runtime.service.roles import role_handler
 from hxsched.runtime.service.scp import ScpSettings, ScpSource
@@ -127,6 +129,7 @@ class Service:
         self._probe: threading.Thread | None = None
         self._probe_s = PROBE_S
         self._resumed_at = -1e9
+        self.outbox: Outbox | None = None  # the PACS sink (``sinks.pacs``; None: files only)
 
     # -- metrics --------------------------------------------------------------------------
     def _metrics(self) -> None:
@@ -160,6 +163,15 @@ class Service:
         )
         self.m_held = r.gauge("hxsched_held", "1 while held for resource trouble, else 0")
         self.m_held.set_function(lambda: 1.0 if self.held_reason else 0.0)
+        self.m_outbox_queued = r.gauge(
+            "hxsched_outbox_queued", "results queued to be sent to the PACS (sinks.pacs)"
+        )
+        self.m_outbox_queued.set_function(lambda: self.outbox.queued() if self.outbox else 0)
+        self.m_outbox = OutboxCounters(
+            r.counter("hxsched_outbox_sent_total", "results the PACS confirmed (C-STORE)"),
+            r.counter("hxsched_outbox_retries_total", "results queued again to retry later"),
+            r.counter("hxsched_outbox_failed_total", "results the PACS refused for good"),
+        )
 
     def _accepted(self, what: Intake, reason: str | None = None) -> None:
         """A source's outcome; ``reason``: the quarantine reason code (None: oversize)."""
@@ -188,6 +200,7 @@ class Service:
         if removed := remove_partial_outputs(self.out, self.journal):  # interrupted attempts'
             _event("removed partial outputs and temp files after a restart", files=removed)
         self.m_queue.labels(queue="journal").set_function(self.journal.pending)
+        self._start_outbox(self.journal)
         if self.opts.http_port is not None:
             self._start_http(self.opts.http_port)
         self._start_executor()
@@ -221,6 +234,15 @@ class Service:
             _event("slice quarantined at recovery", item=item_id, reason=reason)
         if requeued or quarantined:
             _event("recovered after a restart", requeued=requeued, quarantined=quarantined)
+
+    def _start_outbox(self, journal: Journal) -> None:
+        """The PACS sink's sender (``sinks.pacs``): it sends what a restart found queued too."""
+        sink = self.pipe.sinks.pacs
+        if sink is None:
+            return
+        bound = OUTBOX_BOUND_FACTOR * self.pipe.queue
+        self.outbox = Outbox(journal, sink, self.m_outbox, bound=bound, on_over=self._hold)
+        self.outbox.start()
 
     def _start_executor(self) -> None:
         from hxsched.runtime.build import plan_instance_specs
@@ -541,7 +563,7 @@ class Service:
             why = probe_folder(folder)
             if why is not None:
                 return why
-        return None
+        return self.outbox.over_bound() if self.outbox is not None else None
 
     def _until_resumed(self) -> bool:
         """Wait while held; False when the service stops first."""
@@ -576,7 +598,13 @@ class Service:
         ok = [f for f in batch if f.error is None and f.resource is None]
         ok = [f for f in ok if f.item_id in self._works]
         sync_dirs([p for f in ok for p in f.files.values()])  # the renames, once per folder
-        self.journal.complete_many([(f.item_id, f.files) for f in ok])
+        sends = [e for f in ok for e in outbox_entries(f.item_id, f.files)] if self.outbox else []
+        self.journal.complete_many([(f.item_id, f.files) for f in ok], outbox=sends)
+        if sends and self.outbox is not None:
+            self.outbox.wake()
+            over = self.outbox.over_bound()
+            if over is not None:  # too much waits for the PACS: hold like a full disk
+                self._hold(over)
         for f in batch:
             self._add_cpu(f.cpu)
             work = self._works.get(f.item_id)
@@ -676,6 +704,7 @@ class Service:
             "alarms": list(self.alarms),
             "latest": dict(self.latest),
             "numbers": self.executor.backend.source() if self.executor else "",
+            "outbox": dataclasses.asdict(self.outbox.status()) if self.outbox else None,
         }
 
     # -- stop -----------------------------------------------------------------------------------
@@ -704,6 +733,8 @@ class Service:
             self.hosts.close()
         if self.http is not None:
             self.http.stop()
+        if self.outbox is not None:
+            self.outbox.stop()
         if self.journal is not None:
             self.final_counts = self.journal.counts()
             self.journal.close()
@@ -719,6 +750,7 @@ class Service:
             signal.signal(sig, handler)
 
 
+OUTBOX_BOUND_FACTOR = 10  # queued results past this many times ``queue``: hold (sinks.pacs)
 PROBE_S = 1.0  # while held, how often the trouble is probed (doubling to PROBE_MAX_S when
 PROBE_MAX_S = 16.0  # it comes back right after a resume)
 RESERVE_BYTES = 8 << 20  # free space a folder needs before the service resumes

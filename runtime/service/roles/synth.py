@@ -7,7 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from hxsched.runtime.service.imaging import Window, pix2pix_output_to_uint8, to_pix2pix_input
+from hxsched.runtime.service.imaging import (
+    Window,
+    pix2pix_input_into,
+    pix2pix_output_to_uint8,
+    to_pix2pix_input,
+)
 from hxsched.runtime.service.roles.base import (
     Prepared,
     Role,
@@ -33,6 +38,12 @@ class SynthRole(RoleHandler):
 
     def prepare(self, window01: np.ndarray, model) -> Prepared:
         return Prepared(to_pix2pix_input(window01, channels=model.channels, size=model.size))
+
+    def prepare_into(self, window01: np.ndarray, model, out: np.ndarray) -> Any:
+        if np.ndim(window01) != 2 or out.shape != (1, model.channels, model.size, model.size):
+            return super().prepare_into(window01, model, out)
+        pix2pix_input_into(window01, out)  # straight into the hand-over slot
+        return None
 
     def input_shape(self, model) -> tuple[int, ...]:
         return (1, model.channels, model.size, model.size)

@@ -417,3 +417,29 @@ def test_native_pixels_match_pydicom():
     raw = np.frombuffer(ds.PixelData, "<i2")
     got = _native_pixels(ds, ts, ds.Rows, ds.Columns, 16, 1)
     assert np.array_equal(got.ravel(), ((raw << 4) >> 4))
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (63, 65), (64, 64)], ids=["same", "odd", "resized"])
+def test_secondary_capture_bytes_written_directly_match_pydicom(ct, shape):
+    """The per-slice elements written as bytes (no pydicom dataset per slice) are the bytes
+    pydicom writes: UIDs of odd and even lengths, multi-digit instance numbers, position and
+    orientation on the same grid, both reference sequences, an odd pixel count (padded)."""
+    import dataclasses
+
+    from hxsched.runtime.service.dicom_io import ScTemplates, encode_secondary_capture
+
+    templates = ScTemplates()
+    for k in range(4):
+        sl = dataclasses.replace(ct, meta=dict(ct.meta))
+        sl.meta["SOPInstanceUID"] = "1.2.3." + "4" * (k + 1)  # odd and even lengths
+        sl.meta["InstanceNumber"] = str(10**k)
+        sl.meta["ImagePositionPatient"] = [-125.5, 3.25 * k, 1e-7 * k]  # written on its grid
+        img = (np.random.default_rng(k).random(shape) * 255).astype(np.uint8)
+        kw = {"series_uid": "1.2.826.0.1.3680043.8.498.12", "series_number": 1001 + k % 2}
+        whole = encode_secondary_capture(img, sl, **kw)
+        fast = encode_secondary_capture(img, sl, templates=templates, **kw)
+        assert fast == whole
+        back = pydicom.dcmread(io.BytesIO(fast))
+        np.testing.assert_array_equal(back.pixel_array, img)
+        assert back.SourceImageSequence[0].ReferencedSOPInstanceUID == sl.meta["SOPInstanceUID"]
+        assert back.InstanceNumber == 10**k

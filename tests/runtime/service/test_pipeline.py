@@ -173,6 +173,18 @@ def test_relative_paths_resolve_against_the_file(tmp_path):
     assert p.path == str(f)
 
 
+def test_a_folder_source_resolves_against_the_file_not_the_working_directory(tmp_path):
+    """Issue finding: the pipeline's folder paths resolved from the working directory."""
+    d = _base()
+    d["sources"] = [{"kind": "folder", "path": "inbox"}, {"kind": "folder", "path": "/abs/in"}]
+    f = tmp_path / "sub" / "pipe.yaml"
+    f.parent.mkdir()
+    f.write_text(yaml.safe_dump(d))
+    p = load_pipeline(f)
+    assert Path(p.sources[0].path) == tmp_path / "sub" / "inbox"
+    assert p.sources[1].path == "/abs/in"
+
+
 def test_digest_ignores_sources_and_sinks_but_not_models():
     base = pipeline_from_dict(_base()).digest()
     assert len(base) == 16

@@ -98,3 +98,32 @@ def test_the_generic_service_knows_no_model():
         "secondary_capture",
     ):
         assert not re.search(word, text, re.IGNORECASE), word
+
+
+def test_detections_json_text_is_what_json_writes():
+    """The detections JSON is built directly, the same text as ``json.dumps(doc, indent=1)``
+    (non-finite numbers and non-ASCII text included)."""
+    import math
+
+    from hxsched.runtime.service.imaging import Detection, LetterboxInfo, detections_to_json
+    from hxsched.runtime.service.roles.detect import dumps_indent1
+
+    info = LetterboxInfo(1.25, 0.0, 80.0, 512, 384)
+    rng = np.random.default_rng(3)
+    odd = [0.0, 512.0, 1e-7, 123456789.123, math.nan, math.inf, -0.0]
+    for n in (0, 1, 3, 100):
+        found = [
+            Detection(
+                tuple(
+                    float(rng.choice(odd)) if k % 9 == 0 else float(rng.uniform(0, 512))
+                    for _ in range(4)
+                ),
+                float(rng.random()),
+                int(rng.integers(0, 80)),
+            )
+            for k in range(n)
+        ]
+        head = detections_to_json([], info)
+        head.update({"item": 'ab\u00e9"c', "model": "m", "instance": "m#0", "note": "n"})
+        doc = {**head, "detections": [d.to_dict() for d in found]}
+        assert dumps_indent1(head, found) == json.dumps(doc, indent=1)
