@@ -26,6 +26,7 @@ SUBCOMMANDS = (
     "validate",
     "calibrate",
     "serve",
+    "cluster",
     "doctor",
 )
 

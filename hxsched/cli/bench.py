@@ -94,6 +94,16 @@ class LatencyStats:
 
 
 @dataclass(frozen=True)
+class SegmentSplit:
+    """trt: one segment's medians from its CUDA events (copy stream and segment stream)."""
+
+    enqueue_ms: float  # host wall time in its enqueue calls
+    h2d_ms: float
+    compute_ms: float
+    d2h_ms: float
+
+
+@dataclass(frozen=True)
 class SegmentTimes:
     accelerator: str
     runs: int
@@ -102,6 +112,28 @@ class SegmentTimes:
     p99_ms: float
     expected_ms: float
     ratio: float | None  # median / expected
+    split: SegmentSplit | None = None  # trt only
+
+
+@dataclass(frozen=True)
+class SplitStats:
+    """trt: each frame's time split as trtexec splits a query (all its segments together)."""
+
+    enqueue_ms: LatencyStats  # host wall time: binding setup, copy calls, execute_async_v3
+    pack_ms: LatencyStats  # host: casting inputs into their pinned buffers
+    h2d_ms: LatencyStats
+    compute_ms: LatencyStats
+    d2h_ms: LatencyStats
+    end_to_end_ms: LatencyStats  # first upload to last download (trtexec endToEndMs)
+
+
+# why a backend has no split: it makes no host<->device copies to time
+NO_SPLIT = {
+    "sim": "no enqueue/copy/compute split on sim: it simulates the plan's times and makes no "
+    "host<->device copies (use --backend trt)",
+    "ort": "no enqueue/copy/compute split on ort: ONNX Runtime's CPU provider computes in host "
+    "memory, so there are no host<->device copies to time (use --backend trt)",
+}
 
 
 @dataclass(frozen=True)
@@ -129,6 +161,7 @@ class BenchRun:
     overlap: float  # fraction of the measured span with two or more accelerators busy
     segments: dict[str, SegmentTimes]
     notes: tuple[str, ...] = ()
+    split: SplitStats | None = None  # trt only (NO_SPLIT says why elsewhere)
 
 
 @dataclass(frozen=True)
@@ -216,24 +249,55 @@ def _merged(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
-def export_record(r, accelerators: dict[str, str]) -> dict[str, Any]:
+def export_record(r, accelerators: dict[str, str], times: dict | None = None) -> dict[str, Any]:
     """One frame as trtexec's ``--exportTimes`` writes it (TensorRT samples/common
-    sampleReporting.cpp, exportJSONTrace), plus hxsched's per-segment spans."""
+    sampleReporting.cpp, exportJSONTrace), plus hxsched's per-segment spans. ``computeMs`` is
+    the time a segment of the frame was computing; on trt (``times``: the backend's event times
+    by (frame, segment)) also trtexec's ``startH2dMs``..``endD2hMs``, ``h2dMs``, ``d2hMs`` and
+    ``endToEndMs``, and hxsched's ``hostEnqueueMs`` and ``packMs``. ``latencyMs`` stays the
+    frame's release to its last compute end (trtexec's is h2dMs + computeMs + d2hMs)."""
+    from hxsched.runtime.backends.trt.backend import copy_split
+
     starts = [s for s, _ in r.spans.values()]
     ends = [e for _, e in r.spans.values()]
+    runs = {n: times[(r.index, n)] for n in r.spans if times and (r.index, n) in times}
     rec: dict[str, Any] = {"frame": r.index, "releaseMs": round(r.admitted_ms, 5)}
     if r.enqueue:
         rec["startEnqMs"] = round(min(a for a, _ in r.enqueue.values()), 5)
         rec["endEnqMs"] = round(max(b for _, b in r.enqueue.values()), 5)
     rec["startComputeMs"] = round(min(starts), 5)
     rec["endComputeMs"] = round(max(ends), 5)
-    rec["computeMs"] = round(max(ends) - min(starts), 5)
+    rec["computeMs"] = round(union_length(list(r.spans.values())), 5)
     rec["latencyMs"] = round(r.latency_ms, 5)
+    if runs:
+        rec.update(split_fields(copy_split(list(runs.values()))))
     rec["segments"] = {
         n: {"accelerator": accelerators[n], "startMs": round(a, 5), "endMs": round(b, 5)}
+        | (_segment_split_fields(copy_split([runs[n]])) if n in runs else {})
         for n, (a, b) in r.spans.items()
     }
     return rec
+
+
+def split_fields(sp) -> dict[str, float]:
+    """A CopySplit under trtexec's ``--exportTimes`` names (and two of hxsched's)."""
+    out = {}
+    for tag, pair in (("H2d", sp.h2d), ("D2h", sp.d2h)):
+        if pair is not None:
+            out[f"start{tag}Ms"], out[f"end{tag}Ms"] = round(pair[0], 5), round(pair[1], 5)
+    out |= {"h2dMs": round(sp.h2d_ms, 5), "d2hMs": round(sp.d2h_ms, 5)}
+    out["endToEndMs"] = round(sp.end_to_end_ms, 5)
+    out |= {"hostEnqueueMs": round(sp.enqueue_ms, 5), "packMs": round(sp.pack_ms, 5)}
+    return out
+
+
+def _segment_split_fields(sp) -> dict[str, float]:
+    return {
+        "h2dMs": round(sp.h2d_ms, 5),
+        "computeMs": round(sp.compute_ms, 5),
+        "d2hMs": round(sp.d2h_ms, 5),
+        "hostEnqueueMs": round(sp.enqueue_ms, 5),
+    }
 
 
 def figures(
@@ -245,9 +309,11 @@ def figures(
     inflight_note: str,
     scale: float,
     own_device: bool = True,
+    times: dict | None = None,
 ) -> BenchRun:
     """The measured frames (after warm-up) as a BenchRun beside the plan's prediction (ratios
-    only where the backend measures the plan's own device: sim, or trt on it)."""
+    only where the backend measures the plan's own device: sim, or trt on it); ``times``: the
+    trt backend's event times by (frame, segment), for the enqueue/copy/compute split."""
     measured = results[warm:]
     lat = [r.latency_ms for r in measured]
     enq = [sum(b - a for a, b in r.enqueue.values()) for r in measured if r.enqueue]
@@ -287,8 +353,58 @@ def figures(
         else None,
         busy={a: round(union_length(s) / window, 4) for a, s in sorted(per_acc.items())},
         overlap=round(overlap_length(per_acc) / window, 4),
-        segments={n: _segment_times(stats.segments[n], v) for n, v in sorted(seg_runs.items())},
-        notes=tuple(n for n in (inflight_note, _device_note(plan, stats, own_device)) if n),
+        segments={
+            n: _segment_times(stats.segments[n], v, _segment_split(measured, n, times))
+            for n, v in sorted(seg_runs.items())
+        },
+        notes=tuple(
+            n
+            for n in (inflight_note, _device_note(plan, stats, own_device), _split_note(stats))
+            if n
+        ),
+        split=frame_split_stats(measured, times),
+    )
+
+
+def _split_note(stats) -> str:
+    return NO_SPLIT.get(stats.backend, "")
+
+
+def frame_split_stats(measured: Sequence, times: dict | None) -> SplitStats | None:
+    """Statistics of each measured frame's split (None without event times: ort, sim)."""
+    from hxsched.runtime.backends.trt.backend import copy_split
+
+    splits = []
+    for r in measured:
+        runs = [times[(r.index, n)] for n in r.spans if (r.index, n) in times] if times else []
+        if runs:
+            splits.append(copy_split(runs))
+    if not splits:
+        return None
+    return SplitStats(
+        enqueue_ms=latency_stats([s.enqueue_ms for s in splits]),
+        pack_ms=latency_stats([s.pack_ms for s in splits]),
+        h2d_ms=latency_stats([s.h2d_ms for s in splits]),
+        compute_ms=latency_stats([s.compute_ms for s in splits]),
+        d2h_ms=latency_stats([s.d2h_ms for s in splits]),
+        end_to_end_ms=latency_stats([s.end_to_end_ms for s in splits]),
+    )
+
+
+def _segment_split(measured: Sequence, name: str, times: dict | None) -> SegmentSplit | None:
+    from hxsched.runtime.backends.trt.backend import copy_split
+
+    if not times:
+        return None
+    splits = [copy_split([times[(r.index, name)]]) for r in measured if (r.index, name) in times]
+    if not splits:
+        return None
+    med = statistics.median
+    return SegmentSplit(
+        enqueue_ms=round(med(s.enqueue_ms for s in splits), 4),
+        h2d_ms=round(med(s.h2d_ms for s in splits), 4),
+        compute_ms=round(med(s.compute_ms for s in splits), 4),
+        d2h_ms=round(med(s.d2h_ms for s in splits), 4),
     )
 
 
@@ -301,7 +417,7 @@ def _device_note(plan, stats, own_device: bool) -> str:
     )
 
 
-def _segment_times(seg, runs: list[float]) -> SegmentTimes:
+def _segment_times(seg, runs: list[float], split: SegmentSplit | None = None) -> SegmentTimes:
     from hxsched.runtime.executor import percentile
 
     med = statistics.median(runs)
@@ -313,6 +429,7 @@ def _segment_times(seg, runs: list[float]) -> SegmentTimes:
         p99_ms=round(percentile(runs, 99), 4),
         expected_ms=round(seg.expected_ms, 4),
         ratio=round(med / seg.expected_ms, 4) if seg.expected_ms > 0 else None,
+        split=split,
     )
 
 
@@ -344,12 +461,15 @@ class BenchOptions:
 
 def bench_plan(
     name: str, plan, opts: BenchOptions, say: Callable[[str], None] = log.info
-) -> tuple[BenchRun, list]:
-    """Run ``plan`` for the warm-up and the duration; its BenchRun and the measured frames."""
+) -> tuple[BenchRun, list, dict | None]:
+    """Run ``plan`` for the warm-up and the duration: its BenchRun, the measured frames and, on
+    trt, every segment run's event times by (frame, segment)."""
     from hxsched.runtime.executor import Executor
     from hxsched.runtime.session import input_pool, make_backend, measures_plan_device, specs_for
 
     backend = make_backend(opts.backend, **{"plan": plan, **opts.backend_opts})
+    if opts.backend == "trt":
+        backend.times = {}  # the trt backend keeps each run's event times when asked
     specs = specs_for(plan, opts.backend, opts.shapes)
     own = measures_plan_device(plan, opts.backend)
     ex = Executor(
@@ -368,8 +488,9 @@ def bench_plan(
     warm = sum(1 for r in results if r.admitted_ms < t0 + opts.warmup_ms)
     warm = min(warm, max(0, len(results) - opts.iterations))
     scale = float(opts.backend_opts.get("time_scale", 1.0)) if opts.backend == "sim" else 1.0
-    run_ = figures(name, plan, stats, results, warm, ex.inflight_note, scale, own)
-    return run_, results[warm:]
+    times = getattr(backend, "times", None)
+    run_ = figures(name, plan, stats, results, warm, ex.inflight_note, scale, own, times)
+    return run_, results[warm:], times
 
 
 MAX_INPUT_SETS = 64  # slices held in memory at once (cycled); a CT series can hold hundreds
@@ -593,14 +714,15 @@ def _as_plan(plan, problem, run):
 
 
 def bench(plan, path: str, opts: BenchOptions, against: bool, say=log.info) -> tuple:
-    """Every run of one ``hxsched bench``: (report, each run's measured frames by name)."""
+    """Every run of one ``hxsched bench``: (report, each run's measured frames by name, each
+    run's trt event times by name: None on ort and sim)."""
     plans = {"plan": plan}
     if against:
         plans.update(baseline_plans(plan, opts.shapes))
-    runs, frames = [], {}
+    runs, frames, times = [], {}, {}
     for name, p in plans.items():
         say(f"bench {name} on {opts.backend}: warm-up {opts.warmup_ms:g} ms, {opts.duration_s:g} s")
-        run_, got = bench_plan(name, p, opts, say)
+        run_, got, times[name] = bench_plan(name, p, opts, say)
         runs.append(run_)
         frames[name] = got
     beaten = tuple(r.name for r in runs[1:] if r.throughput_fps > runs[0].throughput_fps)
@@ -614,7 +736,7 @@ def bench(plan, path: str, opts: BenchOptions, against: bool, say=log.info) -> t
         runs=tuple(runs),
         beaten_by=beaten,
     )
-    return report, frames
+    return report, frames, times
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,14 +760,14 @@ def run(args: argparse.Namespace) -> int:
         models=_pipeline_models(args.plan) if args.data else {},
         save_outputs=args.save_outputs,
     )
-    report, frames = bench(plan, args.plan, opts, args.against == "baselines")
+    report, frames, times = bench(plan, args.plan, opts, args.against == "baselines")
     if args.data:
         report = dataclasses.replace(report, data=_data_note(opts))
     if args.save_outputs:
         report = dataclasses.replace(report, saved_outputs=args.save_outputs)
     if args.export_times:
         accs = {n: s.accelerator for n, s in report.runs[0].segments.items()}
-        records = [export_record(r, accs) for r in frames["plan"]]
+        records = [export_record(r, accs, times["plan"]) for r in frames["plan"]]
         Path(args.export_times).write_text(json.dumps(records, indent=1) + "\n")
         report = dataclasses.replace(report, export_times=args.export_times)
     if args.plots:
@@ -741,12 +863,15 @@ def human(rep: BenchReport) -> str:
         lines.append(
             f"plan enqueue ms (host): mean {plan.enqueue_ms.mean} p99 {plan.enqueue_ms.p99}"
         )
+    if plan.split is not None:
+        sp = plan.split
+        lines.append(
+            f"plan split ms per frame (median): host enqueue {sp.enqueue_ms.p50}, pack "
+            f"{sp.pack_ms.p50}; H2D {sp.h2d_ms.p50}, compute {sp.compute_ms.p50}, D2H "
+            f"{sp.d2h_ms.p50} of end-to-end {sp.end_to_end_ms.p50}"
+        )
     lines.append("busy: " + ", ".join(f"{a} {v:.0%}" for a, v in plan.busy.items()))
-    seg_rows = [
-        [n, s.accelerator, str(s.runs), f"{s.median_ms}", f"{s.p99_ms}", f"{s.expected_ms}"]
-        for n, s in plan.segments.items()
-    ]
-    lines += ["", table(seg_rows, ["segment", "accelerator", "runs", "median", "p99", "planned"])]
+    lines += ["", _segment_table(plan)]
     for r in rep.runs:
         for n in r.notes:
             lines.append(f"note ({r.name}): {n}")
@@ -762,6 +887,25 @@ def human(rep: BenchReport) -> str:
             f"{busy}; overlap {ns.overlap_ms:.3f} ms ({ns.host_ranges} from NVTX host ranges)"
         )
     return "\n".join(lines)
+
+
+def _segment_table(run_: BenchRun) -> str:
+    head = ["segment", "accelerator", "runs", "median", "p99", "planned"]
+    split = any(s.split is not None for s in run_.segments.values())
+    if split:
+        head += ["enqueue", "h2d", "compute", "d2h"]
+    rows = []
+    for n, s in run_.segments.items():
+        row = [n, s.accelerator, str(s.runs), f"{s.median_ms}", f"{s.p99_ms}", f"{s.expected_ms}"]
+        if split:
+            sp = s.split
+            row += (
+                [f"{sp.enqueue_ms}", f"{sp.h2d_ms}", f"{sp.compute_ms}", f"{sp.d2h_ms}"]
+                if sp is not None
+                else ["-"] * 4
+            )
+        rows.append(row)
+    return table(rows, head)
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:

@@ -52,6 +52,11 @@ def test_bench_sim_against_baselines(small_plan, tmp_path, capsys):
     frames = json.loads(times.read_text())
     assert len(frames) == plan["frames"] and set(frames[0]) >= TRTEXEC_FIELDS
     assert all(f["endComputeMs"] >= f["startComputeMs"] >= f["releaseMs"] for f in frames)
+    # sim makes no host<->device copies: no split (absent, not zero), and a note says why
+    assert all("split" not in r for r in d["runs"])
+    assert all("split" not in s for s in plan["segments"].values())
+    assert any("no enqueue/copy/compute split on sim" in n for n in plan["notes"])
+    assert not {"h2dMs", "d2hMs", "startH2dMs", "endToEndMs"} & set(frames[0])
     names = {Path(p).name for p in d["plots"]}
     assert {"bench-bars.svg", "bench-cdf.svg"} <= names
     assert all((plots / n).stat().st_size > 0 for n in names)
@@ -126,6 +131,8 @@ def test_a_measured_cpu_profile_plans_and_benches_for_device_cpu(data_dir, tmp_p
     assert schema_errors(d, json.loads(SCHEMA.read_text())) == []
     assert [r["name"] for r in d["runs"]] == ["plan", "naive"]
     assert set(d["runs"][0]["busy"]) == {"cpu"} and d["runs"][0]["fps_over_predicted"] > 0
+    assert "split" not in d["runs"][0]  # ort: no device copies to time, and it says so
+    assert any("no enqueue/copy/compute split on ort" in n for n in d["runs"][0]["notes"])
     # real inputs: the recorded torch input, then a file of the wrong shape (one line, exit 1)
     io = data_dir / "torch" / "torch_unet_tiny_io.npz"
     base = ["bench", str(plan), "--backend", "ort", "--duration", "0.1", "-q"]

@@ -296,6 +296,78 @@ def check_fallbacks(
     )
 
 
+@dataclass(frozen=True)
+class RunTimes:
+    """One segment run as its CUDA events saw it (ms on the backend's clock: since ``base``),
+    and the host's time issuing it (wall clock, ms)."""
+
+    compute: tuple[float, float]  # the segment's stream, around execute_async_v3
+    h2d: tuple[float, float] | None = None  # the copy stream, around the uploads (host inputs)
+    d2h: tuple[float, float] | None = None  # the copy stream, around the downloads (host outputs)
+    enqueue_ms: float = 0.0  # binding setup, copy calls, execute_async_v3 (trtexec's enqueue)
+    pack_ms: float = 0.0  # casting the host inputs into their pinned buffers (before enqueue)
+
+
+@dataclass(frozen=True)
+class CopySplit:
+    """A frame's time (or one segment run's) split as trtexec splits a query (TensorRT
+    samples/common/sampleReporting.cpp): host enqueue, then device time attributed to compute
+    first, host->device copy where no compute runs, device->host copy where neither runs, so
+    ``h2d_ms + compute_ms + d2h_ms <= end_to_end_ms``; for one segment run (the copies wait for
+    the compute and the compute for the copies) they are the plain durations."""
+
+    enqueue_ms: float
+    pack_ms: float
+    h2d_ms: float
+    compute_ms: float
+    d2h_ms: float
+    start_ms: float  # the first upload's start, else the first compute start
+    end_ms: float  # the last download's end, else the last compute end
+    h2d: tuple[float, float] | None  # first upload start, last upload end
+    d2h: tuple[float, float] | None  # first download start, last download end
+
+    @property
+    def end_to_end_ms(self) -> float:
+        """trtexec's ``endToEndMs``: the first upload to the last download."""
+        return self.end_ms - self.start_ms
+
+
+def _union(spans: Sequence[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(spans):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def _hull(spans: Sequence[tuple[float, float]]) -> tuple[float, float] | None:
+    return (min(a for a, _ in spans), max(b for _, b in spans)) if spans else None
+
+
+def copy_split(runs: Sequence[RunTimes]) -> CopySplit:
+    """The split of one frame's segment runs (pure: event times in, durations out)."""
+    if not runs:
+        raise HxschedError("copy_split needs at least one segment run")
+    comp = [r.compute for r in runs]
+    up = [r.h2d for r in runs if r.h2d is not None]
+    down = [r.d2h for r in runs if r.d2h is not None]
+    c = _union(comp)
+    ch = _union(comp + up)
+    allspans = comp + up + down
+    return CopySplit(
+        enqueue_ms=sum(max(0.0, r.enqueue_ms) for r in runs),
+        pack_ms=sum(max(0.0, r.pack_ms) for r in runs),
+        h2d_ms=ch - c,
+        compute_ms=c,
+        d2h_ms=_union(allspans) - ch,
+        start_ms=min(a for a, _ in allspans),
+        end_ms=max(b for _, b in allspans),
+        h2d=_hull(up),
+        d2h=_hull(down),
+    )
+
+
 @dataclass
 class TrtEvent:
     start: Any
@@ -304,6 +376,25 @@ class TrtEvent:
     base: Any
     on_done: Callable[[], None] | None = None
     _finished: bool = False
+    h2d: tuple[Any, Any] | None = None  # timing events around the uploads (copy stream)
+    d2h: tuple[Any, Any] | None = None  # timing events around the downloads (copy stream)
+    enqueue_ms: float = 0.0
+    pack_ms: float = 0.0
+
+    def times(self) -> RunTimes:
+        """The run's event times; only once it is done (``cuEventElapsedTime`` needs both
+        events completed)."""
+
+        def span(pair: tuple[Any, Any]) -> tuple[float, float]:
+            return float(pair[0].time_since(self.base)), float(pair[1].time_since(self.base))
+
+        return RunTimes(
+            compute=span((self.start, self.end)),
+            h2d=span(self.h2d) if self.h2d is not None else None,
+            d2h=span(self.d2h) if self.d2h is not None else None,
+            enqueue_ms=self.enqueue_ms,
+            pack_ms=self.pack_ms,
+        )
 
     @property
     def start_ms(self) -> float:
@@ -339,20 +430,31 @@ class TrtStream:
         b, cuda = self.backend, self.backend.cuda
         slot = frame.index % b.inflight
         ctx = b.contexts[seg.name]
-        uploaded = False
-        for name in seg.inputs:
-            buf = b.buffers[(seg.instance, name, slot)]
-            if seg.inputs_from.get(name) is None:  # from the host: pinned copy, then upload
-                host = b.host[(seg.instance, name, slot)]
-                vec, shape = b.layout[(seg.instance, name)]
-                pack_into(host, np.asarray(frame.tensors[seg.instance][name]), vec)
-                cuda.memcpy_htod_async(buf, host, self.copies)
-                uploaded = True
-            ctx.set_tensor_address(name, int(buf))
-        if uploaded:
+        t_pack = time.perf_counter()
+        uploads = [n for n in seg.inputs if seg.inputs_from.get(n) is None]
+        for name in uploads:  # from the host: packed into its pinned buffer first
+            vec, shape = b.layout[(seg.instance, name)]
+            pack_into(
+                b.host[(seg.instance, name, slot)],
+                np.asarray(frame.tensors[seg.instance][name]),
+                vec,
+            )
+        t_enq = time.perf_counter()
+        # timing events on the copy stream around the uploads and the downloads, as trtexec
+        # times H2D and D2H (TensorRT samples/common/sampleInference.cpp)
+        h2d = (cuda.Event(), cuda.Event()) if uploads else None
+        if h2d is not None:
+            h2d[0].record(self.copies)
+        for name in uploads:
+            key = (seg.instance, name, slot)
+            cuda.memcpy_htod_async(b.buffers[key], b.host[key], self.copies)
+        if h2d is not None:
+            h2d[1].record(self.copies)
             up = cuda.Event(cuda.event_flags.DISABLE_TIMING)
             up.record(self.copies)
             self.stream.wait_for_event(up)
+        for name in seg.inputs:
+            ctx.set_tensor_address(name, int(b.buffers[(seg.instance, name, slot)]))
         for w in waits:
             self.stream.wait_for_event(w.end)
         for name in seg.outputs:
@@ -368,25 +470,34 @@ class TrtStream:
                 raise HxschedError(f"TensorRT execute_async_v3 failed for {seg.name}")
             end.record(self.stream)
         to_host = [n for n in seg.outputs if seg.outputs_to.get(n) is None]
-        if to_host:
+        d2h = (cuda.Event(), cuda.Event()) if to_host else None
+        if d2h is not None:
             self.copies.wait_for_event(end)
+            d2h[0].record(self.copies)
             for name in to_host:
                 cuda.memcpy_dtoh_async(
                     b.host[(seg.instance, name, slot)],
                     b.buffers[(seg.instance, name, slot)],
                     self.copies,
                 )
+            d2h[1].record(self.copies)
             done.record(self.copies)
         else:
             done.record(self.stream)
+        t_end = time.perf_counter()
 
         def fill() -> None:
             for name in to_host:
                 vec, shape = b.layout[(seg.instance, name)]
                 host = b.host[(seg.instance, name, slot)]
                 frame.tensors[seg.instance][name] = unpack_vectorized(host, shape, vec)
+            if b.times is not None:  # bench: every event of the run has completed by now
+                b.times[(frame.index, seg.name)] = ev.times()
 
-        return TrtEvent(start, end, done, b.base, fill)
+        ev = TrtEvent(start, end, done, b.base, fill, h2d=h2d, d2h=d2h)
+        ev.enqueue_ms = (t_end - t_enq) * 1e3
+        ev.pack_ms = (t_enq - t_pack) * 1e3
+        return ev
 
 
 def import_bindings() -> tuple[Any, Any]:
@@ -429,6 +540,8 @@ class TrtBackend:
         self.layout: dict[tuple[str, str], tuple[int, tuple[int, ...]]] = {}
         self.io_types: dict[tuple[str, str], tuple[str, str]] = {}  # (dtype, format) per tensor
         self.inflight = 1
+        # (frame, segment) -> its event times, kept only when a caller asks (hxsched bench)
+        self.times: dict[tuple[int, str], RunTimes] | None = None
         self._engines: dict[int, tuple[Any, Any]] = {}  # id(engine): (runtime, engine)
         self._streams: dict[str, TrtStream] = {}
         self._layouts: dict[str, dict[str, TensorIO]] = {}

@@ -1,0 +1,1 @@
+"""Several hxsched nodes behind a DICOM router (Orthanc)."""
