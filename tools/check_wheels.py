@@ -30,6 +30,7 @@ NOT_IN_CORE = frozenset(
         "opencv-contrib-python-headless",
         "pydicom",
         "pynetdicom",
+        "pillow",
     }
 )
 
