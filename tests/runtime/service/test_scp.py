@@ -281,14 +281,14 @@ def test_idle_associations_time_out_and_let_a_real_sender_in(scp):
 
 
 def test_the_advertised_maximum_pdu_is_enforced(scp, journal):
-    src = scp(max_pdu=32768, idle_timeout_s=10.0)
+    src = scp(max_pdu=32768, idle_timeout_s=30.0)
     a = _associate(src.port)
     assert a.is_established and a.acceptor.maximum_length == 32768
     t0 = time.monotonic()
     # a P-DATA-TF PDU announcing 4 MiB (the SCP must not wait for, or hold, all of it)
     a.dul.socket.socket.sendall(struct.pack(">BBL", 4, 0, 4 << 20) + b"\0" * 4096)
     assert _wait(lambda: a.is_aborted, 5.0)
-    assert time.monotonic() - t0 < 5.0  # well before the 10 s idle timeout
+    assert time.monotonic() - t0 < 10.0  # aborted, not dropped by the idle timeout
     assert journal.counts()[ACCEPTED] == 0
     a2 = _associate(src.port)
     assert a2.is_established and a2.send_c_store(_ct()).Status == 0x0000
