@@ -180,7 +180,7 @@ def relax(problem: Problem, max_rounds: int = 200, deadline: float | None = None
     while True:
         rounds += 1
         value, w, u, mu, frac, slack = _solve_master(problem, columns)
-        priced = [chain.price(w, u) for chain in problem.chains]
+        priced = _price_all(problem, w, u)
         added = False
         for i, (cost, cfg) in enumerate(priced):
             negative = cfg is not None and cost - mu[i] < -1e-7 * max(1.0, abs(mu[i]))
@@ -190,7 +190,7 @@ def relax(problem: Problem, max_rounds: int = 200, deadline: float | None = None
         scale, w_lp = sum(w.values()), w
         if scale > 1.0 + 1e-12:  # keep sum w <= 1 exactly (see above)
             w = {a: x / scale for a, x in w.items()}
-            priced = [chain.price(w, u) for chain in problem.chains]
+            priced = _price_all(problem, w, u)
         mins = [cost for cost, _ in priced]
         lagr = sum(mins) - sum(u.values()) * problem.max_loadables
         if best is None or lagr > best[0]:
@@ -398,3 +398,259 @@ def lower_bound_ticks(problem: Problem, relaxation: Relaxation | None = None) ->
             chains = max(chains, math.ceil(cost - 1e-9))
         bound = max(bound, chains)
     return bound
+
+
+# ---------------------------------------------------------------------------------------------
+# Contention-aware relaxation by column generation, per vector of contention levels
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LevelBound:
+    """One vector of contention levels at period T: its Lagrangian bound and duals."""
+
+    levels: dict[str, int]  # per accelerator: the level its co-runners' traffic puts it at
+    value: float  # lower bound on max load among plans with these levels at T (inf: none)
+    w: dict[str, float]  # price of a tick of load (at these levels) per accelerator
+    u: dict[str, float]  # price of a DLA loadable per core
+    v: dict[str, float]  # price of a KiB of co-runner traffic per accelerator (its cap row)
+    mins: list[float]  # per instance: its least priced configuration cost
+    rounds: int
+    converged: bool
+
+
+@dataclass
+class ContentionRelaxation:
+    """``contention_relax``'s answer at one period: the level vectors it could not refute."""
+
+    period: int
+    open: list[LevelBound]  # vectors whose bound is <= period
+    vectors: int  # level vectors considered (after symmetry)
+    refuted: bool  # every vector's bound is > period: no plan of value <= period
+    complete: bool  # every vector was examined (False: deadline, or stopped at the first open)
+    value: float = math.inf  # least bound over the open vectors (inf when refuted)
+
+
+def config_other_kib(cfg: Config, acc: str) -> float:
+    """KiB ``cfg`` moves on the accelerators other than ``acc`` (unrounded)."""
+    return sum(s.bytes for s in cfg.segments if s.accelerator != acc) / 1024
+
+
+def least_other_kib(problem: Problem) -> list[float]:
+    """Per accelerator: the least KiB per frame its co-runners can move in any plan (each
+    instance's least, by pricing with a price on that traffic only; unrounded, so the rounded
+    traffic of any plan is at least this)."""
+    return [
+        sum(cost for cost, _ in _price_all(problem, {}, {}, None, {a: 1.0}))
+        for a in problem.accelerators
+    ]
+
+
+def level_vectors(
+    problem: Problem, period: int, least: list[float] | None = None
+) -> list[dict[str, int]]:
+    """Every vector of contention levels a plan of value <= period can have at period, less
+    the mirror images when dla0 and dla1 are interchangeable (no pins): swapping the cores
+    maps plans of one vector onto plans of its mirror, with the same value. An accelerator's
+    level is at least that of the least traffic its co-runners can move (``least``)."""
+    accs = problem.accelerators
+    least = least if least is not None else least_other_kib(problem)
+    lows = []
+    for traffic in least:
+        low = 0
+        for lv in range(1, problem.n_levels):
+            if traffic > problem.traffic_threshold_kib(lv, period) + 1e-9:
+                low = lv
+        lows.append(range(low, problem.n_levels))
+    cores = problem.dla_cores
+    mirror = len(cores) == 2 and not any(inst.pin for inst in problem.instances)
+    out = []
+    for combo in itertools.product(*lows):
+        levels: dict[str, int] = {a: lv for a, lv in zip(accs, combo, strict=True)}
+        if mirror and levels[cores[0]] > levels[cores[1]]:
+            continue
+        out.append(levels)
+    return out
+
+
+def _level_master(problem: Problem, period: int, levels: dict[str, int], pool):
+    """Restricted master LP at ``levels``: (optimum, w, u, v, mu) over the ``pool`` columns."""
+    accs, cores = problem.accelerators, problem.dla_cores
+    capped = [a for a in accs if levels[a] < problem.n_levels - 1]
+    cols = [(i, c) for i, cs in enumerate(pool) for c in cs]
+    nc = len(cols)
+    n = nc + 1 + len(cores) + len(capped)  # lambdas, P, loadable slacks, traffic slacks
+    cost = np.zeros(n)
+    cost[nc] = 1.0
+    cost[nc + 1 :] = PENALTY
+    rows = len(accs) + len(cores) + len(capped)
+    a_ub, b_ub = np.zeros((rows, n)), np.zeros(rows)
+    for r, acc in enumerate(accs):
+        a_ub[r, :nc] = [c.load(acc, levels[acc]) for _, c in cols]
+        a_ub[r, nc] = -1.0
+    for r, core in enumerate(cores, start=len(accs)):
+        a_ub[r, :nc] = [c.loadables(core) for _, c in cols]
+        a_ub[r, nc + 1 + r - len(accs)] = -1.0
+        b_ub[r] = problem.max_loadables
+    base = len(accs) + len(cores)
+    for k, acc in enumerate(capped):
+        r = base + k
+        a_ub[r, :nc] = [config_other_kib(c, acc) for _, c in cols]
+        a_ub[r, nc + 1 + len(cores) + k] = -1.0
+        b_ub[r] = problem.traffic_threshold_kib(levels[acc] + 1, period)
+    a_eq = np.zeros((len(pool), n))
+    for k, (i, _) in enumerate(cols):
+        a_eq[i, k] = 1.0
+    x, ineq, eq = _lp_min(cost, a_ub, b_ub, a_eq, np.ones(len(pool)))
+    d = np.maximum(0.0, -ineq)
+    w = {acc: float(d[r]) for r, acc in enumerate(accs)}
+    u = {core: float(d[len(accs) + r]) for r, core in enumerate(cores)}
+    v = {acc: float(d[base + k]) for k, acc in enumerate(capped)}
+    return float(x[nc]), w, u, v, [float(m) for m in eq]
+
+
+def level_bound(
+    problem: Problem,
+    period: int,
+    levels: dict[str, int],
+    pool: list[list[Config]],
+    *,
+    max_rounds: int = 60,
+    decide_only: bool = False,
+    deadline: float | None = None,
+) -> LevelBound:
+    """Column generation for the LP at ``levels`` and ``period``, growing ``pool`` (shared
+    by every vector: a column's coefficients are recomputed per vector).
+
+    The bound is Lagrangian, valid at any round: for duals w >= 0 with sum w <= 1, u, v >= 0,
+    every plan whose levels at ``period`` are ``levels`` (so its co-runner traffic is within
+    each capped row) has max load P >= sum_a w_a load_a >= sum_i min_c (w.load(c) +
+    v.other(c) + u.loadables(c)) - v.cap - u.max_loadables, each minimum being the chain's
+    pricing problem. ``decide_only`` stops as soon as the answer to "bound > period?" is
+    known: the bound exceeds it (refuted), or the restricted master, an upper bound on the LP
+    optimum, is within it (the LP cannot refute it)."""
+    best: LevelBound | None = None
+    eps = 1e-6 * max(1.0, period)
+    for rounds in range(1, max_rounds + 1):
+        master, w, u, v, mu = _level_master(problem, period, levels, pool)
+        scale = sum(w.values())
+        if scale > 1.0:
+            w = {a: x / scale for a, x in w.items()}
+        priced = _price_all(problem, w, u, levels, v)
+        caps = sum(x * problem.traffic_threshold_kib(levels[a] + 1, period) for a, x in v.items())
+        mins = [cost for cost, _ in priced]
+        lagr = sum(mins) - caps - sum(u.values()) * problem.max_loadables
+        added = False
+        for i, (cost, cfg) in enumerate(priced):
+            negative = cfg is not None and cost - mu[i] < -1e-7 * max(1.0, abs(mu[i]))
+            if negative and cfg is not None and all(cfg.segments != c.segments for c in pool[i]):
+                pool[i].append(cfg)
+                added = True
+        if best is None or lagr > best.value:
+            best = LevelBound(dict(levels), lagr, w, u, v, mins, rounds, not added)
+        done = not added or (deadline is not None and time.monotonic() > deadline)
+        if decide_only and (best.value > period + eps or master <= period + eps):
+            done = True
+        if done:
+            break
+    assert best is not None
+    return LevelBound(best.levels, best.value, best.w, best.u, best.v, best.mins, rounds, not added)
+
+
+def _price_all(problem: Problem, w, u, levels=None, v=None) -> list[tuple[float, Config | None]]:
+    """Every instance's pricing problem, solved once per distinct chain (twins share one)."""
+    done: dict[int, tuple[float, Config | None]] = {}
+    return [
+        done[id(chain)]
+        if id(chain) in done
+        else done.setdefault(id(chain), chain.price(w, u, levels, v))
+        for chain in problem.chains
+    ]
+
+
+class ContentionLp:
+    """The contention-aware relaxation of one problem across periods: a column pool shared
+    by every level vector and period, and each vector's last duals. Duals stay valid at any
+    period (the pricing minima do not depend on it; only the caps do), so a vector they
+    already refute at a period costs no LP there."""
+
+    def __init__(self, problem: Problem, columns: list[list[Config]]) -> None:
+        self.problem = problem
+        self.pool = [list(c) for c in columns]
+        self.least = least_other_kib(problem)
+        self.duals: dict[tuple[int, ...], LevelBound] = {}
+
+    def bound_with(self, lb: LevelBound, period: int) -> float:
+        """``lb``'s Lagrangian bound with its duals, at ``period``'s caps."""
+        p = self.problem
+        caps = sum(x * p.traffic_threshold_kib(lb.levels[a] + 1, period) for a, x in lb.v.items())
+        return sum(lb.mins) - caps - sum(lb.u.values()) * p.max_loadables
+
+    def relax(
+        self, period: int, *, decide_only: bool = False, deadline: float | None = None
+    ) -> ContentionRelaxation:
+        """Is there possibly a plan of value <= ``period`` under contention? Every level
+        vector is bounded (``level_bound``); ``refuted`` when every bound exceeds ``period``,
+        the proof that no plan reaches it. ``decide_only`` stops at the first vector left
+        open (enough to know the period is not refuted), else every open vector's duals are
+        returned for the reduced-cost filter."""
+        p = self.problem
+        vectors = level_vectors(p, period, self.least)
+        out = ContentionRelaxation(period, [], len(vectors), refuted=False, complete=False)
+        eps = 1e-6 * max(1.0, period)
+        # vectors whose last duals leave them open first (with decide_only one of them
+        # usually settles it), then the ones never solved; those the duals refute are skipped
+        vectors.sort(
+            key=lambda lv: (
+                min(self._cached(lv, period), period + 0.5)
+                if self._cached(lv, period) > -math.inf
+                else period + 0.5
+            )
+        )
+        for levels in vectors:
+            if deadline is not None and time.monotonic() > deadline:
+                return out  # neither refuted nor complete: no claim
+            if self._cached(levels, period) > period + eps:
+                continue
+            lb = level_bound(
+                p, period, levels, self.pool, decide_only=decide_only, deadline=deadline
+            )
+            self.duals[tuple(levels.values())] = lb
+            if lb.value <= period + eps:
+                out.open.append(lb)
+                out.value = min(out.value, lb.value)
+                if decide_only:
+                    return out
+        out.complete = True
+        out.refuted = not out.open
+        out.open += [m for lb in out.open if (m := self._mirror(lb)) is not None]
+        return out
+
+    def cached_open(self, period: int) -> list[LevelBound]:
+        """The vectors whose kept duals leave ``period`` open, with their bounds there (no LP
+        solved: for heuristics, which need sound formulas, not a complete list)."""
+        out = []
+        for lb in self.duals.values():
+            value = self.bound_with(lb, period)
+            if value <= period + 1e-6 * max(1.0, period):
+                out.append(LevelBound(lb.levels, value, lb.w, lb.u, lb.v, lb.mins, 0, False))
+        out.sort(key=lambda lb: lb.value)
+        return out + [m for lb in out if (m := self._mirror(lb)) is not None]
+
+    def _mirror(self, lb: LevelBound) -> LevelBound | None:
+        """``lb`` with dla0 and dla1 swapped, where ``level_vectors`` left the mirror image
+        out: a SAT search that also breaks the cores' symmetry its own way must see both."""
+        cores = self.problem.dla_cores
+        vectors_mirrored = len(cores) == 2 and not any(i.pin for i in self.problem.instances)
+        if not vectors_mirrored or lb.levels[cores[0]] == lb.levels[cores[1]]:
+            return None
+        swap = {cores[0]: cores[1], cores[1]: cores[0]}
+
+        def sw(d: dict) -> dict:
+            return {swap.get(k, k): x for k, x in d.items()}
+
+        return LevelBound(
+            sw(lb.levels), lb.value, sw(lb.w), sw(lb.u), sw(lb.v), lb.mins, lb.rounds, lb.converged
+        )
+
+    def _cached(self, levels: dict[str, int], period: int) -> float:
+        lb = self.duals.get(tuple(levels.values()))
+        return -math.inf if lb is None else self.bound_with(lb, period)

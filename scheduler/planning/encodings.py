@@ -103,12 +103,15 @@ class Cnf:
         return v
 
     def choice_sum_at_most(
-        self, choices: Sequence[Sequence[int]], weights: Sequence[Sequence[int]], bound: int
+        self,
+        choices: Sequence[Sequence[int]],
+        weights: Sequence[Sequence[int]],
+        bound: int,
     ) -> None:
         """sum over groups of the chosen item's weight <= bound, where each group of ``choices``
-        has exactly one true literal. Partial sums are order-encoded, so unit propagation keeps
-        them bounds-consistent (the strength of a decision diagram, size ~ groups x bound x
-        distinct weights)."""
+        has exactly one true literal. Partial sums are
+        order-encoded, so unit propagation keeps them bounds-consistent (the strength of a
+        decision diagram, size ~ groups x bound x distinct weights)."""
         prev: list[int] | None = None  # prev[t-1] <-> partial sum >= t
         for lits, ws in zip(choices, weights, strict=True):
             for lit, w in zip(lits, ws, strict=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -101,6 +101,20 @@ class Config:
         return tuple(s.accelerator for s in self.segments)
 
 
+@dataclass(frozen=True)
+class LevelCut:
+    """LP duality under contention at one period, for one vector of contention levels the
+    contention-aware relaxation leaves open: a plan whose levels are these uses
+    configurations whose reduced costs sum to at most ``budget``, and its co-runners' traffic
+    stays within ``caps``. A plan's own vector is always among the open ones."""
+
+    levels: dict[str, int]
+    reduced_costs: list[list[float]]  # per instance and candidate configuration
+    budget: float
+    caps: dict[str, int]  # per accelerator below the top level: co-runner KiB at most this
+    period: int  # the bound these hold at
+
+
 @dataclass
 class Problem:
     instances: list[Instance]
@@ -117,6 +131,7 @@ class Problem:
     # bound leaves for them (sum of reduced costs <= bound - LP optimum)
     reduced_costs: list[list[float]] | None = None
     rc_budget: float | None = None
+    level_cuts: list[LevelCut] = field(default_factory=list)  # per query (throughput)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -225,18 +240,21 @@ def pareto(problem: Problem, configs: Sequence[Config]) -> list[Config]:
     out: list[Config] = []
     for members in groups.values():
         keys = np.array([config_key(problem, c) for c in members], dtype=float)
-        order = np.lexsort(
-            keys.T[::-1]
-        )  # lexicographic: a dominator sorts before what it dominates
-        kept: list[int] = []
-        for idx in order:
-            k = keys[idx]
-            if kept and np.any(np.all(keys[kept] <= k, axis=1)):
-                continue
-            kept.append(int(idx))
-        out.extend(members[i] for i in kept)
+        out.extend(members[i] for i in undominated(keys))
     out.sort(key=lambda c: (c.switches, c.pattern, [s.first for s in c.segments]))
     return out
+
+
+def undominated(keys: np.ndarray) -> list[int]:
+    """Indices of the rows of ``keys`` no other row is <= in every column (of equal rows,
+    the first in lexicographic order)."""
+    order = np.lexsort(keys.T[::-1])  # lexicographic: a dominator sorts before what it dominates
+    kept: list[int] = []
+    for idx in order:
+        if kept and np.any(np.all(keys[kept] <= keys[idx], axis=1)):
+            continue
+        kept.append(int(idx))
+    return kept
 
 
 def config_key(problem: Problem, cfg: Config) -> tuple:
@@ -245,7 +263,9 @@ def config_key(problem: Problem, cfg: Config) -> tuple:
         for acc in problem.accelerators:
             key += [cfg.load(acc, lv) for lv in range(problem.n_levels)]
             if problem.contention is not None:
-                key.append(problem.kib(cfg.bytes_on(acc)))
+                # unrounded: no worse here is no worse rounded (what the SAT side compares)
+                # and in the contention LP's reduced costs (which see the unrounded bytes)
+                key.append(cfg.bytes_on(acc))
             if acc.is_dla:
                 key.append(cfg.loadables(acc))
         return tuple(key)
@@ -258,6 +278,7 @@ def config_key(problem: Problem, cfg: Config) -> tuple:
 
 
 INF = float("inf")
+Prices = Mapping[str, float]  # per accelerator (prices, or contention levels as numbers)
 
 
 class Chain:
@@ -278,18 +299,15 @@ class Chain:
         n, res = self.n, problem.resolution_ms
         # busy ticks of segment [a, b] on acc (level 0, no hand-over); inf where it cannot run
         self.ticks: dict[str, np.ndarray] = {}
+        self._level_ticks: dict[tuple[str, int], np.ndarray] = {}
+        # KiB segment [a, b] on acc moves (unrounded: sums of these never exceed the rounded
+        # per-accelerator totals the contention rule compares, so bounds built on them hold)
+        self.kib: dict[str, np.ndarray] = {}
         for acc in self.accels:
-            ms, _lv, _by, ok = self.arrays[kind_of(acc)]
-            prefix = np.asarray(ms)
-            bad = np.concatenate([[0], np.cumsum([0 if o else 1 for o in ok])])
-            mat = np.full((n, n), INF)
-            for a in range(n):
-                seg_ms = prefix[a + 1 :] - prefix[a]
-                seg_bad = bad[a + 1 :] - bad[a]
-                vals = np.ceil(seg_ms / res - 1e-9)
-                vals[seg_bad > 0] = INF
-                mat[a, a:] = np.maximum(vals, 0)
-            self.ticks[acc] = mat
+            _ms, _lv, by, _ok = self.arrays[kind_of(acc)]
+            self.ticks[acc] = self.level_ticks(acc, 0)
+            prefix = np.asarray(by) / 1024
+            self.kib[acc] = np.maximum(prefix[None, 1:] - prefix[:-1, None], 0.0)
         # hand-over ticks into a segment starting at group a (a >= 1) from src to dst
         self.trans: dict[tuple[str, str], np.ndarray] = {}
         for src in self.accels:
@@ -300,6 +318,23 @@ class Chain:
                 for a in range(1, n):
                     t[a] = to_ticks(_transition_ms(inst, a - 1, src, dst), res)
                 self.trans[(src, dst)] = t
+
+    def level_ticks(self, acc: str, level: int) -> np.ndarray:
+        """Busy ticks of every segment [a, b] on ``acc`` at contention ``level`` (inf where it
+        cannot run), rounded per segment exactly as ``segment`` rounds them."""
+        key = (acc, level)
+        if key not in self._level_ticks:
+            _ms, lv, _by, ok = self.arrays[kind_of(acc)]
+            n, res = self.n, self.p.resolution_ms
+            prefix = np.asarray(lv[level])
+            bad = np.concatenate([[0], np.cumsum([0 if o else 1 for o in ok])])
+            mat = np.full((n, n), INF)
+            for a in range(n):
+                vals = np.ceil((prefix[a + 1 :] - prefix[a]) / res - 1e-9)
+                vals[bad[a + 1 :] - bad[a] > 0] = INF
+                mat[a, a:] = np.maximum(vals, 0)
+            self._level_ticks[key] = mat
+        return self._level_ticks[key]
 
     # -- single segments --------------------------------------------------------------------
     def can_run(self, acc: str, a: int, b: int) -> bool:
@@ -324,58 +359,75 @@ class Chain:
         return Config(tuple(segs))
 
     # -- costs under dual prices ----------------------------------------------------------
-    def _costs(self, w: dict[str, float], u: dict[str, float]):
-        """cost[acc][a, b] of a first segment and hand-over vectors, under prices w, u."""
-        seg = {
-            acc: np.where(
-                np.isinf(self.ticks[acc]),
-                INF,
-                w.get(acc, 0.0) * np.nan_to_num(self.ticks[acc], posinf=0.0),
+    def _ticks_at(self, acc: str, levels: Prices | None) -> np.ndarray:
+        return self.level_ticks(acc, int(levels.get(acc, 0))) if levels else self.ticks[acc]
+
+    def _costs(
+        self,
+        w: Prices,
+        u: Prices,
+        levels: Prices | None = None,
+        v: Prices | None = None,
+    ):
+        """cost[acc][a, b] of a first segment and hand-over vectors, under prices w (per tick
+        of load, at ``levels``), u (per DLA loadable) and v (per KiB of traffic the segment adds
+        to the *other* accelerators' contention)."""
+        seg = {}
+        for acc in self.accels:
+            ticks = self._ticks_at(acc, levels)
+            cost = np.where(
+                np.isinf(ticks), INF, w.get(acc, 0.0) * np.nan_to_num(ticks, posinf=0.0)
             )
-            + u.get(acc, 0.0)
-            for acc in self.accels
-        }
+            if v:
+                traffic = sum(x for b, x in v.items() if b != acc)
+                if traffic:
+                    cost = cost + traffic * self.kib[acc]
+            seg[acc] = cost + u.get(acc, 0.0)
         hand = {key: w.get(key[1], 0.0) * t for key, t in self.trans.items()}
         return seg, hand
 
-    def completion(self, w: dict[str, float], u: dict[str, float]) -> np.ndarray:
+    def completion(
+        self, w: Prices, u: Prices, levels: Prices | None = None, v: Prices | None = None
+    ) -> np.ndarray:
         """R[a, j, used]: least cost to cover groups a..n-1 after a segment on accels[j]
         (j = len(accels): nothing before) having used ``used`` segments."""
         n, A, K = self.n, len(self.accels), self.p.max_switches + 1
-        seg, hand = self._costs(w, u)
+        seg, hand = self._costs(w, u, levels, v)
+        # H[j, jj, a]: hand-over cost into a segment on accels[jj] starting at group a after
+        # one on accels[j] (inf: the same accelerator; row A: nothing before, no hand-over)
+        H = np.full((A + 1, A, n), INF)
+        for j, prev in enumerate(self.accels):
+            for jj, acc in enumerate(self.accels):
+                if prev != acc:
+                    H[j, jj] = hand[(prev, acc)]
+        H[A] = 0.0
+        segs = [seg[acc] for acc in self.accels]
         R = np.full((n + 1, A + 1, K + 1), INF)
         R[n, :, :] = 0.0
+        tail = np.empty((A, K))
         for a in range(n - 1, -1, -1):
-            for used in range(K - 1, -1, -1):
-                # least cost of a segment a..b on each accelerator plus the rest after it; the
-                # hand-over from the previous accelerator is a constant of the row, added after
-                tail = [
-                    float(np.min(seg[acc][a, a:] + R[a + 1 : n + 1, jj, used + 1]))
-                    for jj, acc in enumerate(self.accels)
-                ]
-                for j in range(A + 1):
-                    prev = self.accels[j] if j < A else None
-                    best = INF
-                    for jj, acc in enumerate(self.accels):
-                        if acc == prev:
-                            continue
-                        m = tail[jj] if prev is None else tail[jj] + hand[(prev, acc)][a]
-                        best = min(best, m)
-                    R[a, j, used] = best
+            # least cost of a segment a..b on each accelerator plus the rest after it, for
+            # every number of segments used so far; then the best next accelerator per row
+            for jj in range(A):
+                tail[jj] = np.min(segs[jj][a, a:, None] + R[a + 1 :, jj, 1:], axis=0)
+            R[a, :, :K] = np.min(H[:, :, a, None] + tail[None, :, :], axis=1)
         return R
 
-    def price(self, w: dict[str, float], u: dict[str, float]) -> tuple[float, Config | None]:
-        """The configuration of least cost sum(w * load) + sum(u * loadables)."""
-        R = self.completion(w, u)
+    def price(
+        self, w: Prices, u: Prices, levels: Prices | None = None, v: Prices | None = None
+    ) -> tuple[float, Config | None]:
+        """The configuration of least cost sum(w * load) + sum(u * loadables) (+ v * the
+        KiB it moves on the other accelerators; loads at ``levels``)."""
+        R = self.completion(w, u, levels, v)
         A = len(self.accels)
         best = R[0, A, 0]
         if best == INF:
             return INF, None
-        spans = self._trace(w, u, R)
+        spans = self._trace(R, self._costs(w, u, levels, v))
         return float(best), self.config(spans)
 
-    def _trace(self, w, u, R) -> list[tuple[int, int, Accelerator]]:
-        seg, hand = self._costs(w, u)
+    def _trace(self, R, costs) -> list[tuple[int, int, Accelerator]]:
+        seg, hand = costs
         A, n = len(self.accels), self.n
         a, j, used, spans = 0, A, 0, []
         while a < n:
@@ -399,19 +451,22 @@ class Chain:
 
     def enumerate(
         self,
-        w: dict[str, float],
-        u: dict[str, float],
+        w: Prices,
+        u: Prices,
         budget: float,
         load_cap: int,
         limit: int = 200_000,
         deadline: float | None = None,
+        levels: Prices | None = None,
+        v: Prices | None = None,
     ) -> list[Config]:
-        """Every configuration with cost <= budget whose load on each accelerator and whose
-        chain stay within ``load_cap`` ticks (``_TooMany`` past ``limit`` of them,
+        """Every configuration with cost <= budget whose load on each accelerator (at
+        ``levels``) stays within ``load_cap`` ticks (``_TooMany`` past ``limit`` of them,
         ``_OutOfTime`` past ``deadline``)."""
-        R = self.completion(w, u)
+        R = self.completion(w, u, levels, v)
         steps = [0]
-        seg, hand = self._costs(w, u)
+        seg, hand = self._costs(w, u, levels, v)
+        ticks = {acc: self._ticks_at(acc, levels) for acc in self.accels}
         A, n = len(self.accels), self.n
         eps = 1e-7 * max(1.0, abs(budget))
         out: list[Config] = []
@@ -427,7 +482,7 @@ class Chain:
                 h = hand[(prev, acc)][a] if prev is not None else 0.0
                 ht = self.trans[(prev, acc)][a] if prev is not None else 0.0
                 for b in range(a, n):
-                    t = self.ticks[acc][a, b]
+                    t = ticks[acc][a, b]
                     if t == INF:
                         break
                     c = cost + seg[acc][a, b] + h

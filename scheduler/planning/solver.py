@@ -35,7 +35,15 @@ from typing import Literal
 from pysat.solvers import Solver
 
 from hxsched.errors import HxschedError, InternalError
-from hxsched.scheduler.planning.bounds import contention_lp, lower_bound_ticks, relax, twins
+from hxsched.scheduler.planning.bounds import (
+    ContentionLp,
+    LevelBound,
+    config_other_kib,
+    contention_lp,
+    lower_bound_ticks,
+    relax,
+    twins,
+)
 from hxsched.scheduler.planning.encodings import Cnf, EncodingAbandoned, OrderInt
 from hxsched.scheduler.planning.plan import SatCall
 from hxsched.scheduler.planning.problem import Config, Problem, _OutOfTime, _TooMany
@@ -74,6 +82,8 @@ class SolveResult:
     peak_rss_mib: float = 0.0  # the process's peak resident memory when the solve ended
     # the cheaper settings solved first: (setting, value in ticks, proven optimal)
     stages: list[tuple[str, int, bool]] = field(default_factory=list)
+    # the lower bound's own proof: the bound shown infeasible and how (None: the LP bound)
+    unsat_below: tuple[int | None, str] = (None, "")
 
     @property
     def gap(self) -> float:
@@ -234,7 +244,14 @@ def _decide(solver: Solver, name: str, assumptions: list[int], deadline: float |
 # Throughput
 # ---------------------------------------------------------------------------------------------
 class ThroughputEncoding:
-    def __init__(self, problem: Problem, solver_name: str, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        problem: Problem,
+        solver_name: str,
+        deadline: float | None = None,
+        caps: dict[str, int] | None = None,
+    ) -> None:
+        """``caps``: per accelerator, the co-runner traffic (KiB) a plan may put beside it."""
         self.p = problem
         cnf = self.cnf = Cnf(deadline, MAX_CLAUSES)
         self.y = _choices(cnf, problem)
@@ -247,21 +264,21 @@ class ThroughputEncoding:
                 ]
                 self.load_bits[(acc, level)] = cnf.sum_numbers(numbers)
         self.other_bits: dict[str, list[int]] = {}
-        if problem.contention is not None:
-            for acc in problem.accelerators:
-                numbers = [
-                    cnf.one_hot_number(
-                        self.y[i],
-                        [
-                            sum(
-                                problem.kib(c.bytes_on(b)) for b in problem.accelerators if b != acc
-                            )
-                            for c in cfgs
-                        ],
-                    )
-                    for i, cfgs in enumerate(problem.configs)
-                ]
-                self.other_bits[acc] = cnf.sum_numbers(numbers)
+        traffic: list[str] = list(problem.accelerators if problem.contention else caps or {})
+        for name in traffic:
+            numbers = [
+                cnf.one_hot_number(
+                    self.y[i],
+                    [
+                        sum(problem.kib(c.bytes_on(b)) for b in problem.accelerators if b != name)
+                        for c in cfgs
+                    ],
+                )
+                for i, cfgs in enumerate(problem.configs)
+            ]
+            self.other_bits[name] = cnf.sum_numbers(numbers)
+        for name, cap in (caps or {}).items():
+            cnf.add([cnf.leq_const(self.other_bits[name], cap)])
         self.name = solver_name
         self.solver = Solver(name=solver_name, bootstrap_with=cnf.clauses)
         self._added = len(cnf.clauses)
@@ -456,7 +473,11 @@ class LatencyEncoding:
 # ---------------------------------------------------------------------------------------------
 # Search
 # ---------------------------------------------------------------------------------------------
-STAGE_SHARE = 0.3  # of the remaining time, at most, for each cheaper stage before the last
+# Seconds, at most, for the first search of the setting asked for alone, and for each cheaper
+# stage after it. Absolute, not shares of the limit: a longer limit runs the same steps first
+# and only then goes on, so more time never gives a worse plan.
+QUICK_S = 2.0
+STAGE_S = 2.0
 MAX_CLAUSES = 4_000_000  # a bound whose encoding needs more is abandoned (memory: ~1 GB)
 
 
@@ -468,11 +489,6 @@ class _Seed:
     origin: str
 
 
-# The first, unstaged search's share of the time limit, and its cap in seconds.
-QUICK_SHARE = 0.1
-QUICK_MAX_S = 2.0
-
-
 def solve(
     problem: Problem,
     *,
@@ -482,23 +498,22 @@ def solve(
 ) -> SolveResult:
     """Search the optimum of ``problem`` and prove it (or report the gap at the time limit).
 
-    Anytime: cheaper settings are solved first (fewer switches, 0..k-1; for latency, the
-    throughput plan at k), each with at most ``STAGE_SHARE`` of the time left, and each stage
-    starts from the best plan the earlier ones found, so allowing more switches or more time
-    starts the last search from a plan no worse than what the cheaper settings reach.
+    Anytime: the setting asked for is searched alone first (``QUICK_S``); unless that proves
+    it, cheaper settings follow (k-1 switches; for latency, the throughput plan at k and the
+    latency plans at fewer switches), each for at most ``STAGE_S``, each starting from the
+    best plan so far that fits it, and the last search starts from the best of all: allowing
+    more switches or more time starts it from a plan no worse than the cheaper settings reach.
     """
     t0 = time.monotonic()
     deadline = t0 + time_limit_s if time_limit_s else None
     seeds: list[_Seed] = []
     stages: list[tuple[str, int, bool]] = []
+    quick: SolveResult | None = None
     if staged and _stages(problem):
         # most instances are proven within a fraction of a second: try the setting asked for
         # alone first, and stage only when that short search leaves a gap (an optimum at k is
         # never worse than one at fewer switches, so a proven plan is already monotone)
-        quick_s = QUICK_SHARE * time_limit_s if time_limit_s else QUICK_MAX_S
-        quick_deadline = time.monotonic() + min(QUICK_MAX_S, quick_s)
-        if deadline is not None:
-            quick_deadline = min(quick_deadline, deadline)
+        quick_deadline = _within(time.monotonic() + QUICK_S, deadline)
         quick = _search(problem, quick_deadline, solver_name, [], t0)
         if quick.optimal:
             return quick
@@ -507,21 +522,23 @@ def solve(
         stages.append(("short search", quick.value, False))
     for objective, k in _stages(problem) if staged else []:
         sub = _variant(problem, objective, k)
-        sub_deadline = None
-        if deadline is not None:
-            sub_deadline = time.monotonic() + STAGE_SHARE * max(0.0, deadline - time.monotonic())
+        sub_deadline = _within(time.monotonic() + STAGE_S, deadline)
         r = _search(sub, sub_deadline, solver_name, _reseed(sub, seeds), t0)
         assert r.selection is not None and r.value is not None  # _search raises otherwise
         origin = f"{objective.value} k={k}"
         seeds.append(_Seed(r.selection, r.value, _edges(r), origin))
         stages.append((origin, r.value, r.optimal))
-    result = _search(problem, deadline, solver_name, _reseed(problem, seeds), t0)
+    result = _search(problem, deadline, solver_name, _reseed(problem, seeds), t0, quick)
     result.stages = stages
     return result
 
 
+def _within(when: float, deadline: float | None) -> float:
+    return when if deadline is None else min(when, deadline)
+
+
 def _stages(problem: Problem) -> list[tuple[Objective, int]]:
-    out = [(Objective.THROUGHPUT, k) for k in range(problem.max_switches)]
+    out = [(Objective.THROUGHPUT, k) for k in range(problem.max_switches)][-1:]
     if problem.objective == Objective.LATENCY:
         out = [(Objective.THROUGHPUT, problem.max_switches)]
         out += [(Objective.LATENCY, k) for k in range(problem.max_switches)]
@@ -553,6 +570,8 @@ def _reseed(problem: Problem, seeds: list[_Seed]) -> list[_Seed]:
     """The earlier stages' plans, re-evaluated under this problem's objective."""
     out = []
     for seed in seeds:
+        if any(c.switches > problem.max_switches for c in seed.selection):
+            continue  # a plan of a setting with more switches is no plan here
         edges = seed.edges if problem.objective == Objective.LATENCY else None
         if problem.objective == Objective.LATENCY and seed.edges is None:
             edges = None  # a throughput plan: the list scheduler orders it
@@ -563,6 +582,8 @@ def _reseed(problem: Problem, seeds: list[_Seed]) -> list[_Seed]:
 
 def _pools(problem: Problem, rel, lp: int, deadline: float | None) -> list[list[Config]]:
     pools = [list(cols) for cols in rel.columns]
+    if problem.contention is not None and problem.objective == Objective.THROUGHPUT:
+        return pools  # the contention LP's columns serve (see _pool_search)
     for i, chain in enumerate(problem.chains):
         extra = []
         _, c = chain.price({a: 1.0 for a in problem.accelerators}, {})  # the shortest chain
@@ -612,13 +633,19 @@ def _search(
     solver_name: str,
     seeds: list[_Seed],
     t0: float,
+    floor: SolveResult | None = None,
 ) -> SolveResult:
+    """One search of ``problem``; ``floor``: an earlier search of the same problem, whose
+    proven lower bound this one starts from."""
     rel = relax(problem, deadline=deadline)
     lp = lower_bound_ticks(problem, rel)
     if lp < 0:
         raise HxschedError(_infeasible_message(problem))
     calls: list[SatCall] = []
     st = _State(lb=lp)
+    if floor is not None and floor.lower_bound > st.lb:
+        st.lb = floor.lower_bound
+        st.last_unsat, st.last_proof = floor.unsat_below
     for seed in seeds:
         st.offer(seed.selection, seed.value, seed.edges)
     start_sel = st.best_sel
@@ -632,11 +659,30 @@ def _search(
         f"{sum(len(c) for c in rel.columns)} LP columns"
     )
     largest: list[int] = [0] * len(problem.instances)
+    pool = _contention_pool(problem, rel)
+    if pool is not None:
+        _contention_lower_bound(problem, st, pool, calls, deadline)
+        if st.best_value is not None and st.lb < st.best_value:
+            # the contention LP's columns are good material for the heuristic too
+            for i, cols in enumerate(pool.pool):
+                for c in cols:
+                    if all(c.segments != o.segments for o in pools[i]):
+                        pools[i].append(c)
+            heur = _heuristic(problem, pools, rel.fractional, st.best_sel, deadline)
+            if heur is not None:
+                st.offer(heur[0], heur[1].period, heur[1].edges)
+            _pool_search(problem, pools, pool, st, solver_name, deadline)
     step, found_sat = 1, False
     cap = _cap(problem)
-    # the start plan is often optimal (the LP bound is weak under contention), and proving a
-    # plan optimal needs "none below it" in any case: ask that first, once
-    ask_top = st.best_value is not None
+    # the start plan is often optimal, and proving a plan optimal needs "none below it" in
+    # any case: ask that first, once, where the gap is small (a large one admits so many
+    # configurations at the top that galloping up from below is cheaper); with a contention
+    # pool the contention LP asked it already
+    ask_top = (
+        st.best_value is not None
+        and pool is None
+        and st.best_value - st.lb <= TOP_FIRST_GAP * st.best_value
+    )
     while True:
         upper = st.best_value
         if upper is not None and st.lb >= upper:
@@ -657,7 +703,7 @@ def _search(
         step *= 2
         start = time.monotonic()
         try:
-            view = _candidates(problem, rel, probe, deadline)
+            view = _candidates(problem, rel, probe, deadline, pool)
         except _Timeout as exc:
             calls.append(SatCall(bound=probe, result=str(exc) or "timeout"))
             log.info(f"  T = {probe} ticks: {calls[-1].result}; stopping with the best plan so far")
@@ -705,6 +751,9 @@ def _search(
 CONTENTION_FILTER_MIN_CONFIGS = 300
 
 
+TOP_FIRST_GAP = 0.1  # ask "none below the start plan" first only within this relative gap
+
+
 def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
@@ -713,8 +762,12 @@ def _decide_bound(problem, view, probe, solver_name, deadline, st: _State):
     """(result, selection, edges, how): is there a plan of value <= probe among ``view``?
     ``how`` says what decided an UNSAT (or why there is no answer)."""
     if any(len(c) == 0 for c in view.configs):
+        if problem.contention is not None and problem.objective == Objective.THROUGHPUT:
+            return False, None, None, "contention LP: no configuration fits its reduced costs"
         return False, None, None, "no configuration fits (LP reduced costs and loads)"
     if problem.objective == Objective.THROUGHPUT:
+        if view.level_cuts:
+            return _decide_by_vectors(view, probe, solver_name, deadline, st)
         large = sum(len(c) for c in view.configs) > CONTENTION_FILTER_MIN_CONFIGS
         if problem.contention is not None and large:
             view, value = _contention_filter(view, probe, deadline)
@@ -734,6 +787,102 @@ def _decide_bound(problem, view, probe, solver_name, deadline, st: _State):
     result, sel, edges, size, how = _latency_decide(problem, view, probe, solver_name, deadline)
     st.variables, st.clauses = max(st.variables, size[0]), max(st.clauses, size[1])
     return result, sel, edges, how
+
+
+def _decide_by_vectors(
+    view: Problem, probe: int, solver_name, deadline, st: _State, coarse: bool = True
+):
+    """Throughput with contention, decided one open level vector at a time: a plan of value
+    <= probe exists iff for some vector the contention LP leaves open at probe, a selection
+    has every accelerator's work at those levels within probe and its co-runner traffic
+    within the vector's caps (then its true levels are no higher, so it fits; conversely a
+    plan's own vector is open and admits it). Each vector's formula has fixed durations and
+    that vector's reduced-cost cut, far smaller than one formula over every level."""
+    from dataclasses import replace
+
+    cuts = sorted(view.level_cuts, key=lambda c: -c.budget)  # the loosest (likeliest) first
+    sizes = []
+    for cut in cuts:
+        keep, fixed, rcs = [], [], []
+        for i, cfgs in enumerate(view.configs):
+            idx = [
+                k
+                for k, c in enumerate(cfgs)
+                if cut.reduced_costs[i][k] <= cut.budget + RC_SLACK * max(1.0, probe)
+                and all(c.load(a, cut.levels[a]) <= probe for a in view.accelerators)
+            ]
+            idx = _undominated_at(view, cfgs, idx, cut.levels, bool(cut.caps))
+            keep.append(idx)
+            fixed.append([_at_levels(cfgs[k], cut.levels) for k in idx])
+            rcs.append([cut.reduced_costs[i][k] for k in idx])
+        if any(not idx for idx in keep):
+            continue  # no selection at all under this vector
+        sub = replace(
+            view,
+            configs=fixed,
+            contention=None,
+            reduced_costs=rcs,
+            rc_budget=cut.budget,
+            level_cuts=[],
+        )
+        enc = ThroughputEncoding(sub, solver_name, deadline, caps=cut.caps)
+        try:
+            if coarse:
+                enc.add_coarse_load_cuts(probe)
+            result, sel = enc.decide(probe, deadline)
+        finally:
+            enc.solver.delete()
+        sizes.append(enc.size)
+        st.variables = max(st.variables, enc.size[0])
+        st.clauses = max(st.clauses, enc.size[1])
+        if result is None:
+            return None, None, None, ""
+        if result:
+            assert sel is not None
+            where = {id(c): (i, k) for i, cs in enumerate(fixed) for k, c in enumerate(cs)}
+            orig = [view.configs[i][keep[i][k]] for i, k in (where[id(c)] for c in sel)]
+            return True, orig, None, ""
+    nv = max((v for v, _ in sizes), default=0)
+    nc = max((c for _, c in sizes), default=0)
+    how = (
+        f"SAT solver UNSAT in each of the {len(cuts)} level vectors the contention LP leaves "
+        f"open ({len(sizes)} encoded, up to {nv} variables, {nc} clauses)"
+    )
+    return False, None, None, how
+
+
+RC_SLACK = 1e-7  # reduced-cost filters: float slack per tick of the bound
+
+
+def _undominated_at(
+    view: Problem, cfgs: list[Config], idx: list[int], levels: dict[str, int], traffic: bool
+) -> list[int]:
+    """``idx`` without the configurations another one dominates once the levels are fixed:
+    no more work on any accelerator at these levels, no more bytes on any (when traffic is
+    capped), no more loadables; reduced costs only grow with these, so a dominator passes
+    every filter the dominated one passes."""
+    import numpy as np
+
+    from hxsched.scheduler.planning.problem import undominated
+
+    if len(idx) < 2:
+        return idx
+    rows = []
+    for k in idx:
+        c = cfgs[k]
+        row: list[float] = [c.load(a, levels[a]) for a in view.accelerators]
+        if traffic:
+            row += [c.bytes_on(a) for a in view.accelerators]
+        row += [c.loadables(core) for core in view.dla_cores]
+        rows.append(row)
+    return sorted(idx[j] for j in undominated(np.array(rows, dtype=float)))
+
+
+def _at_levels(cfg: Config, levels: dict[str, int]) -> Config:
+    """``cfg`` with every segment's duration fixed at its accelerator's level (as level 0)."""
+    from dataclasses import replace
+
+    return Config(tuple(replace(s, ticks=(s.ticks[levels[s.accelerator]],)) for s in cfg.segments))
 
 
 def _contention_filter(view: Problem, probe: int, deadline: float | None) -> tuple[Problem, float]:
@@ -791,6 +940,7 @@ def _finish(problem, rel, lp, st: _State, calls, largest, solver_name, deadline,
         lp_converged=rel.converged,
         lp_rounds=rel.rounds,
         peak_rss_mib=peak_rss_mib(),
+        unsat_below=(st.last_unsat, st.last_proof),
     )
 
 
@@ -946,14 +1096,161 @@ def _cap(problem: Problem) -> int:
     return total + 1
 
 
-def _candidates(problem: Problem, rel, bound: int, deadline: float | None) -> Problem:
-    """The problem restricted to configurations that can appear in a plan of value <= bound:
-    LP + reduced cost <= bound, every load <= bound (and the chain, for latency); then
-    the dominated ones are dropped."""
+def _contention_pool(problem: Problem, rel) -> ContentionLp | None:
+    """The contention-aware relaxation (throughput with contention), else None."""
+    if problem.contention is None or problem.objective != Objective.THROUGHPUT:
+        return None
+    return ContentionLp(problem, rel.columns)
+
+
+def _contention_lower_bound(
+    problem: Problem,
+    st: _State,
+    pool: ContentionLp,
+    calls: list[SatCall],
+    deadline: float | None,
+) -> None:
+    """Raise ``st.lb`` to the least period the contention-aware relaxation does not refute:
+    first "none below the start plan", then bisection (a period it does not refute, no
+    larger one is refuted either: caps only loosen and loads only shrink as it grows)."""
+    upper = st.best_value
+    if upper is None or st.lb >= upper:
+        return
+    lo, hi = st.lb, upper  # lo: least not yet refuted; hi: not refuted (a plan exists)
+    probe = upper - 1
+    while lo < hi:
+        if _past(deadline):
+            return
+        start = time.monotonic()
+        out = pool.relax(probe, decide_only=True, deadline=deadline)
+        if not out.complete and not out.open:
+            return  # out of time: no claim
+        label = "unsat" if out.refuted else "open"
+        calls.append(SatCall(bound=probe, result=label, seconds=round(time.monotonic() - start, 4)))
+        how = f"contention LP: all {out.vectors} level vectors above {probe}"
+        log.info(
+            f"  T = {probe} ticks: {how if out.refuted else 'not refuted by the contention LP'}"
+        )
+        if out.refuted:
+            lo = probe + 1
+            st.lb, st.last_unsat, st.last_proof = lo, probe, how
+        else:
+            hi = probe
+        probe = lo + (hi - lo) // 2
+
+
+def _pool_search(
+    problem: Problem,
+    pools: list[list[Config]],
+    pool: ContentionLp,
+    st: _State,
+    solver_name: str,
+    deadline: float | None,
+) -> None:
+    """Primal heuristic (price and branch): the best plan among the configurations the
+    relaxations generated, by bisection with the per-vector SAT decision restricted to them.
+    Its UNSAT answers prove nothing (the restriction), its plans are plans."""
     from dataclasses import replace
 
     from hxsched.scheduler.planning.problem import pareto
 
+    if st.best_value is None:
+        return
+    cfgs = [
+        pareto(problem, list({c.segments: c for c in pool.pool[i] + pools[i]}.values()))
+        for i in range(len(problem.instances))
+    ]
+    scratch = _State(lb=st.lb)
+    lo, hi = st.lb, st.best_value - 1
+    step, found = 1, False
+    while lo <= hi and not _past(deadline):
+        # gallop up from the lower bound (the optimum is usually close above it), then bisect
+        mid = (lo + hi) // 2 if found else min(hi, lo + step - 1)
+        step *= 2
+        opened = pool.cached_open(mid)  # the duals the lower bound left: no LP solved here
+        if not opened:
+            lo = mid + 1
+            continue
+        cuts = [_level_cut(problem, lb, cfgs, mid) for lb in opened]
+        view = replace(
+            problem,
+            configs=cfgs,
+            reduced_costs=[[0.0] * len(c) for c in cfgs],
+            rc_budget=None,
+            level_cuts=cuts,
+        )
+        try:
+            result, sel, _, _ = _decide_by_vectors(
+                view, mid, solver_name, deadline, scratch, coarse=False
+            )
+        except EncodingAbandoned:
+            return
+        if result is None:
+            return
+        if result:
+            assert sel is not None
+            ev = evaluate(problem, sel)
+            st.offer(sel, ev.period, None)
+            hi, found = min(hi, ev.period - 1), True
+        else:
+            lo = mid + 1
+    log.info(f"  restricted to the relaxations' columns: best plan {st.best_value} ticks")
+
+
+def _contention_candidates(
+    problem: Problem, pool: ContentionLp, bound: int, deadline: float | None
+) -> tuple[list[list[Config]], list[LevelBound]] | None:
+    """Per instance, every configuration a plan of value <= bound can use by the
+    contention-aware relaxation: for some level vector the relaxation leaves open at bound,
+    its loads at those levels fit and its reduced cost fits the vector's budget (a plan's
+    reduced costs sum to at most bound - the vector's bound). None when it refutes the bound
+    (no plan); raises ``_Timeout`` past the deadline."""
+    out = pool.relax(bound, deadline=deadline)
+    if not out.complete:
+        raise _Timeout("timeout in the contention LP")
+    if out.refuted:
+        return None
+    found: list[dict[tuple, Config]] = [{} for _ in problem.instances]
+    for lb in out.open:
+        done: dict[int, list[Config]] = {}
+        for i, chain in enumerate(problem.chains):
+            if id(chain) not in done:
+                budget = bound - lb.value + lb.mins[i]
+                try:
+                    done[id(chain)] = chain.enumerate(
+                        lb.w, lb.u, budget, bound, deadline=deadline, levels=lb.levels, v=lb.v
+                    )
+                except _TooMany:
+                    raise _Timeout("too many configurations") from None
+                except _OutOfTime:
+                    raise _Timeout("timeout while listing configurations") from None
+            for cfg in done[id(chain)]:
+                found[i].setdefault(cfg.segments, cfg)
+    return [list(d.values()) for d in found], out.open
+
+
+def _candidates(
+    problem: Problem,
+    rel,
+    bound: int,
+    deadline: float | None,
+    pool: ContentionLp | None = None,
+) -> Problem:
+    """The problem restricted to configurations that can appear in a plan of value <= bound:
+    LP + reduced cost <= bound, every load <= bound (and the chain, for latency), and, with
+    a contention ``pool``, admitted by the contention-aware relaxation; then the dominated
+    ones are dropped."""
+    from dataclasses import replace
+
+    from hxsched.scheduler.planning.problem import pareto
+
+    admitted = None
+    opened: list[LevelBound] = []
+    if pool is not None:
+        got = _contention_candidates(problem, pool, bound, deadline)
+        if got is None:
+            return replace(problem, configs=[[] for _ in problem.instances], reduced_costs=None)
+        admitted, opened = got
     configs: list[list[Config]] = []
     costs: list[list[float]] = []
     done: dict[tuple[int, float], int] = {}
@@ -967,7 +1264,15 @@ def _candidates(problem: Problem, rel, bound: int, deadline: float | None) -> Pr
             costs.append(costs[twin])
             continue
         try:
-            found = chain.enumerate(rel.w, rel.u, budget, bound, deadline=deadline)
+            if admitted is not None:
+                found = [
+                    c
+                    for c in admitted[i]
+                    if rel.reduced_cost(i, c, problem)
+                    <= budget - rel.mu[i] + 1e-7 * max(1.0, bound)
+                ]
+            else:
+                found = chain.enumerate(rel.w, rel.u, budget, bound, deadline=deadline)
         except _TooMany:  # the bound admits too many segmentations to list: stop the search here
             raise _Timeout("too many configurations") from None
         except _OutOfTime:
@@ -977,7 +1282,33 @@ def _candidates(problem: Problem, rel, bound: int, deadline: float | None) -> Pr
         kept = pareto(problem, found)
         configs.append(kept)
         costs.append([max(0.0, rel.reduced_cost(i, c, problem)) for c in kept])
-    return replace(problem, configs=configs, reduced_costs=costs, rc_budget=bound - rel.value)
+    cuts = [_level_cut(problem, lb, configs, bound) for lb in opened]
+    return replace(
+        problem,
+        configs=configs,
+        reduced_costs=costs,
+        rc_budget=bound - rel.value,
+        level_cuts=cuts,
+    )
+
+
+def _level_cut(problem: Problem, lb: LevelBound, configs: list[list[Config]], bound: int):
+    """The open vector ``lb``'s reduced costs of the candidates, its budget and its caps."""
+    from hxsched.scheduler.planning.problem import LevelCut
+
+    def rc(i: int, c: Config) -> float:
+        cost = sum(w * c.load(a, lb.levels[a]) for a, w in lb.w.items())
+        cost += sum(x * config_other_kib(c, a) for a, x in lb.v.items())
+        cost += sum(x * c.loadables(core) for core, x in lb.u.items())
+        return max(0.0, cost - lb.mins[i])
+
+    caps: dict[str, int] = {
+        a: problem.traffic_threshold_kib(lb.levels[a] + 1, bound)
+        for a in problem.accelerators
+        if lb.levels[a] < problem.n_levels - 1
+    }
+    rcs = [[rc(i, c) for c in cfgs] for i, cfgs in enumerate(configs)]
+    return LevelCut(dict(lb.levels), rcs, bound - lb.value, caps, bound)
 
 
 def _infeasible_message(problem: Problem) -> str:

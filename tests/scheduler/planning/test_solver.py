@@ -237,3 +237,18 @@ def test_a_bound_whose_encoding_is_too_large_is_abandoned(monkeypatch):
     r = solve(p, time_limit_s=10)
     assert r.value is not None and r.selection is not None and r.peak_rss_mib > 0
     assert any("clauses" in c.result for c in r.calls) or r.optimal
+
+
+def test_a_plan_with_more_switches_never_seeds_a_cheaper_stage():
+    """The short search's plan (k switches) is not offered to the k-1 stage: there it is no
+    plan, and a stage reporting it would claim a value its setting cannot reach."""
+    from hxsched.scheduler.planning.solver import _reseed, _Seed, _variant
+
+    p = make_problem(5, "throughput", True, 2, 4, 2, ("gpu", "dla0", "dla1"))
+    sel = list(solve(p, time_limit_s=None).selection)
+    two = [c for c in p.chains[0].enumerate({}, {}, 0.0, 10**9) if c.switches == 2]
+    assert two
+    sel[0] = two[0]
+    seed = _Seed(sel, 1, None, "short search")
+    assert _reseed(_variant(p, p.objective, 1), [seed]) == []
+    assert len(_reseed(p, [seed])) == 1
