@@ -663,14 +663,6 @@ def _search(
     if pool is not None:
         _contention_lower_bound(problem, st, pool, calls, deadline)
         if st.best_value is not None and st.lb < st.best_value:
-            # the contention LP's columns are good material for the heuristic too
-            for i, cols in enumerate(pool.pool):
-                for c in cols:
-                    if all(c.segments != o.segments for o in pools[i]):
-                        pools[i].append(c)
-            heur = _heuristic(problem, pools, rel.fractional, st.best_sel, deadline)
-            if heur is not None:
-                st.offer(heur[0], heur[1].period, heur[1].edges)
             _pool_search(problem, pools, pool, st, solver_name, deadline)
     step, found_sat = 1, False
     cap = _cap(problem)
@@ -791,7 +783,7 @@ def _decide_bound(problem, view, probe, solver_name, deadline, st: _State):
 
 def _decide_by_vectors(
     view: Problem, probe: int, solver_name, deadline, st: _State, coarse: bool = True
-):
+):  # coarse=False: no implied cuts (coarse loads, reduced costs), for small heuristic views
     """Throughput with contention, decided one open level vector at a time: a plan of value
     <= probe exists iff for some vector the contention LP leaves open at probe, a selection
     has every accelerator's work at those levels within probe and its co-runner traffic
@@ -817,12 +809,12 @@ def _decide_by_vectors(
             rcs.append([cut.reduced_costs[i][k] for k in idx])
         if any(not idx for idx in keep):
             continue  # no selection at all under this vector
-        sub = replace(
+        sub = replace(  # (light: a heuristic's small formulas go faster without the cut)
             view,
             configs=fixed,
             contention=None,
-            reduced_costs=rcs,
-            rc_budget=cut.budget,
+            reduced_costs=rcs if coarse else None,
+            rc_budget=cut.budget if coarse else None,
             level_cuts=[],
         )
         enc = ThroughputEncoding(sub, solver_name, deadline, caps=cut.caps)
