@@ -50,9 +50,18 @@ class Relaxation:
     converged: bool = True  # no column of negative reduced cost was left
     rounds: int = 0
     master_value: float = 0.0  # the restricted master's optimum (== value when converged)
+    # latency: per instance, the price of a tick of its chain (makespan >= every chain)
+    sigma: list[float] = field(default_factory=list)
+
+    def prices(self, i: int) -> dict[str, float]:
+        """Instance ``i``'s price per tick of load on each accelerator: w, plus its chain's
+        price (a chain's length is the sum of its loads)."""
+        extra = self.sigma[i] if self.sigma else 0.0
+        return {a: x + extra for a, x in self.w.items()} if extra else self.w
 
     def reduced_cost(self, i: int, cfg: Config, problem: Problem) -> float:
-        cost = sum(self.w[a] * cfg.load(a) for a in problem.accelerators)
+        w = self.prices(i)
+        cost = sum(w[a] * cfg.load(a) for a in problem.accelerators)
         cost += sum(self.u[c] * cfg.loadables(c) for c in problem.dla_cores)
         return cost - self.mu[i]
 
@@ -123,9 +132,15 @@ def _lp_min_or_none(
 LoadFn = Callable[[int, Config, Accelerator], float]
 
 
-def _solve_master(problem: Problem, columns: list[list[Config]], load: LoadFn | None = None):
+def _solve_master(
+    problem: Problem,
+    columns: list[list[Config]],
+    load: LoadFn | None = None,
+    chains: bool = False,
+):
     """The restricted master LP over ``columns``; ``load(i, cfg, acc)`` (default: the load
-    alone) is a column's coefficient in accelerator ``acc``'s row."""
+    alone) is a column's coefficient in accelerator ``acc``'s row; ``chains`` adds a row per
+    instance, its chain's length <= P (latency: one frame's makespan covers every chain)."""
     load = load or (lambda _i, c, acc: c.load(acc))
     accs = problem.accelerators
     cores = problem.dla_cores
@@ -134,8 +149,9 @@ def _solve_master(problem: Problem, columns: list[list[Config]], load: LoadFn | 
     cost = np.zeros(n)
     cost[len(cols)] = 1.0
     cost[len(cols) + 1 :] = PENALTY
-    a_ub = np.zeros((len(accs) + len(cores), n))
-    b_ub = np.zeros(len(accs) + len(cores))
+    n_chain = len(columns) if chains else 0
+    a_ub = np.zeros((len(accs) + len(cores) + n_chain, n))
+    b_ub = np.zeros(len(accs) + len(cores) + n_chain)
     for r, acc in enumerate(accs):
         for k, (i, c) in enumerate(cols):
             a_ub[r, k] = load(i, c, acc)
@@ -146,6 +162,11 @@ def _solve_master(problem: Problem, columns: list[list[Config]], load: LoadFn | 
             a_ub[row, k] = c.loadables(core)
         a_ub[row, len(cols) + 1 + r] = -1.0
         b_ub[row] = problem.max_loadables
+    base = len(accs) + len(cores)
+    for k, (i, c) in enumerate(cols[:] if chains else []):
+        a_ub[base + i, k] = c.chain_ticks
+    for i in range(n_chain):
+        a_ub[base + i, len(cols)] = -1.0
     a_eq = np.zeros((len(columns), n))
     for k, (i, _) in enumerate(cols):
         a_eq[i, k] = 1.0
@@ -153,6 +174,7 @@ def _solve_master(problem: Problem, columns: list[list[Config]], load: LoadFn | 
     duals_ub = -ineq
     w = {acc: float(max(0.0, duals_ub[r])) for r, acc in enumerate(accs)}
     u = {core: float(max(0.0, duals_ub[len(accs) + r])) for r, core in enumerate(cores)}
+    sigma = [float(max(0.0, duals_ub[base + i])) for i in range(n_chain)]
     mu = [float(v) for v in eq]
     frac: list[dict[int, float]] = [dict() for _ in columns]
     seen = [0] * len(columns)
@@ -161,7 +183,7 @@ def _solve_master(problem: Problem, columns: list[list[Config]], load: LoadFn | 
             frac[i][seen[i]] = float(x[k])
         seen[i] += 1
     slack = float(np.sum(x[len(cols) + 1 :]))
-    return float(x[len(cols)]), w, u, mu, frac, slack
+    return float(x[len(cols)]), w, u, mu, frac, slack, sigma
 
 
 def relax(problem: Problem, max_rounds: int = 200, deadline: float | None = None) -> Relaxation:
@@ -175,48 +197,66 @@ def relax(problem: Problem, max_rounds: int = 200, deadline: float | None = None
     and ``value + sum of reduced costs <= plan value`` holds for any stopping round.
     """
     columns = _initial_columns(problem)
-    best: tuple[float, dict[str, float], dict[str, float], list[float]] | None = None
+    chains = problem.objective == Objective.LATENCY
+    best: tuple[float, dict[str, float], dict[str, float], list[float], list[float]] | None
+    best = None
     converged, rounds = False, 0
     while True:
         rounds += 1
-        value, w, u, mu, frac, slack = _solve_master(problem, columns)
-        priced = _price_all(problem, w, u)
+        value, w, u, mu, frac, slack, sigma = _solve_master(problem, columns, chains=chains)
+        priced = _price_each(problem, w, u, sigma)
         added = False
         for i, (cost, cfg) in enumerate(priced):
             negative = cfg is not None and cost - mu[i] < -1e-7 * max(1.0, abs(mu[i]))
             if negative and cfg is not None and all(cfg.segments != c.segments for c in columns[i]):
                 columns[i].append(cfg)
                 added = True
-        scale, w_lp = sum(w.values()), w
-        if scale > 1.0 + 1e-12:  # keep sum w <= 1 exactly (see above)
+        scale, w_lp, sigma_lp = sum(w.values()) + sum(sigma), w, sigma
+        if scale > 1.0 + 1e-12:  # keep sum w + sum sigma <= 1 exactly (see above)
             w = {a: x / scale for a, x in w.items()}
-            priced = _price_all(problem, w, u)
+            sigma = [x / scale for x in sigma]
+            priced = _price_each(problem, w, u, sigma)
         mins = [cost for cost, _ in priced]
         lagr = sum(mins) - sum(u.values()) * problem.max_loadables
         if best is None or lagr > best[0]:
-            best = (lagr, w, u, mins)
+            best = (lagr, w, u, mins, sigma)
         if not added:
             converged = True
             break
         if rounds >= max_rounds or (deadline is not None and time.monotonic() > deadline):
             break
     feasible = slack <= 1e-6
-    mu = _symmetric(problem, mu)
+    if not chains:
+        mu = _symmetric(problem, mu)
     if converged:
-        bound, duals = value, (w_lp, u, mu)
+        bound, (dw, du, dmu, dsigma) = value, (w_lp, u, mu, sigma_lp)
     else:
         assert best is not None  # at least one round ran
-        bound, duals = best[0], best[1:]
+        bound, dw, du, dmu, dsigma = best
     return Relaxation(
         bound if feasible else math.inf,
-        *duals,
+        dw,
+        du,
+        dmu,
         columns,
         frac,
         feasible,
         converged,
         rounds,
         value,
+        dsigma,
     )
+
+
+def _price_each(problem: Problem, w, u, sigma: list[float]) -> list[tuple[float, Config | None]]:
+    """Every instance's pricing problem; with chain prices ``sigma`` (latency), at its own
+    prices w + sigma_i (then twins are not shared: their chain prices may differ)."""
+    if not sigma or not any(sigma):
+        return _price_all(problem, w, u)
+    return [
+        chain.price({a: x + sigma[i] for a, x in w.items()}, u)
+        for i, chain in enumerate(problem.chains)
+    ]
 
 
 def twins(problem: Problem) -> list[int]:

@@ -591,7 +591,7 @@ def _pools(problem: Problem, rel, lp: int, deadline: float | None) -> list[list[
             extra.append(c)
         try:  # near-LP-optimal configurations give the heuristic good material
             near = chain.enumerate(
-                rel.w,
+                rel.prices(i),
                 rel.u,
                 0.05 * rel.value + rel.mu[i],
                 2 * lp + 1,
@@ -1245,12 +1245,13 @@ def _candidates(
         admitted, opened = got
     configs: list[list[Config]] = []
     costs: list[list[float]] = []
-    done: dict[tuple[int, float], int] = {}
+    done: dict[tuple[int, float, float], int] = {}
     for i, chain in enumerate(problem.chains):
         if deadline is not None and time.monotonic() > deadline:
             raise _Timeout
         budget = bound - rel.value + rel.mu[i]
-        twin = done.setdefault((twins(problem)[i], budget), i)
+        sigma = rel.sigma[i] if rel.sigma else 0.0
+        twin = done.setdefault((twins(problem)[i], budget, sigma), i)
         if twin != i:  # an interchangeable instance with the same budget: the same list
             configs.append(configs[twin])
             costs.append(costs[twin])
@@ -1264,7 +1265,7 @@ def _candidates(
                     <= budget - rel.mu[i] + 1e-7 * max(1.0, bound)
                 ]
             else:
-                found = chain.enumerate(rel.w, rel.u, budget, bound, deadline=deadline)
+                found = chain.enumerate(rel.prices(i), rel.u, budget, bound, deadline=deadline)
         except _TooMany:  # the bound admits too many segmentations to list: stop the search here
             raise _Timeout("too many configurations") from None
         except _OutOfTime:

@@ -170,3 +170,28 @@ def test_duals_kept_from_one_period_bound_another_validly():
             fresh = level_bound(p, t, levels, [list(c) for c in cl.pool], max_rounds=200)
             if fresh.converged:
                 assert cl.bound_with(cached, t) <= fresh.value + 1e-6
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_latency_relaxation_with_chain_rows_reaches_the_full_lp(seed):
+    """Latency: the makespan covers every accelerator's work and every instance's chain; the
+    column generation (chain prices added to each instance's pricing) reaches the LP over
+    every configuration, and reduced costs at its duals are non-negative."""
+    rng = np.random.default_rng(seed)
+    insts = [Instance(f"m{i}#0", f"m{i}", random_profile(rng, 4, f"m{i}")) for i in range(3)]
+    p = build_problem(insts, ("gpu", "dla0", "dla1"), objective="latency", max_switches=2)
+    cols = [(i, c) for i in range(3) for c in all_configs(p, i)]
+    n = len(cols) + 1
+    cost = np.zeros(n)
+    cost[-1] = 1
+    a_ub = [[c.load(a) for _, c in cols] + [-1] for a in p.accelerators]
+    a_ub += [[c.chain_ticks if i == k else 0 for i, c in cols] + [-1] for k in range(3)]
+    a_eq = [[1 if i == k else 0 for i, _ in cols] + [0] for k in range(3)]
+    full = linprog(
+        cost, A_ub=a_ub, b_ub=[0] * len(a_ub), A_eq=a_eq, b_eq=[1] * 3, method="highs"
+    ).fun
+    rel = relax(p)
+    assert rel.converged and rel.value == pytest.approx(full, abs=1e-6)
+    for i in range(3):
+        for c in all_configs(p, i):
+            assert rel.reduced_cost(i, c, p) >= -1e-6
