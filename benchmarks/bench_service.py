@@ -55,7 +55,7 @@ def make_slices(folder: Path, n: int, first: int = 0) -> list[Path]:
     from pydicom.data import get_testdata_file
     from pydicom.uid import generate_uid
 
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds = pydicom.dcmread(str(get_testdata_file("CT_small.dcm")))  # a path (str) for a name
     px = ds.pixel_array.astype(np.float32)
     ds.Rows = ds.Columns = 512
     ds.PixelSpacing = [float(v) * px.shape[0] / 512 for v in ds.PixelSpacing]
@@ -86,11 +86,16 @@ def free_port() -> int:
 class Served:
     """``hxsched serve`` in its own process, with its HTTP status."""
 
-    def __init__(self, work: Path, plan: Path, workers: int, replay: bool) -> None:
+    def __init__(
+        self, work: Path, plan: Path, workers: int, replay: bool, max_pdu: int | None = None
+    ) -> None:
         self.work = work
         self.inbox, self.out = work / "inbox", work / "out"
         self.inbox.mkdir(parents=True, exist_ok=True)
         self.http, self.scp = free_port(), free_port()
+        scp: dict[str, object] = {"kind": "scp", "port": self.scp}
+        if max_pdu:  # the SCP's advertised Maximum Length (the pipeline's default otherwise)
+            scp["max_pdu"] = max_pdu
         pipe = {
             "schema": "hxsched.pipeline/1",
             "name": "bench",
@@ -101,7 +106,7 @@ class Served:
             "models": MODELS,
             "sources": [
                 {"kind": "folder", "path": str(self.inbox)},
-                {"kind": "scp", "port": self.scp},
+                scp,
             ],
         }
         import yaml
@@ -213,6 +218,16 @@ def journal_latency(out: Path, since: float = 0.0) -> list[float]:
     return sorted(r[0] for r in rows)
 
 
+def detections_per_slice(out: Path) -> dict:
+    """Boxes per slice in the detections JSON (what YOLO decoding + NMS had to produce)."""
+    counts = sorted(
+        len(json.loads(p.read_text())["detections"]) for p in (out / "detections").glob("*.json")
+    )
+    if not counts:
+        return {}
+    return {"mean": round(sum(counts) / len(counts), 2), "max": counts[-1], "slices": len(counts)}
+
+
 def count_outputs(out: Path, expected: int) -> dict:
     dicom = len(list((out / "dicom").rglob("*.dcm")))
     dets = len(list((out / "detections").glob("*.json")))
@@ -310,7 +325,7 @@ def make_plan(work: Path) -> tuple[Path, float]:
 
 
 def one_config(work: Path, plan: Path, workers: int, n: int, scp_n: int, args) -> dict:
-    svc = Served(work, plan, workers, not args.no_replay)
+    svc = Served(work, plan, workers, not args.no_replay, args.max_pdu)
     try:
         staged = make_slices(work / "staged", n)
         rss0 = svc.rss_mib()
@@ -320,6 +335,7 @@ def one_config(work: Path, plan: Path, workers: int, n: int, scp_n: int, args) -
             "folder": {k: v for k, v in folder.items() if k != "samples"},
         }
         res["folder"]["outputs"] = count_outputs(svc.out, n)
+        res["folder"]["detections_per_slice"] = detections_per_slice(svc.out)
         samples = folder["samples"]
         warm = [s for s in samples if s[1] >= n * 0.1]
         if len(warm) > 3:
@@ -379,6 +395,7 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-slices", type=int, default=1000)
     ap.add_argument("--workers", default="1,2", help="worker counts to compare")
     ap.add_argument("--no-replay", action="store_true", help="sim passthrough instead of replay")
+    ap.add_argument("--max-pdu", type=int, help="the SCP's max PDU (default: the pipeline's)")
     ap.add_argument("--out", default="bench_service.json")
     ap.add_argument("--work", help="folder for the runs (default: a temp folder)")
     args = ap.parse_args(argv)

@@ -152,11 +152,24 @@ def pix2pix_output_to_uint8(out: np.ndarray, size: tuple[int, int] | None = None
     return img
 
 
-def _mean_to_uint8(a: np.ndarray, cells: int = 16384) -> np.ndarray:
-    """[C, H, W] -> uint8 [H, W]: NaN/inf replaced, channel mean, (x + 1) * 127.5 clipped, a
-    strip of rows at a time (each temporary a few dozen KiB, not one mapped per step: see
-    _BLOCK_CELLS). Element by element the same float32 operations as on the whole array."""
+# a Pix2Pix output up to this size (3 x 512 x 512) is converted whole when it is all finite
+# (the usual case: a host worker's heap keeps its few 1 MiB temporaries, see steady_heap)
+_WHOLE_CELLS = 3 << 18
+
+
+def _mean_to_uint8(a: np.ndarray, cells: int = 16384, whole: int = _WHOLE_CELLS) -> np.ndarray:
+    """[C, H, W] -> uint8 [H, W]: NaN/inf replaced, channel mean, (x + 1) * 127.5 clipped;
+    whole when finite, else a strip of rows at a time (each temporary a few dozen KiB, not
+    one mapped per step: see _BLOCK_CELLS). Element by element the same float32 operations
+    either way, those of ``nan_to_num``, ``mean(axis=0)``, ``+ 1``, ``* 127.5``, clip, cast."""
     c, h, w = a.shape
+    if c * h * w <= whole and np.isfinite(a).all():  # no NaN/inf: no replacing copy
+        m = np.add.reduce(a, axis=0)  # what mean(axis=0) sums, then divides by the count
+        np.true_divide(m, np.intp(c), out=m, casting="unsafe")
+        m += 1.0
+        m *= 127.5
+        np.clip(m, 0, 255, out=m)
+        return m.astype(np.uint8)
     img = np.empty((h, w), np.uint8)
     step = max(1, cells // max(1, c * w))
     for r in range(0, h, step):
@@ -185,6 +198,11 @@ class Detection:
             "score": round(self.score, 4),
             "class_id": self.class_id,
         }
+
+
+# Ultralytics ultralytics/utils/nms.py (ops.py before 8.3) ``non_max_suppression``: max_nms=30000
+# boxes into NMS, the best by score.
+MAX_NMS = 30000
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
@@ -246,11 +264,13 @@ def decode_yolov8(
     iou: float = 0.45,
     max_det: int = 100,
     classes: list[int] | None = None,
+    max_nms: int = MAX_NMS,
 ) -> list[Detection]:
     """YOLOv8's [1, 4 + nc, N] output (cx, cy, w, h in input pixels, class scores) to boxes in
-    source pixels, per-class NMS. Anchors are thresholded on their best class score before any
-    per-box work; the result is that of ``decode_yolov8_reference`` (tested), computed with
-    fewer passes over the anchors."""
+    source pixels, per-class NMS, as Ultralytics' ``non_max_suppression`` bounds it: anchors
+    thresholded on their best class score before any per-box work, at most ``max_nms`` (the
+    best) into NMS, at most ``max_det`` out. The result is that of ``decode_yolov8_reference``
+    (tested), computed with fewer passes over the anchors."""
     a = np.asarray(out, np.float32)
     if a.ndim == 3:
         a = a[0]
@@ -265,6 +285,9 @@ def decode_yolov8(
     if classes is not None:
         idx, cls = idx[np.isin(cls, classes)], cls[np.isin(cls, classes)]
     score = best[idx]
+    top = _best_first(score, max_nms)
+    if top is not None:
+        idx, cls, score = idx[top], cls[top], score[top]
     xyxy = _xyxy(a[:4, idx])
     keep = _nms_by_class_fast(xyxy, score, cls, iou, max_det)
     if not keep.size:
@@ -277,6 +300,14 @@ def decode_yolov8(
             xs.tolist(), ys.tolist(), score[keep].tolist(), cls[keep].tolist(), strict=True
         )
     ]
+
+
+def _best_first(score: np.ndarray, max_nms: int) -> np.ndarray | None:
+    """Positions of the ``max_nms`` best scores (ties: first anchor), in anchor order; None when
+    all fit."""
+    if score.size <= max_nms:
+        return None
+    return np.sort(np.argsort(-score, kind="stable")[:max_nms])
 
 
 def _argmax_rows(scores: np.ndarray, idx: np.ndarray, step: int = 512) -> np.ndarray:
@@ -309,6 +340,8 @@ def _nms_by_class_fast(
     sx = np.ascontiguousarray(xyxy[order].T)  # [4, n]: x1, y1, x2, y2 rows
     area = np.maximum(sx[2] - sx[0], 0.0) * np.maximum(sx[3] - sx[1], 0.0)
     sorted_score, sorted_cls = score[order], cls[order]
+    if order.size <= _SMALL_NMS:
+        return _nms_small(sx, area, sorted_score, sorted_cls, order, iou, max_det)
     bounds = np.flatnonzero(np.diff(sorted_cls)) + 1
     classes = [
         _class_keeps(sx, area, lo, hi, iou)
@@ -325,6 +358,26 @@ def _nms_by_class_fast(
         keep.append(i)
         _push(heap, classes[k], k, sorted_score, sorted_cls, order)
     return np.asarray(keep, np.int64)
+
+
+_SMALL_NMS = 96  # up to this many candidates: one IoU matrix, then greedy NMS on its rows
+
+
+def _nms_small(sx, area, score, cls, order, iou: float, max_det: int) -> np.ndarray:
+    """``_nms_by_class_fast`` for a few candidates (a detector's usual slice): every IoU at
+    once ([n, n], the same float32 operations), each class suppressed greedily in its score
+    order, the kept boxes sorted by (score, class, index) as the heap merges them."""
+    n = order.size
+    ok = _iou_rows(sx, area, np.arange(n), slice(0, n)) <= iou
+    ok |= cls[:, None] != cls[None, :]  # boxes of other classes never suppress each other
+    alive = np.ones(n, bool)
+    kept = []
+    for p in range(n):
+        if alive[p]:
+            kept.append(p)
+            alive &= ok[p]
+    keys = [(-float(score[p]), int(cls[p]), int(order[p])) for p in kept]
+    return np.asarray([k[2] for k in sorted(keys)[:max_det]], np.int64)
 
 
 def _push(heap: list, gen: Iterator[int], k: int, score, cls, order) -> None:
@@ -388,6 +441,7 @@ def decode_yolov8_reference(
     iou: float = 0.45,
     max_det: int = 100,
     classes: list[int] | None = None,
+    max_nms: int = MAX_NMS,
 ) -> list[Detection]:
     """``decode_yolov8`` the plain way (argmax and per-box work on every anchor): what the
     fast one is tested against."""
@@ -403,6 +457,9 @@ def decode_yolov8_reference(
     boxes, score, cls = boxes[mask], score[mask], cls[mask]
     if not len(score):
         return []
+    if len(score) > max_nms:
+        top = np.sort(np.argsort(-score, kind="stable")[:max_nms])
+        boxes, score, cls = boxes[top], score[top], cls[top]
     xyxy = _xyxy(boxes.T)
     found = _nms_by_class(xyxy, score, cls, iou, max_det)
     if not found:

@@ -307,7 +307,11 @@ def shipped_pipelines() -> Path:
 
 def _model_key(m: PipelineModel) -> str:
     """What the generated/rewritten model depends on (a changed file gives a new key)."""
+    from hxsched.scheduler.zoo import REVISION
+
     parts: list[Any] = [m.zoo, m.seed, m.rewrite, m.path]
+    if m.zoo:
+        parts.append(REVISION)  # a changed zoo builder gives a new file (and a new recording)
     if m.path:
         try:
             st = os.stat(m.path)

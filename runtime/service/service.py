@@ -122,6 +122,7 @@ class Service:
         self._committer: threading.Thread | None = None
         self._last_preview = -1e9
         self.host_cpu: dict[str, float] = {}  # stage -> CPU seconds, all workers
+        self._cpu_children: dict[str, Any] = {}  # stage -> its m_cpu child (_add_cpu)
         self.host_slices = 0
         self.gate: Gate | None = None
         self.held_reason = ""  # resource trouble: sources hold, nothing is claimed (``_hold``)
@@ -624,7 +625,10 @@ class Service:
     def _add_cpu(self, cpu: dict[str, float]) -> None:
         for stage, sec in cpu.items():
             self.host_cpu[stage] = self.host_cpu.get(stage, 0.0) + sec
-            self.m_cpu.labels(stage=stage).inc(sec)
+            child = self._cpu_children.get(stage)
+            if child is None:  # a metric's labelled child looked up once per stage
+                child = self._cpu_children[stage] = self.m_cpu.labels(stage=stage)
+            child.inc(sec)
         if "read" in cpu:
             self.host_slices += 1
 

@@ -108,6 +108,24 @@ def slot_views(buf: Any, instances: tuple[Instance, ...], slot: int) -> dict[str
     return views
 
 
+class SlotViews:
+    """``slot_views`` of each slot, made once (they are the same arrays for every slice)."""
+
+    def __init__(self, buf: Any, instances: tuple[Instance, ...]) -> None:
+        self.buf, self.instances = buf, instances
+        self._made: dict[int, dict[str, np.ndarray]] = {}
+
+    def __getitem__(self, slot: int) -> dict[str, np.ndarray]:
+        got = self._made.get(slot)
+        if got is None:
+            got = self._made[slot] = slot_views(self.buf, self.instances, slot)
+        return got
+
+    def clear(self) -> None:
+        self._made.clear()
+        self.buf = None
+
+
 # -- the work on one slice (in a worker process, or in-process with no workers) ----------------
 _MEMORY = (
     Reason.DECODE_LIMIT.value,
@@ -131,6 +149,7 @@ class SliceHost:
         self.templates = ScTemplates()
         self.replay = {k: np.load(v, mmap_mode="r") for k, v in cfg.replay.items()}
         self.dirs: set[str] = set()
+        self.views = SlotViews(buf, cfg.instances)
 
     def run(self, job: Job) -> Prepared | Finished | None:
         if job.op == "drop":
@@ -152,7 +171,7 @@ class SliceHost:
                 sl = read_slice(
                     job.path, max_bytes=pipe.max_bytes, limits=pipe.limits, accept=pipe.accept
                 )
-            views = slot_views(self.buf, self.cfg.instances, job.slot)
+            views = self.views[job.slot]
             ct01, infos = None, {}
             for inst in self.cfg.instances:
                 m = inst.model
@@ -205,7 +224,7 @@ class SliceHost:
         return Finished(job.item_id, job.slot, error=(Reason.OUTPUT_ERROR.value, msg), cpu=cpu)
 
     def _roles(self, job: Job, held: _Held, files: dict, cpu: dict) -> list[RoleResult]:
-        views = slot_views(self.buf, self.cfg.instances, job.slot)
+        views = self.views[job.slot]
         done = []
         for inst in self.cfg.instances:
             m = inst.model
@@ -326,6 +345,7 @@ def _child(cfg: HostConfig, conn: Any, index: int = 0) -> None:
 
     setup_worker_logging()  # the service's JSON lines (logsafe), at its level
     steady_heap()
+    sequential_cv2()
     _run_test_hook()
     limit_memory(cfg.pipe.limits.worker_memory_mib)
     shm = shared_memory.SharedMemory(name=cfg.shm_name)  # spawned: the parent's tracker
@@ -348,6 +368,7 @@ def _child(cfg: HostConfig, conn: Any, index: int = 0) -> None:
     finally:
         del busy
         host.buf = None
+        host.views.clear()  # no view of the shared memory may outlive it
         shm.close()
 
 
@@ -371,6 +392,18 @@ def steady_heap() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)
     except (OSError, AttributeError):
         pass
+
+
+def sequential_cv2() -> None:
+    """OpenCV in a host worker on one thread (cv::setNumThreads(0): "OpenCV will disable
+    threading optimizations and run all its functions sequentially", OpenCV core utility
+    docs): the workers are the parallelism, and OpenCV's pool threads otherwise spin in
+    sched_yield between the resizes of each slice (about 10 % of a worker's CPU here)."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setNumThreads(0)
 
 
 def limit_memory(mib: int) -> None:
@@ -510,6 +543,7 @@ class Hosts:
             self.buf = self._local
             self._inline = SliceHost(cfg, self.buf)
         self.cfg = cfg
+        self._views = SlotViews(self.buf, cfg.instances)
         self._lock = threading.Lock()
         self._closing = False
         self.failed: str | None = None  # set when workers keep dying: the service stops
@@ -555,6 +589,7 @@ class Hosts:
                 p.proc.kill()
             p.conn.close()
         self._procs = []
+        self._views.clear()
         if self._shm is not None:
             self.buf = None
             del self.busy
@@ -586,7 +621,7 @@ class Hosts:
 
     # -- work -------------------------------------------------------------------------------
     def inputs(self, slot: int) -> dict[str, dict[str, np.ndarray]]:
-        views = slot_views(self.buf, self.cfg.instances, slot)
+        views = self._views[slot]
         return {i.name: {i.input_name: views[i.name]} for i in self.cfg.instances}
 
     def prepare(self, item_id: str, path: str, slot: int) -> None:

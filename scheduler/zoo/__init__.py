@@ -65,6 +65,10 @@ _PIX2PIX_REF = (
 )
 _YOLO_REF = "ultralytics/cfg/models/v8/yolov8.yaml + ultralytics/nn/modules (ONNX export, BN fused)"
 
+# Bumped whenever a builder's weights or structure change, so cached model files are rebuilt
+# (2: YOLOv8 calibrated on image-like samples, class logits from Ultralytics' prior).
+REVISION = 2
+
 ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in (

@@ -443,3 +443,64 @@ def test_secondary_capture_bytes_written_directly_match_pydicom(ct, shape):
         np.testing.assert_array_equal(back.pixel_array, img)
         assert back.SourceImageSequence[0].ReferencedSOPInstanceUID == sl.meta["SOPInstanceUID"]
         assert back.InstanceNumber == 10**k
+
+
+def test_content_sha_is_the_files_hash_computed_on_demand(tmp_path):
+    import hashlib
+
+    sl = read_slice(CT_SMALL)
+    assert sl._sha == "" and sl.content is not None  # not hashed while nothing asks
+    assert sl.content_sha == hashlib.sha256(CT_SMALL.read_bytes()).hexdigest()
+    assert sl.content is None  # the bytes let go once hashed
+    assert synthetic_phantom(0).content_sha == ""  # made in memory: no file
+
+
+def test_integer_pixels_rescaled_past_float32_are_nan(tmp_path):
+    """Integer pixels skip the NaN/inf scan only while their rescale stays inside float32: a
+    slope that overflows it is still refused."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import hostile
+
+    p = tmp_path / "huge.dcm"
+    p.write_bytes(hostile.ct(RescaleSlope="1e38"))
+    _bad(p, "nan")
+    p.write_bytes(hostile.ct(RescaleSlope="1e30"))
+    assert np.all(np.isfinite(read_slice(p).pixels))
+
+
+def test_series_header_decoded_once_gives_what_a_fresh_read_gives(tmp_path):
+    """Slices of one series reuse the decoded header of the one before (same raw bytes): the
+    same meta, patient values and pixels as a read with nothing remembered; a changed
+    element, another accept or other limits are decided afresh."""
+    import sys
+
+    from hxsched.runtime.service import dicom_io
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import hostile
+
+    paths = []
+    for k in range(3):
+        paths.append(tmp_path / f"s{k}.dcm")
+        paths[-1].write_bytes(hostile.ct(index=k))
+    reused = [read_slice(p) for p in paths]
+    assert dicom_io._SERIES.last is not None
+    for p, got in zip(paths, reused, strict=True):
+        dicom_io._SERIES.last = None
+        fresh = read_slice(p)
+        assert got.meta == fresh.meta and got.is_hu == fresh.is_hu
+        assert {k: str(v) for k, v in got.patient.items()} == {
+            k: str(v) for k, v in fresh.patient.items()
+        }
+        np.testing.assert_array_equal(got.pixels, fresh.pixels)
+    assert reused[0].meta["SOPInstanceUID"] != reused[1].meta["SOPInstanceUID"]
+    read_slice(paths[0])  # remembered, then refused under another accept or limits
+    _bad(paths[1], "not-accepted", accept=Accept(modalities=("MR",)))
+    read_slice(paths[0])
+    _bad(paths[1], "decode-limit", limits=Limits(max_side=32))
+    read_slice(paths[0])
+    slope = tmp_path / "slope.dcm"
+    slope.write_bytes(hostile.ct(index=1, RescaleSlope="2"))
+    np.testing.assert_array_equal(read_slice(slope).pixels, 2 * reused[1].pixels)

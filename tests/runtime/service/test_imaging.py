@@ -209,11 +209,17 @@ def _random_yolo(rng, n: int, classes: int = 5, levels=(0.1, 0.3, 0.5, 0.9)) -> 
     return out
 
 
-def test_decode_yolov8_equals_the_plain_decode_and_nms():
-    """The fast decode (threshold on the best score first, class layout once, IoU blocks)
-    keeps the same boxes in the same order as argmax + NMS per class on every anchor, ties
-    and NaN boxes included, and on a saturated detector (every anchor at score 1.0)."""
+@pytest.mark.parametrize("small", [None, 0, 10**6])
+def test_decode_yolov8_equals_the_plain_decode_and_nms(small, monkeypatch):
+    """The fast decode (threshold on the best score first, class layout once, IoU blocks, or
+    one IoU matrix for few candidates: both forced in turn) keeps the same boxes in the same
+    order as argmax + NMS per class on every anchor, ties and NaN boxes included, and on a
+    saturated detector (every anchor at score 1.0)."""
+    from hxsched.runtime.service import imaging
     from hxsched.runtime.service.imaging import decode_yolov8_reference
+
+    if small is not None:
+        monkeypatch.setattr(imaging, "_SMALL_NMS", small)
 
     _, info = letterbox(np.zeros((512, 512), np.float32), 640)
     rng = np.random.default_rng(7)
@@ -225,9 +231,33 @@ def test_decode_yolov8_equals_the_plain_decode_and_nms():
         kw = {"max_det": int(rng.integers(1, 60)), "iou": float(rng.choice([0.1, 0.45, 0.9]))}
         if k % 5 == 0:
             kw["classes"] = [0, 2]
+        if k % 6 == 1:
+            kw["max_nms"] = int(rng.integers(1, 50))  # the pre-NMS cap, ties at its edge
         cases.append((out, kw))
     cases.append((_random_yolo(rng, 8400, classes=3, levels=(1.0,)), {}))  # saturated
+    cases.append((_random_yolo(rng, 8400, classes=3, levels=(1.0,)), {"max_nms": 500}))
     cases.append((_random_yolo(rng, 8400, classes=80, levels=(0.0, 0.2, 0.26)), {"max_det": 300}))
     for out, kw in cases:
         fast, plain = decode_yolov8(out, info, **kw), decode_yolov8_reference(out, info, **kw)
         assert repr(fast) == repr(plain), kw  # repr: NaN boxes compare equal as text
+
+
+def test_decode_yolov8_caps_boxes_into_nms_at_max_nms():
+    """Ultralytics' max_nms: only the best ``max_nms`` candidates reach NMS."""
+    _, info = letterbox(np.zeros((512, 512), np.float32), 640)
+    rows = [(100.0 + 60 * j, 100.0, 40.0, 40.0, 0, 0.3 + 0.1 * j) for j in range(5)]
+    found = decode_yolov8(_yolo_out(rows), info, max_nms=2)
+    assert [round(d.score, 2) for d in found] == [0.7, 0.6]
+
+
+def test_pix2pix_output_to_uint8_whole_equals_strips():
+    """The whole-array path (finite outputs) gives exactly the strip path's bytes, which are
+    those of nan_to_num + mean + scale + clip + cast on the whole array."""
+    from hxsched.runtime.service.imaging import _mean_to_uint8
+
+    rng = np.random.default_rng(3)
+    for c, h, w in ((3, 256, 256), (1, 64, 80), (3, 33, 7)):
+        a = rng.normal(0.0, 0.7, (c, h, w)).astype(np.float32)
+        strips = _mean_to_uint8(a, cells=4096, whole=0)  # forced through the strips
+        plain = np.clip((a.mean(axis=0) + 1.0) * 127.5, 0, 255).astype(np.uint8)
+        assert np.array_equal(_mean_to_uint8(a), plain) and np.array_equal(strips, plain)
