@@ -150,6 +150,106 @@ def z3_solve(instances: list[Instance], objective: str, k: int, time_limit_s: fl
     return out
 
 
+def z3_contention_plan(instances, contention, k: int, limit: float):
+    """Throughput with contention in Z3 (per group, as HaX-CoNN formulates it): an accelerator
+    per group, at most k switches, every accelerator's work at each contention level within
+    the period whenever the other accelerators' traffic per period reaches that level. Z3's
+    own arithmetic rounds per group (ours per segment), so its plan is scored by hxsched's
+    simulator, the one judge of both. Returns (per instance [(first, last, accelerator)], the
+    seconds Z3 ran, whether it finished within the limit)."""
+    import z3
+
+    from hxsched.scheduler.planning.problem import DEFAULT_LEVELS
+
+    levels, A = DEFAULT_LEVELS, len(ACCELERATORS)
+    peak = contention.peak_gbs * 1e9
+
+    def slow(bw: float, level: int) -> float:
+        return contention.slowdown(bw, peak * level / levels) if level else 1.0
+
+    opt = z3.Optimize()
+    opt.set("timeout", max(1, int(limit * 1000)))
+    period = z3.Int("T")
+    load = {(a, lv): [] for a in range(A) for lv in range(levels + 1)}
+    other = {a: [] for a in range(A)}
+    assign = []
+    for i, inst in enumerate(instances):
+        prof = inst.profile
+        acc = [z3.Int(f"a_{i}_{g}") for g in range(len(prof.groups))]
+        assign.append(acc)
+        for g, grp in enumerate(prof.groups):
+            opt.add(acc[g] >= 0, acc[g] < A)
+            if "dla" not in grp.time_ms:
+                opt.add(acc[g] == 0)
+            for a in range(A):
+                kind = kind_of(ACCELERATORS[a])
+                t = grp.time_ms.get(kind)
+                if t is None:
+                    continue
+                bw = grp.memory_bw.get(kind, 0.0)
+                for lv in range(levels + 1):
+                    load[(a, lv)].append(z3.If(acc[g] == a, to_ticks(t * slow(bw, lv), RES), 0))
+                kib = math.ceil(bw * t / 1e3 / 1024)
+                for b in range(A):
+                    if b != a:
+                        other[b].append(z3.If(acc[g] == a, kib, 0))
+        switches = [z3.If(acc[g] != acc[g - 1], 1, 0) for g in range(1, len(acc))]
+        if switches:
+            opt.add(z3.Sum(switches) <= k)
+        for t in prof.transitions:
+            g = t.after + 1
+            for src in range(A):
+                for dst in range(A):
+                    s_, d_ = kind_of(ACCELERATORS[src]), kind_of(ACCELERATORS[dst])
+                    ms = {
+                        ("gpu", "dla"): t.gpu_to_dla_ms,
+                        ("dla", "gpu"): t.dla_to_gpu_ms,
+                        ("dla", "dla"): t.gpu_to_dla_ms + t.dla_to_gpu_ms,
+                    }.get((s_, d_), 0.0)
+                    if src != dst and ms:
+                        hand = z3.If(z3.And(acc[g - 1] == src, acc[g] == dst), to_ticks(ms, RES), 0)
+                        for lv in range(levels + 1):
+                            load[(dst, lv)].append(hand)
+    for a in range(A):
+        opt.add(z3.Sum(load[(a, 0)]) <= period)
+        traffic = z3.Sum(other[a]) if other[a] else z3.IntVal(0)
+        for lv in range(1, levels + 1):
+            # other KiB per period > (lv-1)/L of peak: scaled to integers (RES = 1/100 ms)
+            over = traffic * (levels * 1000 * 1024 * 100) > (lv - 1) * int(peak) * period
+            opt.add(z3.Implies(over, z3.Sum(load[(a, lv)]) <= period))
+    opt.minimize(period)
+    t0 = time.monotonic()
+    status = opt.check()
+    seconds = time.monotonic() - t0
+    try:
+        model = opt.model()
+    except z3.Z3Exception:
+        return None, seconds, False
+    if model is None or model.eval(assign[0][0], model_completion=False) is None:
+        return None, seconds, False
+    spans = []
+    for acc in assign:
+        seq = [ACCELERATORS[model.eval(x, model_completion=True).as_long()] for x in acc]
+        spans.append(seq)
+    return spans, seconds, status == z3.sat
+
+
+def z3_anytime(instances, contention, k: int, limit: float) -> dict:
+    """Z3's plan at ``limit``, scored by hxsched's simulator (None: no plan by then)."""
+    from hxsched.scheduler.planning.problem import config_from_spans, merge_spans
+    from hxsched.scheduler.planning.simulate import evaluate
+
+    problem = build_problem(
+        instances, ACCELERATORS, objective="throughput", max_switches=k, contention=contention
+    )
+    seqs, seconds, finished = z3_contention_plan(instances, contention, k, limit)
+    if seqs is None:
+        return {"value": None, "seconds": round(seconds, 3), "finished": finished}
+    sel = [config_from_spans(problem, i, merge_spans(seq)) for i, seq in enumerate(seqs)]
+    value = evaluate(problem, sel).period
+    return {"value": value, "seconds": round(seconds, 3), "finished": finished}
+
+
 def run_case(n_inst, n_groups, k, objective, seed, time_limit, use_z3):
     instances = make_instances(n_inst, n_groups, seed)
     t0 = time.monotonic()
@@ -245,9 +345,11 @@ def solve_in_child(instances, contention, objective, k, limit) -> dict:
     return out
 
 
-def anytime_rows(cases, limits=LIMITS) -> tuple[list[dict], list[str]]:
+def anytime_rows(cases, limits=LIMITS, use_z3=False) -> tuple[list[dict], list[str]]:
     """Per (name, instances, contention, objective): plans for k and limits; checks wall time
-    <= 1.1 x limit + 1 s, monotone in the limit, and monotone in k at each limit."""
+    <= 1.1 x limit + 1 s, monotone in the limit, and monotone in k at each limit. With
+    ``use_z3``, Z3's plan at the same limit beside each throughput row (scored by our
+    simulator; its gap is against hxsched's proven lower bound)."""
     rows, problems = [], []
     for name, instances, contention, objective, ks in cases:
         by_k: dict[int, dict[float, dict]] = {}
@@ -256,12 +358,20 @@ def anytime_rows(cases, limits=LIMITS) -> tuple[list[dict], list[str]]:
             for limit in limits:
                 out = solve_in_child(instances, contention, objective, k, limit)
                 by_k[k][limit] = out
+                peer = ""
+                if use_z3 and objective == "throughput":
+                    out["z3"] = z3_anytime(instances, contention, k, limit)
+                    zv = out["z3"]["value"]
+                    out["z3"]["gap"] = (
+                        round(max(0.0, (zv - out["lower_bound"]) / zv), 5) if zv else None
+                    )
+                    peer = f" | z3 {zv} (gap {out['z3']['gap']:.2%})" if zv else " | z3 no plan"
                 rows.append({"case": name, "objective": objective, "k": k, "limit_s": limit, **out})
                 print(
                     f"{name:28s} {objective:10s} k={k} limit {limit:4.0f}s: wall {out['wall_s']:6.2f}s "
                     f"value {out['value']} lb {out['lower_bound']} "
                     f"{'optimal (' + out['proof'] + ')' if out['optimal'] else 'gap ' + format(out['gap'], '.2%')} "
-                    f"peak {out['peak_rss_mib']:.0f} MiB",
+                    f"peak {out['peak_rss_mib']:.0f} MiB{peer}",
                     flush=True,
                 )
                 if out["wall_s"] > 1.1 * limit + 1.0:
@@ -320,7 +430,7 @@ def svg_plot(rows: list[dict], path: Path) -> None:
     path.write_text("\n".join(parts))
 
 
-def run_anytime(which: str, objectives, seed: int) -> tuple[list[dict], list[str]]:
+def run_anytime(which: str, objectives, seed: int, use_z3=False) -> tuple[list[dict], list[str]]:
     from hxsched.scheduler.cost.contention import DEFAULT_CONTENTION
 
     cases = []
@@ -334,7 +444,7 @@ def run_anytime(which: str, objectives, seed: int) -> tuple[list[dict], list[str
                 instances = make_instances(n, 40, seed)
                 cm = DEFAULT_CONTENTION["orin-agx"]
                 cases.append((f"synthetic {n}x40", instances, cm, objective, (1, 2)))
-    return anytime_rows(cases) if cases else ([], [])
+    return anytime_rows(cases, use_z3=use_z3) if cases else ([], [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = [(n, g, k) for n in (2, 4, 8) for g in (10, 40, 100) for k in (1, 2, 3)]
     rows = []
     objectives = ("throughput", "latency") if args.objective == "both" else (args.objective,)
-    anytime, problems = run_anytime(args.anytime, objectives, args.seed)
+    anytime, problems = run_anytime(args.anytime, objectives, args.seed, use_z3)
     for objective in objectives if not args.skip_grid else ():
         for n, g, k in grid:
             row = run_case(n, g, k, objective, args.seed, args.time_limit, use_z3)

@@ -617,6 +617,7 @@ class ContentionLp:
         self.pool = [list(c) for c in columns]
         self.least = least_other_kib(problem)
         self.duals: dict[tuple[int, ...], LevelBound] = {}
+        self.searched = False  # the solver's restricted search over the pool has finished
 
     def bound_with(self, lb: LevelBound, period: int) -> float:
         """``lb``'s Lagrangian bound with its duals, at ``period``'s caps."""

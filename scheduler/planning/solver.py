@@ -84,6 +84,9 @@ class SolveResult:
     stages: list[tuple[str, int, bool]] = field(default_factory=list)
     # the lower bound's own proof: the bound shown infeasible and how (None: the LP bound)
     unsat_below: tuple[int | None, str] = (None, "")
+    # the contention-aware relaxation it built (columns, duals): a later search of the same
+    # problem resumes from it
+    contention_lp: ContentionLp | None = field(default=None, repr=False, compare=False)
 
     @property
     def gap(self) -> float:
@@ -659,10 +662,11 @@ def _search(
         f"{sum(len(c) for c in rel.columns)} LP columns"
     )
     largest: list[int] = [0] * len(problem.instances)
-    pool = _contention_pool(problem, rel)
+    pool = floor.contention_lp if floor is not None else None
+    pool = pool or _contention_pool(problem, rel)
     if pool is not None:
         _contention_lower_bound(problem, st, pool, calls, deadline)
-        if st.best_value is not None and st.lb < st.best_value:
+        if st.best_value is not None and st.lb < st.best_value and not pool.searched:
             _pool_search(problem, pools, pool, st, solver_name, deadline)
     step, found_sat = 1, False
     cap = _cap(problem)
@@ -734,7 +738,9 @@ def _search(
             found_sat = True
         else:
             st.lb, st.last_unsat, st.last_proof = probe + 1, probe, how
-    return _finish(problem, rel, lp, st, calls, largest, solver_name, deadline, t0)
+    result = _finish(problem, rel, lp, st, calls, largest, solver_name, deadline, t0)
+    result.contention_lp = pool
+    return result
 
 
 # The contention LP (one small LP per vector of contention levels) pays off where it prunes a
@@ -1186,6 +1192,7 @@ def _pool_search(
             hi, found = min(hi, ev.period - 1), True
         else:
             lo = mid + 1
+    pool.searched = lo > hi  # finished: a later search of the problem need not repeat it
     log.info(f"  restricted to the relaxations' columns: best plan {st.best_value} ticks")
 
 
