@@ -109,13 +109,18 @@ def _lp_min_or_none(
     solver.setOptionValue("output_flag", False)
     solver.setOptionValue("presolve", "off")  # tiny row counts: presolve costs more than it saves
     solver.passModel(lp)
-    solver.run()
+    ran = solver.run()
     status = solver.getModelStatus()
-    if status == highs.HighsModelStatus.kUnknown:  # rare without presolve: retry with it
+    unanswered = (highs.HighsModelStatus.kUnknown, highs.HighsModelStatus.kNotset)
+    for presolve, method in (("on", "simplex"), ("on", "ipm")):
+        # rare without presolve (a badly scaled LP: the dual simplex may end in an error):
+        # retry with it, then with the interior point method
+        if ran != highs.HighsStatus.kError and status not in unanswered:
+            break
         solver.clearSolver()
-        solver.setOptionValue("presolve", "on")
-        solver.setOptionValue("solver", "ipm")
-        solver.run()
+        solver.setOptionValue("presolve", presolve)
+        solver.setOptionValue("solver", method)
+        ran = solver.run()
         status = solver.getModelStatus()
     if status in (
         highs.HighsModelStatus.kInfeasible,
@@ -531,11 +536,16 @@ def _level_master(problem: Problem, period: int, levels: dict[str, int], pool):
         a_ub[r, nc + 1 + r - len(accs)] = -1.0
         b_ub[r] = problem.max_loadables
     base = len(accs) + len(cores)
-    for k, acc in enumerate(capped):
+    scale = []  # traffic rows in units of their cap (or largest coefficient): HiGHS's
+    for k, acc in enumerate(capped):  # simplex fails on KiB rows beside tick rows
         r = base + k
-        a_ub[r, :nc] = [config_other_kib(c, acc) for _, c in cols]
+        row = np.array([config_other_kib(c, acc) for _, c in cols])
+        cap = problem.traffic_threshold_kib(levels[acc] + 1, period)
+        unit = max(float(cap), float(row.max(initial=0.0)), 1.0)
+        scale.append(unit)
+        a_ub[r, :nc] = row / unit
         a_ub[r, nc + 1 + len(cores) + k] = -1.0
-        b_ub[r] = problem.traffic_threshold_kib(levels[acc] + 1, period)
+        b_ub[r] = cap / unit
     a_eq = np.zeros((len(pool), n))
     for k, (i, _) in enumerate(cols):
         a_eq[i, k] = 1.0
@@ -543,7 +553,7 @@ def _level_master(problem: Problem, period: int, levels: dict[str, int], pool):
     d = np.maximum(0.0, -ineq)
     w = {acc: float(d[r]) for r, acc in enumerate(accs)}
     u = {core: float(d[len(accs) + r]) for r, core in enumerate(cores)}
-    v = {acc: float(d[base + k]) for k, acc in enumerate(capped)}
+    v = {acc: float(d[base + k]) / scale[k] for k, acc in enumerate(capped)}  # per KiB
     return float(x[nc]), w, u, v, [float(m) for m in eq]
 
 
