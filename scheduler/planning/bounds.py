@@ -19,6 +19,7 @@ round. ``contention_lp`` is the same LP at a fixed period with contention-aware 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -29,6 +30,8 @@ import numpy as np
 from hxsched.errors import InternalError
 from hxsched.scheduler.planning.problem import Config, Problem
 from hxsched.scheduler.types import Accelerator, Objective
+
+log = logging.getLogger(__name__)
 
 RC_EPS = 1e-5  # slack on reduced-cost filters, per tick of the bound and per instance
 PENALTY = 1e7  # cost of violating a loadable limit in the relaxation (phase-one slack)
@@ -661,9 +664,13 @@ class ContentionLp:
                 return out  # neither refuted nor complete: no claim
             if self._cached(levels, period) > period + eps:
                 continue
-            lb = level_bound(
-                p, period, levels, self.pool, decide_only=decide_only, deadline=deadline
-            )
+            try:
+                lb = level_bound(
+                    p, period, levels, self.pool, decide_only=decide_only, deadline=deadline
+                )
+            except LpUnsolved:  # HiGHS gave no answer: no claim about this period
+                log.warning(f"contention LP unsolved at {period} ticks, levels {levels}")
+                return out
             self.duals[tuple(levels.values())] = lb
             if lb.value <= period + eps:
                 out.open.append(lb)

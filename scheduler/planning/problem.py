@@ -278,6 +278,7 @@ def config_key(problem: Problem, cfg: Config) -> tuple:
 
 
 INF = float("inf")
+_least = np.minimum.reduce  # np.min without its wrapper's overhead (the pricing's inner loop)
 Prices = Mapping[str, float]  # per accelerator (prices, or contention levels as numbers)
 
 
@@ -300,6 +301,7 @@ class Chain:
         # busy ticks of segment [a, b] on acc (level 0, no hand-over); inf where it cannot run
         self.ticks: dict[str, np.ndarray] = {}
         self._level_ticks: dict[tuple[str, int], np.ndarray] = {}
+        self._finite: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         # KiB segment [a, b] on acc moves (unrounded: sums of these never exceed the rounded
         # per-accelerator totals the contention rule compares, so bounds built on them hold)
         self.kib: dict[str, np.ndarray] = {}
@@ -374,25 +376,38 @@ class Chain:
         to the *other* accelerators' contention)."""
         seg = {}
         for acc in self.accels:
-            ticks = self._ticks_at(acc, levels)
-            cost = np.where(
-                np.isinf(ticks), INF, w.get(acc, 0.0) * np.nan_to_num(ticks, posinf=0.0)
-            )
+            finite, cannot = self._finite_ticks(acc, int(levels.get(acc, 0)) if levels else 0)
+            cost = w.get(acc, 0.0) * finite + u.get(acc, 0.0)
             if v:
                 traffic = sum(x for b, x in v.items() if b != acc)
                 if traffic:
-                    cost = cost + traffic * self.kib[acc]
-            seg[acc] = cost + u.get(acc, 0.0)
+                    cost += traffic * self.kib[acc]
+            cost[cannot] = INF
+            seg[acc] = cost
         hand = {key: w.get(key[1], 0.0) * t for key, t in self.trans.items()}
         return seg, hand
 
+    def _finite_ticks(self, acc: str, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """``level_ticks`` with 0 where a segment cannot run, and the mask of those."""
+        key = (acc, level)
+        if key not in self._finite:
+            ticks = self.level_ticks(acc, level)
+            self._finite[key] = (np.nan_to_num(ticks, posinf=0.0), np.isinf(ticks))
+        return self._finite[key]
+
     def completion(
-        self, w: Prices, u: Prices, levels: Prices | None = None, v: Prices | None = None
+        self,
+        w: Prices,
+        u: Prices,
+        levels: Prices | None = None,
+        v: Prices | None = None,
+        costs=None,
     ) -> np.ndarray:
         """R[a, j, used]: least cost to cover groups a..n-1 after a segment on accels[j]
-        (j = len(accels): nothing before) having used ``used`` segments."""
+        (j = len(accels): nothing before) having used ``used`` segments (``costs``: the
+        ``_costs`` of these prices, when the caller has them)."""
         n, A, K = self.n, len(self.accels), self.p.max_switches + 1
-        seg, hand = self._costs(w, u, levels, v)
+        seg, hand = costs or self._costs(w, u, levels, v)
         # H[j, jj, a]: hand-over cost into a segment on accels[jj] starting at group a after
         # one on accels[j] (inf: the same accelerator; row A: nothing before, no hand-over)
         H = np.full((A + 1, A, n), INF)
@@ -401,16 +416,17 @@ class Chain:
                 if prev != acc:
                     H[j, jj] = hand[(prev, acc)]
         H[A] = 0.0
-        segs = [seg[acc] for acc in self.accels]
+        segs = np.stack([seg[acc] for acc in self.accels])  # [A, a, b]
         R = np.full((n + 1, A + 1, K + 1), INF)
         R[n, :, :] = 0.0
-        tail = np.empty((A, K))
+        Rt = np.full((A, n + 1, K), INF)  # R[b, jj, 1:] by accelerator first, for the minimum
+        Rt[:, n, :] = 0.0
         for a in range(n - 1, -1, -1):
             # least cost of a segment a..b on each accelerator plus the rest after it, for
             # every number of segments used so far; then the best next accelerator per row
-            for jj in range(A):
-                tail[jj] = np.min(segs[jj][a, a:, None] + R[a + 1 :, jj, 1:], axis=0)
-            R[a, :, :K] = np.min(H[:, :, a, None] + tail[None, :, :], axis=1)
+            tail = _least(segs[:, a, a:, None] + Rt[:, a + 1 :, :], axis=1)  # [A, K]
+            R[a, :, :K] = _least(H[:, :, a, None] + tail[None, :, :], axis=1)
+            Rt[:, a, :] = R[a, :A, 1:]
         return R
 
     def price(
@@ -418,12 +434,13 @@ class Chain:
     ) -> tuple[float, Config | None]:
         """The configuration of least cost sum(w * load) + sum(u * loadables) (+ v * the
         KiB it moves on the other accelerators; loads at ``levels``)."""
-        R = self.completion(w, u, levels, v)
+        costs = self._costs(w, u, levels, v)
+        R = self.completion(w, u, levels, v, costs)
         A = len(self.accels)
         best = R[0, A, 0]
         if best == INF:
             return INF, None
-        spans = self._trace(R, self._costs(w, u, levels, v))
+        spans = self._trace(R, costs)
         return float(best), self.config(spans)
 
     def _trace(self, R, costs) -> list[tuple[int, int, Accelerator]]:
@@ -463,9 +480,10 @@ class Chain:
         """Every configuration with cost <= budget whose load on each accelerator (at
         ``levels``) stays within ``load_cap`` ticks (``_TooMany`` past ``limit`` of them,
         ``_OutOfTime`` past ``deadline``)."""
-        R = self.completion(w, u, levels, v)
+        costs = self._costs(w, u, levels, v)
+        R = self.completion(w, u, levels, v, costs)
         steps = [0]
-        seg, hand = self._costs(w, u, levels, v)
+        seg, hand = costs
         ticks = {acc: self._ticks_at(acc, levels) for acc in self.accels}
         A, n = len(self.accels), self.n
         eps = 1e-7 * max(1.0, abs(budget))
