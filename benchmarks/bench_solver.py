@@ -332,13 +332,24 @@ def _timed_solve(queue, instances, contention, objective, k, limit):
 
 def solve_in_child(instances, contention, objective, k, limit) -> dict:
     """One solve in a forked process, so its peak memory (ru_maxrss) is its own."""
+    return in_child(_timed_solve, instances, contention, objective, k, limit, queued=True)
+
+
+def _put(queue, fn, args) -> None:
+    queue.put(fn(*args))
+
+
+def in_child(fn, *args, queued: bool = False) -> dict:
+    """``fn(*args)`` in a forked process (``queued``: fn takes the queue first and puts its
+    answer itself), so that neither side's memory shows in the other's peak."""
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
-    proc = ctx.Process(
-        target=_timed_solve, args=(queue, instances, contention, objective, k, limit)
-    )
+    if queued:
+        proc = ctx.Process(target=fn, args=(queue, *args))
+    else:
+        proc = ctx.Process(target=_put, args=(queue, fn, args))
     proc.start()
     out = queue.get()
     proc.join()
@@ -360,7 +371,7 @@ def anytime_rows(cases, limits=LIMITS, use_z3=False) -> tuple[list[dict], list[s
                 by_k[k][limit] = out
                 peer = ""
                 if use_z3 and objective == "throughput":
-                    out["z3"] = z3_anytime(instances, contention, k, limit)
+                    out["z3"] = in_child(z3_anytime, instances, contention, k, limit)
                     zv = out["z3"]["value"]
                     out["z3"]["gap"] = (
                         round(max(0.0, (zv - out["lower_bound"]) / zv), 5) if zv else None

@@ -202,6 +202,21 @@ def _selection(problem: Problem, y: list[list[int]], model: set[int]) -> list[Co
     return out
 
 
+LOAD_CHUNK = 65536  # clauses handed to the SAT solver between two looks at the clock
+
+
+def _load_solver(name: str, clauses: list[list[int]], deadline: float | None) -> Solver:
+    """A solver holding ``clauses``, loaded in chunks against the deadline (a formula of
+    millions of clauses takes seconds to hand over): EncodingAbandoned past it."""
+    solver = Solver(name=name)
+    for start in range(0, len(clauses), LOAD_CHUNK):
+        if deadline is not None and time.monotonic() > deadline:
+            solver.delete()
+            raise EncodingAbandoned("timeout while loading the SAT solver")
+        solver.append_formula(clauses[start : start + LOAD_CHUNK])
+    return solver
+
+
 class _Timer:
     """Interrupts a solver when the deadline passes (for solvers that support it)."""
 
@@ -283,7 +298,7 @@ class ThroughputEncoding:
         for name, cap in (caps or {}).items():
             cnf.add([cnf.leq_const(self.other_bits[name], cap)])
         self.name = solver_name
-        self.solver = Solver(name=solver_name, bootstrap_with=cnf.clauses)
+        self.solver = _load_solver(solver_name, cnf.clauses, deadline)
         self._added = len(cnf.clauses)
 
     def _flush(self) -> None:
@@ -451,7 +466,7 @@ class LatencyEncoding:
                             if t is not None:
                                 cnf.add([bpq, bqp, -t, self.lv[me].ge(level)])
         self.name = solver_name
-        self.solver = Solver(name=solver_name, bootstrap_with=cnf.clauses)
+        self.solver = _load_solver(solver_name, cnf.clauses, deadline)
 
     def decide(self, deadline: float | None):
         result = _decide(self.solver, self.name, [], deadline)
