@@ -859,7 +859,8 @@ def _decide_by_vectors(
     nc = max((c for _, c in sizes), default=0)
     how = (
         f"SAT solver UNSAT in each of the {len(cuts)} level vectors the contention LP leaves "
-        f"open ({len(sizes)} encoded, up to {nv} variables, {nc} clauses)"
+        f"open ({len(cuts) - len(sizes)} admit no selection; {len(sizes)} formulas, up to "
+        f"{nv} variables, {nc} clauses)"
     )
     return False, None, None, how
 
