@@ -351,15 +351,18 @@ def one_config(work: Path, plan: Path, workers: int, n: int, scp_n: int, args) -
         if scp_n:
             files = make_slices(work / "scp", scp_n, first=n)
             done0 = svc.done()
-            cpu0 = svc.cpu_s()
+            cpu0, main0 = svc.cpu_s(), svc.main_cpu_s()
             t0 = time.monotonic()
             push_s = scp_push(svc.scp, files, args.associations)
             _, t_last, _ = wait_done(svc, done0 + scp_n, 3600)
+            cpu, main = svc.cpu_s() - cpu0, svc.main_cpu_s() - main0
             res["scp"] = {
                 "associations": args.associations,
                 "slices_per_s": round(scp_n / (t_last - t0), 1),
                 "push_s": round(push_s, 1),
-                "cpu_ms_per_slice": round((svc.cpu_s() - cpu0) * 1000 / scp_n, 2),
+                "cpu_ms_per_slice": round(cpu * 1000 / scp_n, 2),
+                "main_process_cpu_ms_per_slice": round(main * 1000 / scp_n, 2),
+                "workers_cpu_ms_per_slice": round((cpu - main) * 1000 / scp_n, 2),
                 "outputs": count_outputs(svc.out, n + scp_n),
             }
         if args.latency_slices:

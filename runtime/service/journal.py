@@ -400,14 +400,38 @@ class Journal:
             raise
         return tmp, digest.hexdigest()[:_ID_LEN], size
 
+    def _movable(self, src: str | os.PathLike[str] | bytes) -> bool:
+        """Whether ``src`` is one of our temporary files in spool/ (renaming keeps it there)."""
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            return False
+        path = Path(os.fsdecode(src))
+        here = os.path.abspath(path.parent) == os.path.abspath(self.spool_dir)
+        return here and path.name.startswith(_TMP_PREFIX)
+
+    def _adopt(self, path: Path) -> tuple[Path, str, int]:
+        """Hash and fsync a complete temp file in spool/ in place; return (it, id, size)."""
+        digest = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as inp:
+            while chunk := inp.read(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+            os.fsync(inp.fileno())  # the data another descriptor wrote (fsync(2): the file's)
+        return path, digest.hexdigest()[:_ID_LEN], size
+
     def accept(
         self,
         src: str | os.PathLike[str] | bytes,
         name: str,
         source: str,
         key: str | None = None,
+        *,
+        move: bool = False,
     ) -> Item:
         """Spool ``src`` durably and journal it as accepted; only then may the sender be told.
+        With ``move``, a ``src`` that is a complete ``.tmp-`` file in spool/ (what the C-STORE
+        SCP received into) is given up by the caller: hashed and fsynced in place and renamed,
+        not copied (another ``src`` is copied).
 
         The same content pushed again, or other content under the same ``key`` (the sender's
         identity for it: the SOP Instance UID) while the first is not quarantined, returns the
@@ -418,7 +442,7 @@ class Journal:
         with self._gc:
             self._gc_writing += 1
         try:
-            tmp, item_id, size = self._spooled(src, name)
+            tmp, item_id, size = self._spooled(src, name, move)
         except BaseException:
             with self._gc:
                 self._gc_writing -= 1
@@ -457,8 +481,12 @@ class Journal:
         it = iter(entries)
         return [x if x is not None else next(it).result_or_error() for x in out]
 
-    def _spooled(self, src: str | os.PathLike[str] | bytes, name: str) -> tuple[Path, str, int]:
+    def _spooled(
+        self, src: str | os.PathLike[str] | bytes, name: str, move: bool = False
+    ) -> tuple[Path, str, int]:
         try:
+            if move and self._movable(src):
+                return self._adopt(Path(os.fsdecode(src)))
             return self._write_temp(src)
         except OSError as exc:
             msg = f"cannot spool a slice: {exc.strerror or exc}; check free space and permissions"

@@ -77,7 +77,7 @@ SOURCE_SETTINGS: dict[SourceKind, dict[str, Any]] = {
         "calling_ae_titles": None,  # None: any calling AE title (a warning at start)
         "max_associations": 8,
         "idle_timeout_s": 30.0,
-        "max_pdu": 16382,
+        "max_pdu": 131072,  # see ScpSettings.max_pdu
     },
     SourceKind.PHANTOM: {"count": 100, "interval_ms": 0.0},
 }

@@ -46,7 +46,10 @@ class ScpSettings:
     calling_ae_titles: tuple[str, ...] | None = None  # None: any sender (warned at start)
     max_associations: int = 8
     idle_timeout_s: float = 30.0  # ACSE, DIMSE and network (idle) timeouts
-    max_pdu: int = 16382  # the Maximum Length we advertise; longer P-DATA PDUs abort
+    # the Maximum Length we advertise (PS3.8 Annex D.1); longer P-DATA PDUs abort. 131072 is the
+    # largest DCMTK and Orthanc accept ("MaximumPduLength", range 4096..131072): against 16382
+    # it cuts pynetdicom's per-PDU work (a 512 x 512 CT slice is 4 PDUs, not 32)
+    max_pdu: int = 131072
     max_bytes: int = 64 << 20  # a C-STORE data set longer than this aborts while it arrives
     sop_classes: tuple[str, ...] = (CT_IMAGE_STORAGE,)
 
@@ -96,7 +99,10 @@ class ScpSource:
             return STATUS_OUT_OF_RESOURCES
         try:
             key = str(req.AffectedSOPInstanceUID or "") or None
-            item = self.journal.accept(_pushed(event), "scp.dcm", SourceKind.SCP, key=key)
+            # pynetdicom's temporary file (in spool/) is renamed into place, not copied; pynetdicom
+            # then finds it gone when it removes it, which it tolerates (service_class.py)
+            pushed = _pushed(event)
+            item = self.journal.accept(pushed, "scp.dcm", SourceKind.SCP, key=key, move=True)
         except (SpoolError, ResourceError) as exc:
             log.error("scp: cannot spool: %s", exc)
             self.gate.trouble(exc)  # a full disk holds the service until it clears
@@ -276,6 +282,38 @@ class PduGuard:
         return None
 
 
+def _recv_exactly(raw: socket.socket, nr_bytes: int) -> bytearray:
+    """``nr_bytes`` from ``raw`` (fewer once the peer closes): pynetdicom reads 4096 bytes per
+    call; one ``recv_into`` per arriving segment costs less per PDU."""
+    buf = bytearray(nr_bytes)
+    view, got = memoryview(buf), 0
+    while got < nr_bytes:
+        n = raw.recv_into(view[got:], nr_bytes - got)
+        if not n:
+            view.release()
+            return buf[:got]
+        got += n
+    view.release()
+    return buf
+
+
+def _unbind_log_handlers(assoc: Any) -> None:
+    """Unbind pynetdicom's standard notification handlers (pynetdicom/_handlers.py), which
+    format every PDU and DIMSE message into log text, UIDs included, whatever the log level
+    (logsafe withholds most of it), unless pynetdicom's own logger is enabled for DEBUG."""
+    if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
+        return
+    from pynetdicom import _handlers, evt
+
+    for event, handler in (
+        (evt.EVT_DIMSE_RECV, _handlers.standard_dimse_recv_handler),
+        (evt.EVT_DIMSE_SENT, _handlers.standard_dimse_sent_handler),
+        (evt.EVT_PDU_RECV, _handlers.standard_pdu_recv_handler),
+        (evt.EVT_PDU_SENT, _handlers.standard_pdu_sent_handler),
+    ):
+        assoc.unbind(event, handler)
+
+
 @functools.cache
 def _request_handler(max_pdu: int, max_bytes: int, idle_s: float) -> type:
     """pynetdicom's RequestHandler whose association reads through a PduGuard."""
@@ -285,10 +323,10 @@ def _request_handler(max_pdu: int, max_bytes: int, idle_s: float) -> type:
         guard: PduGuard
 
         def recv(self, nr_bytes: int) -> bytearray:
-            g = self.guard
-            if g.refused:
+            g, raw = self.guard, self.socket
+            if g.refused or raw is None:
                 return bytearray()  # pynetdicom reads a closed connection (Evt17)
-            data = super().recv(nr_bytes)
+            data = _recv_exactly(raw, nr_bytes)
             is_header = g.body_of is None
             why = g.header(data) if is_header else g.body(data)
             if why is None:
@@ -308,6 +346,7 @@ def _request_handler(max_pdu: int, max_bytes: int, idle_s: float) -> type:
             sock: Any = assoc.dul.socket
             sock.__class__ = GuardedSocket  # the same object, reading through the guard
             sock.guard = PduGuard(max_pdu, max_bytes)
+            _unbind_log_handlers(assoc)
             return assoc
 
     return GuardedHandler

@@ -56,6 +56,27 @@ def test_accept_spools_before_journaling(journal, tmp_path):
     assert journal.pending() == 1
 
 
+def test_accept_moves_a_temp_file_of_the_spool_and_copies_anything_else(journal, tmp_path):
+    mine = journal.spool_dir / ".tmp-scp-abc.dcm"  # what the SCP received into
+    mine.write_bytes(_slice(1))
+    item = journal.accept(mine, "scp.dcm", "scp", move=True)
+    assert item.id == content_id(_slice(1)) and item.path.read_bytes() == _slice(1)
+    assert not mine.exists()  # renamed into place, not copied
+    assert not [p for p in journal.spool_dir.iterdir() if p.name.startswith(".tmp")]
+    outside = tmp_path / ".tmp-scp-x.dcm"  # not in spool/: copied, the caller keeps it
+    outside.write_bytes(_slice(2))
+    named = journal.spool_dir / "kept.dcm"  # in spool/ but not a temp file: copied
+    named.write_bytes(_slice(3))
+    for src in (outside, named):
+        got = journal.accept(src, "scp.dcm", "scp", move=True)
+        assert src.exists() and got.path.read_bytes() == src.read_bytes()
+    again = journal.spool_dir / ".tmp-scp-dup.dcm"  # a duplicate: its temp file is removed
+    again.write_bytes(_slice(1))
+    dup = journal.accept(again, "scp.dcm", "scp", move=True)
+    assert dup.duplicate and dup.id == item.id and not again.exists()
+    assert item.path.read_bytes() == _slice(1) and journal.pending() == 3
+
+
 def test_duplicates_are_accepted_once(journal):
     first = journal.accept(_slice(1), "a.dcm", "folder")
     again = journal.accept(_slice(1), "renamed.dcm", "scp:CT1")

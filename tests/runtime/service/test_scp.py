@@ -277,6 +277,25 @@ def test_idle_associations_time_out_and_let_a_real_sender_in(scp):
     raw.close()
 
 
+def test_the_default_maximum_pdu_is_131072_and_longer_ones_are_refused(scp):
+    from hxsched.runtime.service.pipeline import SOURCE_SETTINGS, SourceKind
+
+    assert ScpSettings().max_pdu == SOURCE_SETTINGS[SourceKind.SCP]["max_pdu"] == 131072
+    src = scp()
+    a = _associate(src.port)
+    assert a.is_established and a.acceptor.maximum_length == 131072
+    sent = _ct()
+    assert a.send_c_store(sent).Status == 0x0000
+    a.release()
+    # pynetdicom's temporary file became the spooled slice (renamed, not copied): nothing left
+    (item,) = [p for p in src.journal.spool_dir.iterdir()]
+    assert not item.name.startswith(".tmp")
+    assert pydicom.dcmread(item).PixelData == sent.PixelData
+    g = PduGuard(max_pdu=131072, max_bytes=64 << 20)
+    assert g.header(struct.pack(">BBL", 4, 0, 131072)) is None
+    assert g.header(struct.pack(">BBL", 4, 0, 131073)) is not None
+
+
 # -- sizes while the bytes arrive --------------------------------------------------------------
 
 
@@ -414,7 +433,7 @@ def test_the_pipeline_checks_the_allow_list():
     from hxsched.runtime.service.pipeline import Source
 
     ok = decode(Source, {"kind": "scp", "calling_ae_titles": ["PACS"]}, path="p.yaml")
-    assert ok.calling_ae_titles == ("PACS",) and ok.max_pdu == 16382
+    assert ok.calling_ae_titles == ("PACS",) and ok.max_pdu == 131072
     for bad in ([], ["PACS", "A\\B"], ["X" * 17]):
         with pytest.raises(SchemaError, match="calling_ae_titles"):
             decode(Source, {"kind": "scp", "calling_ae_titles": bad}, path="p.yaml")
