@@ -767,6 +767,11 @@ CONTENTION_FILTER_MIN_CONFIGS = 300
 TOP_FIRST_GAP = 0.1  # ask "none below the start plan" first only within this relative gap
 
 
+# With few candidates, one formula over every contention level (exact on its own) costs less
+# than one per open level vector once several are open (2x Pix2Pix near its optimum: 12)
+ONE_FORMULA_MAX_CONFIGS = 300
+
+
 def _past(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
 
@@ -779,7 +784,8 @@ def _decide_bound(problem, view, probe, solver_name, deadline, st: _State):
             return False, None, None, "contention LP: no configuration fits its reduced costs"
         return False, None, None, "no configuration fits (LP reduced costs and loads)"
     if problem.objective == Objective.THROUGHPUT:
-        if view.level_cuts:
+        small = sum(len(c) for c in view.configs) <= ONE_FORMULA_MAX_CONFIGS
+        if view.level_cuts and not (small and len(view.level_cuts) > 1):
             return _decide_by_vectors(view, probe, solver_name, deadline, st)
         large = sum(len(c) for c in view.configs) > CONTENTION_FILTER_MIN_CONFIGS
         if problem.contention is not None and large:
