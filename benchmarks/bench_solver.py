@@ -48,6 +48,16 @@ def make_instances(n_inst: int, n_groups: int, seed: int) -> list[Instance]:
     ]
 
 
+def hand_over_ms(t, src: int, dst: int) -> float:
+    """A transition's cost from ACCELERATORS[src] to ACCELERATORS[dst] (0 on the same kind)."""
+    s, d = kind_of(ACCELERATORS[src]), kind_of(ACCELERATORS[dst])
+    return {
+        ("gpu", "dla"): t.gpu_to_dla_ms,
+        ("dla", "gpu"): t.dla_to_gpu_ms,
+        ("dla", "dla"): t.gpu_to_dla_ms + t.dla_to_gpu_ms,
+    }.get((s, d), 0.0)
+
+
 def z3_solve(instances: list[Instance], objective: str, k: int, time_limit_s: float) -> dict:
     """The same model in Z3: an accelerator per group, at most k switches per instance."""
     import z3
@@ -79,12 +89,7 @@ def z3_solve(instances: list[Instance], objective: str, k: int, time_limit_s: fl
         for t in prof.transitions:
             for src in range(A):
                 for dst in range(A):
-                    s, d = kind_of(ACCELERATORS[src]), kind_of(ACCELERATORS[dst])
-                    ms = {
-                        ("gpu", "dla"): t.gpu_to_dla_ms,
-                        ("dla", "gpu"): t.dla_to_gpu_ms,
-                        ("dla", "dla"): t.gpu_to_dla_ms + t.dla_to_gpu_ms,
-                    }.get((s, d), 0.0)
+                    ms = hand_over_ms(t, src, dst)
                     trans[(t.after, src, dst)] = to_ticks(ms, RES) if src != dst else 0
         group_info.append((acc, tick, trans, n))
         for a in range(A):
@@ -200,12 +205,7 @@ def z3_contention_plan(instances, contention, k: int, limit: float):
             g = t.after + 1
             for src in range(A):
                 for dst in range(A):
-                    s_, d_ = kind_of(ACCELERATORS[src]), kind_of(ACCELERATORS[dst])
-                    ms = {
-                        ("gpu", "dla"): t.gpu_to_dla_ms,
-                        ("dla", "gpu"): t.dla_to_gpu_ms,
-                        ("dla", "dla"): t.gpu_to_dla_ms + t.dla_to_gpu_ms,
-                    }.get((s_, d_), 0.0)
+                    ms = hand_over_ms(t, src, dst)
                     if src != dst and ms:
                         hand = z3.If(z3.And(acc[g - 1] == src, acc[g] == dst), to_ticks(ms, RES), 0)
                         for lv in range(levels + 1):

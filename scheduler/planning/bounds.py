@@ -13,7 +13,7 @@ which lets the solver consider, for a bound T, only configurations with LP + rc 
 
 Column generation stops at convergence (no column of negative reduced cost left) or at its round
 limit or deadline; either way the bound used is the Lagrangian one (see ``relax``), valid at any
-round. ``contention_lp`` is the same LP at a fixed period with contention-aware loads.
+round. ``ContentionLp`` is the same LP under contention, per vector of contention levels.
 """
 
 from __future__ import annotations
@@ -213,12 +213,7 @@ def relax(problem: Problem, max_rounds: int = 200, deadline: float | None = None
         rounds += 1
         value, w, u, mu, frac, slack, sigma = _solve_master(problem, columns, chains=chains)
         priced = _price_each(problem, w, u, sigma)
-        added = False
-        for i, (cost, cfg) in enumerate(priced):
-            negative = cfg is not None and cost - mu[i] < -1e-7 * max(1.0, abs(mu[i]))
-            if negative and cfg is not None and all(cfg.segments != c.segments for c in columns[i]):
-                columns[i].append(cfg)
-                added = True
+        added = _add_columns(columns, priced, mu)
         scale, w_lp, sigma_lp = sum(w.values()) + sum(sigma), w, sigma
         if scale > 1.0 + 1e-12:  # keep sum w + sum sigma <= 1 exactly (see above)
             w = {a: x / scale for a, x in w.items()}
@@ -254,6 +249,20 @@ def relax(problem: Problem, max_rounds: int = 200, deadline: float | None = None
         value,
         dsigma,
     )
+
+
+def _add_columns(
+    columns: list[list[Config]], priced: list[tuple[float, Config | None]], mu: list[float]
+) -> bool:
+    """Each instance's priced configuration joins its columns where its reduced cost is
+    negative (and it is not there yet); whether any joined."""
+    added = False
+    for i, (cost, cfg) in enumerate(priced):
+        negative = cfg is not None and cost - mu[i] < -1e-7 * max(1.0, abs(mu[i]))
+        if negative and cfg is not None and all(cfg.segments != c.segments for c in columns[i]):
+            columns[i].append(cfg)
+            added = True
+    return added
 
 
 def _price_each(problem: Problem, w, u, sigma: list[float]) -> list[tuple[float, Config | None]]:
@@ -318,119 +327,6 @@ def _unique(cfgs: list[Config]) -> list[Config]:
         if all(c.segments != o.segments for o in out):
             out.append(c)
     return out
-
-
-def _other_kib(problem: Problem, cfg: Config, acc: str) -> int:
-    return sum(problem.kib(cfg.bytes_on(b)) for b in problem.accelerators if b != acc)
-
-
-@dataclass(frozen=True)
-class ContentionBound:
-    """``contention_lp``'s answer: the LP optimum and every configuration's reduced cost."""
-
-    value: float  # inf when no level vector's LP is feasible
-    reduced_costs: list[list[float]]  # per instance and configuration: inf where none admits it
-
-
-def contention_lp(view: Problem, period: int, deadline: float | None = None) -> ContentionBound:
-    """A lower bound, at throughput period ``period``, on the max-load of any plan of value
-    <= period that uses ``view``'s configurations, with contention: ``value > period`` proves
-    there is none; a configuration with reduced cost above ``period - value`` in every
-    feasible case is in none (``reduced_costs`` is inf for it, else its least reduced cost).
-
-    Proof. The simulator gives accelerator a the level l_a = traffic_level(O_a, T) of the KiB
-    O_a = sum_j other(c_j, a) the plan moves on the other accelerators per frame, and a plan of
-    value <= T has sum_i load(c_i, a, l_a) <= T on every a at T itself (work per frame only
-    shrinks as T grows). Split on the levels: for each vector (l_a), an LP asks for P >=
-    sum_i load(c_i, a, l_a) and, where l_a < L, O_a <= traffic_threshold_kib(l_a + 1, T) (the
-    traffic that stays below the next level); O_a >= sum_j min_c other(c, a) excludes levels
-    below that traffic's. The plan is a 0/1 point of the LP of its own level vector with
-    P <= T, so the least LP optimum over all vectors is <= T; and by LP duality (the traffic
-    rows' duals included) P >= LP + sum of its configurations' reduced costs in that LP.
-    """
-    columns = [list(c) for c in view.configs]
-    flat = [(i, c) for i, cfgs in enumerate(columns) for c in cfgs]
-    accs, n = view.accelerators, len(flat)
-    n_lv = view.n_levels
-    load = {
-        (a, lv): np.array([c.load(a, lv) for _, c in flat], float)
-        for a in accs
-        for lv in range(n_lv)
-    }
-    other = {a: np.array([_other_kib(view, c, a) for _, c in flat], float) for a in accs}
-    owner = np.array([i for i, _ in flat])
-    ld = [np.array([c.loadables(core) for _, c in flat], float) for core in view.dla_cores]
-    ranges = []
-    for a in accs:
-        least = sum(min(_other_kib(view, c, a) for c in cfgs) for cfgs in columns)
-        levels = [  # below: less traffic than the least possible; above: no room for the load
-            lv
-            for lv in range(view.traffic_level(least, period), n_lv)
-            if sum(min(c.load(a, lv) for c in cfgs) for cfgs in columns) <= period
-        ]
-        ranges.append(levels)
-    best = math.inf
-    rc_min = np.full(n, math.inf)
-    for combo in itertools.product(*ranges):
-        if deadline is not None and time.monotonic() > deadline:
-            return ContentionBound(-math.inf, [[0.0] * len(c) for c in columns])  # no claim
-        caps = [
-            (other[a], view.traffic_threshold_kib(lv + 1, period))
-            for a, lv in zip(accs, combo, strict=True)
-            if lv < n_lv - 1
-        ]
-        loads = [load[(a, lv)] for a, lv in zip(accs, combo, strict=True)]
-        out = _combo_lp(view, owner, loads, ld, caps)
-        if out is None:
-            continue
-        value, rc = out
-        best = min(best, value)
-        if value <= period + 1e-6 * max(1.0, period):
-            ok = rc <= period - value + RC_EPS * max(1.0, period) * len(columns)
-            rc_min = np.where(ok, np.minimum(rc_min, rc), rc_min)
-    rcs, k = [], 0
-    for cfgs in columns:
-        rcs.append([float(x) for x in rc_min[k : k + len(cfgs)]])
-        k += len(cfgs)
-    return ContentionBound(best, rcs)
-
-
-def _combo_lp(
-    view: Problem,
-    owner: np.ndarray,
-    loads: list[np.ndarray],
-    loadables: list[np.ndarray],
-    caps: list[tuple],
-):
-    """min P: loads[a] . x <= P, loadables . x <= limit, caps (coefficients . x <= limit),
-    one configuration per instance; (optimum, reduced costs) or None when infeasible."""
-    n = len(owner)
-    m_inst = len(view.configs)
-    rows = [np.append(vec, -1.0) for vec in loads]
-    rhs = [0.0] * len(loads)
-    for vec in loadables:
-        rows.append(np.append(vec, 0.0))
-        rhs.append(float(view.max_loadables))
-    for vec, limit in caps:
-        rows.append(np.append(vec, 0.0))
-        rhs.append(float(limit))
-    a_eq = np.zeros((m_inst, n + 1))
-    a_eq[owner, np.arange(n)] = 1.0
-    cost = np.zeros(n + 1)
-    cost[n] = 1.0
-    a_ub = np.array(rows)
-    try:
-        sol = _lp_min_or_none(cost, a_ub, np.array(rhs), a_eq, np.ones(m_inst))
-    except LpUnsolved:  # no claim: as if feasible at any value, every configuration kept
-        return -math.inf, np.zeros(n)
-    if sol is None:
-        return None
-    x, ineq, eq = sol
-    duals = np.maximum(0.0, -ineq)
-    duals[: len(loads)] /= max(1.0, float(np.sum(duals[: len(loads)])))
-    mu = np.array(_symmetric(view, [float(v) for v in eq], view.configs))
-    rc = duals @ a_ub[:, :n] - mu[owner]
-    return float(x[n]), rc
 
 
 def lower_bound_ticks(problem: Problem, relaxation: Relaxation | None = None) -> int:
@@ -591,12 +487,7 @@ def level_bound(
         caps = sum(x * problem.traffic_threshold_kib(levels[a] + 1, period) for a, x in v.items())
         mins = [cost for cost, _ in priced]
         lagr = sum(mins) - caps - sum(u.values()) * problem.max_loadables
-        added = False
-        for i, (cost, cfg) in enumerate(priced):
-            negative = cfg is not None and cost - mu[i] < -1e-7 * max(1.0, abs(mu[i]))
-            if negative and cfg is not None and all(cfg.segments != c.segments for c in pool[i]):
-                pool[i].append(cfg)
-                added = True
+        added = _add_columns(pool, priced, mu)
         if best is None or lagr > best.value:
             best = LevelBound(dict(levels), lagr, w, u, v, mins, rounds, not added)
         done = not added or (deadline is not None and time.monotonic() > deadline)

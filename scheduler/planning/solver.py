@@ -17,7 +17,7 @@ the other slot's traffic. A fresh encoding per bound.
 Both searches start from the LP lower bound and the best plan of the cheaper settings solved
 first (fewer switches; for latency, the throughput plan), bisect between them, and stop at a
 proof (the plan's value equals a proven lower bound: UNSAT one tick below, by the SAT solver,
-the coarse pass or the contention-aware LP of ``bounds.contention_lp``, or the LP bound) or at
+the coarse pass or the contention-aware LP of ``bounds.ContentionLp``, or the LP bound) or at
 the time limit, reporting the proven gap. Encodings are built against the deadline and a
 clause budget; a bound whose encoding cannot finish is abandoned with the best plan so far.
 """
@@ -39,7 +39,6 @@ from hxsched.scheduler.planning.bounds import (
     ContentionLp,
     LevelBound,
     config_other_kib,
-    contention_lp,
     lower_bound_ticks,
     relax,
     twins,
@@ -758,12 +757,6 @@ def _search(
     return result
 
 
-# The contention LP (one small LP per vector of contention levels) pays off where it prunes a
-# large encoding; below this many candidate configurations the plain SAT call is cheaper
-# (Pix2Pix + YOLOv8n, 102 configurations: 0.6 s with the filter skipped, 1.2 s with it).
-CONTENTION_FILTER_MIN_CONFIGS = 300
-
-
 TOP_FIRST_GAP = 0.1  # ask "none below the start plan" first only within this relative gap
 
 
@@ -787,13 +780,6 @@ def _decide_bound(problem, view, probe, solver_name, deadline, st: _State):
         small = sum(len(c) for c in view.configs) <= ONE_FORMULA_MAX_CONFIGS
         if view.level_cuts and not (small and len(view.level_cuts) > 1):
             return _decide_by_vectors(view, probe, solver_name, deadline, st)
-        large = sum(len(c) for c in view.configs) > CONTENTION_FILTER_MIN_CONFIGS
-        if problem.contention is not None and large:
-            view, value = _contention_filter(view, probe, deadline)
-            if value > probe + 1e-6 * max(1.0, probe):
-                return False, None, None, f"contention LP {value:.2f} > {probe}"
-            if any(len(c) == 0 for c in view.configs):
-                return False, None, None, f"contention LP {value:.2f}: reduced costs leave none"
         enc = ThroughputEncoding(view, solver_name, deadline)
         try:
             enc.add_coarse_load_cuts(probe)
@@ -903,23 +889,6 @@ def _at_levels(cfg: Config, levels: dict[str, int]) -> Config:
     from dataclasses import replace
 
     return Config(tuple(replace(s, ticks=(s.ticks[levels[s.accelerator]],)) for s in cfg.segments))
-
-
-def _contention_filter(view: Problem, probe: int, deadline: float | None) -> tuple[Problem, float]:
-    """The view without configurations that no plan of value <= probe can use by the
-    contention-aware LP (``bounds.contention_lp``), and that LP's least optimum."""
-    from dataclasses import replace
-
-    bound = contention_lp(view, probe, deadline)
-    if bound.value > probe + 1e-6 * max(1.0, probe):
-        return view, bound.value
-    assert view.reduced_costs is not None  # _candidates fills them
-    configs, costs = [], []
-    for cfgs, rcs, old in zip(view.configs, bound.reduced_costs, view.reduced_costs, strict=True):
-        keep = [k for k, rc in enumerate(rcs) if rc < math.inf]
-        configs.append([cfgs[k] for k in keep])
-        costs.append([old[k] for k in keep])
-    return replace(view, configs=configs, reduced_costs=costs), bound.value
 
 
 def _finish(problem, rel, lp, st: _State, calls, largest, solver_name, deadline, t0):
