@@ -492,9 +492,12 @@ class LatencyEncoding:
 # ---------------------------------------------------------------------------------------------
 # Seconds, at most, for the first search of the setting asked for alone, and for each cheaper
 # stage after it. Absolute, not shares of the limit: a longer limit runs the same steps first
-# and only then goes on, so more time never gives a worse plan.
+# and only then goes on, so more time never gives a worse plan. The cheaper setting of the same
+# objective (k-1 switches) is itself solved as a whole, staged in turn, for at least STAGE_S and
+# up to STAGE_SHARE of the time left: what a (k-1)-switch run reaches, the k run starts from.
 QUICK_S = 2.0
 STAGE_S = 2.0
+STAGE_SHARE = 0.7
 MAX_CLAUSES = 4_000_000  # a bound whose encoding needs more is abandoned (memory: ~1 GB)
 
 
@@ -516,33 +519,53 @@ def solve(
     """Search the optimum of ``problem`` and prove it (or report the gap at the time limit).
 
     Anytime: the setting asked for is searched alone first (``QUICK_S``); unless that proves
-    it, cheaper settings follow (k-1 switches; for latency, the throughput plan at k and the
-    latency plans at fewer switches), each for at most ``STAGE_S``, each starting from the
-    best plan so far that fits it, and the last search starts from the best of all: allowing
-    more switches or more time starts it from a plan no worse than the cheaper settings reach.
+    it, cheaper settings follow, each starting from the best plan so far that fits it: for
+    latency the throughput plan at k (``STAGE_S``), and the same objective at k-1 switches,
+    solved as a whole in the same way (at least ``STAGE_S``, up to ``STAGE_SHARE`` of the time
+    left). The last search starts from the best of all: allowing more switches or more time
+    starts it from a plan no worse than the cheaper settings reach.
     """
     t0 = time.monotonic()
-    deadline = t0 + time_limit_s if time_limit_s else None
-    seeds: list[_Seed] = []
+    return _solve_staged(problem, time_limit_s, solver_name, staged, [], t0)
+
+
+def _solve_staged(
+    problem: Problem,
+    time_limit_s: float | None,
+    solver_name: str,
+    staged: bool,
+    given: list[_Seed],
+    t0: float,
+) -> SolveResult:
+    begin = time.monotonic()
+    deadline = begin + time_limit_s if time_limit_s else None
+    seeds: list[_Seed] = list(given)
     stages: list[tuple[str, int, bool]] = []
     quick: SolveResult | None = None
-    if staged and _stages(problem):
+    todo = _stages(problem) if staged else []
+    if todo:
         # most instances are proven within a fraction of a second: try the setting asked for
         # alone first, and stage only when that short search leaves a gap (an optimum at k is
         # never worse than one at fewer switches, so a proven plan is already monotone)
         quick_deadline = _within(time.monotonic() + QUICK_S, deadline)
-        quick = _search(problem, quick_deadline, solver_name, [], t0)
+        quick = _search(problem, quick_deadline, solver_name, _reseed(problem, seeds), t0)
         if quick.optimal:
             return quick
         assert quick.selection is not None and quick.value is not None
         seeds.append(_Seed(quick.selection, quick.value, _edges(quick), "short search"))
         stages.append(("short search", quick.value, False))
-    for objective, k in _stages(problem) if staged else []:
+    for objective, k in todo:
         sub = _variant(problem, objective, k)
-        sub_deadline = _within(time.monotonic() + STAGE_S, deadline)
-        r = _search(sub, sub_deadline, solver_name, _reseed(sub, seeds), t0)
-        assert r.selection is not None and r.value is not None  # _search raises otherwise
         origin = f"{objective.value} k={k}"
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if objective == problem.objective:  # k-1 switches: a whole staged solve of its own
+            budget = STAGE_S if left is None else min(left, max(STAGE_S, STAGE_SHARE * left))
+            r = _solve_staged(sub, budget or 1e-9, solver_name, True, _reseed(sub, seeds), t0)
+            stages += [(f"{origin}: {name}", v, o) for name, v, o in r.stages]
+        else:
+            sub_deadline = _within(time.monotonic() + STAGE_S, deadline)
+            r = _search(sub, sub_deadline, solver_name, _reseed(sub, seeds), t0)
+        assert r.selection is not None and r.value is not None  # _search raises otherwise
         seeds.append(_Seed(r.selection, r.value, _edges(r), origin))
         stages.append((origin, r.value, r.optimal))
     result = _search(problem, deadline, solver_name, _reseed(problem, seeds), t0, quick)
@@ -555,11 +578,12 @@ def _within(when: float, deadline: float | None) -> float:
 
 
 def _stages(problem: Problem) -> list[tuple[Objective, int]]:
-    out = [(Objective.THROUGHPUT, k) for k in range(problem.max_switches)][-1:]
-    if problem.objective == Objective.LATENCY:
-        out = [(Objective.THROUGHPUT, problem.max_switches)]
-        out += [(Objective.LATENCY, k) for k in range(problem.max_switches)]
-    return out
+    """The cheaper settings searched before ``problem`` itself: for latency the throughput
+    plan at the same k; then the same objective at k-1 switches (whose own solve stages
+    k-2, and so on)."""
+    k = problem.max_switches
+    out = [(Objective.THROUGHPUT, k)] if problem.objective == Objective.LATENCY else []
+    return out + ([(problem.objective, k - 1)] if k > 0 else [])
 
 
 def _variant(problem: Problem, objective: Objective, k: int) -> Problem:
@@ -678,11 +702,20 @@ def _search(
     largest: list[int] = [0] * len(problem.instances)
     pool = floor.contention_lp if floor is not None else None
     pool = pool or _contention_pool(problem, rel)
+    if problem.objective == Objective.LATENCY and st.best_value is not None:
+        extra = [seed.selection for seed in seeds]
+        _latency_pool_search(problem, pools, extra, st, solver_name, _pool_deadline(deadline))
     if pool is not None:
         _contention_lower_bound(problem, st, pool, calls, deadline)
         if st.best_value is not None and st.lb < st.best_value and not pool.searched:
             _pool_search(problem, pools, pool, st, solver_name, deadline)
     step, found_sat = 1, False
+    if floor is not None:
+        # resume the gallop where the short search's last decision ran out of time, rather
+        # than re-climbing from its bound in steps of 1, 2, 4 ...
+        stopped = [c.bound for c in floor.calls if c.result == "timeout" and c.bound >= st.lb]
+        if stopped:
+            step = stopped[-1] - st.lb + 1
     cap = _cap(problem)
     # the start plan is often optimal, and proving a plan optimal needs "none below it" in
     # any case: ask that first, once, where the gap is small (a large one admits so many
@@ -1185,6 +1218,68 @@ def _pool_search(
             lo = mid + 1
     pool.searched = lo > hi  # finished: a later search of the problem need not repeat it
     log.info(f"  restricted to the relaxations' columns: best plan {st.best_value} ticks")
+
+
+LATENCY_POOL_SHARE = 0.25  # of the time left, at most, for the latency primal heuristic
+
+
+def _pool_deadline(deadline: float | None) -> float | None:
+    if deadline is None:
+        return None
+    return time.monotonic() + LATENCY_POOL_SHARE * max(0.0, deadline - time.monotonic())
+
+
+def _latency_pool_search(
+    problem: Problem,
+    pools: list[list[Config]],
+    plans: list[list[Config]],
+    st: _State,
+    solver_name: str,
+    deadline: float | None,
+) -> None:
+    """Primal heuristic for latency: the best plan among the relaxation's columns, the
+    configurations near them and those of the earlier stages' plans, by bisection with the
+    latency decision restricted to them (a few configurations each: cheap formulas). Its
+    UNSAT answers prove nothing (the restriction), its plans are plans."""
+    from dataclasses import replace
+
+    from hxsched.scheduler.planning.problem import pareto
+
+    if st.best_value is None or st.best_value <= st.lb:
+        return
+    cfgs = []
+    for i in range(len(problem.instances)):
+        mine = {c.segments: c for c in pools[i]}
+        for plan in plans:
+            if plan[i].switches <= problem.max_switches:
+                mine.setdefault(plan[i].segments, plan[i])
+        cfgs.append(pareto(problem, list(mine.values())))
+    lo, hi = st.lb, st.best_value - 1
+    while lo <= hi and not _past(deadline):
+        mid = (lo + hi + 1) // 2
+        view = replace(
+            problem,
+            configs=[[c for c in cs if c.chain_ticks <= mid] for cs in cfgs],
+            reduced_costs=None,
+            rc_budget=None,
+        )
+        if any(not cs for cs in view.configs):
+            lo = mid + 1
+            continue
+        try:
+            result, sel, edges, _, _ = _latency_decide(problem, view, mid, solver_name, deadline)
+        except EncodingAbandoned:
+            break
+        if result is None:
+            break
+        if result:
+            assert sel is not None
+            ev = evaluate(problem, sel, edges)
+            st.offer(sel, ev.period, ev.edges)
+            hi = min(hi, ev.period - 1)
+        else:
+            lo = mid + 1
+    log.info(f"  restricted to the relaxation's columns: best plan {st.best_value} ticks")
 
 
 def _contention_candidates(

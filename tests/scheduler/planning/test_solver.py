@@ -254,3 +254,45 @@ def test_a_plan_with_more_switches_never_seeds_a_cheaper_stage():
     seed = _Seed(sel, 1, None, "short search")
     assert _reseed(_variant(p, p.objective, 1), [seed]) == []
     assert len(_reseed(p, [seed])) == 1
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_latency_pool_search_only_offers_plans_it_scored(seed):
+    """The latency primal heuristic (SAT restricted to a few configurations per instance)
+    starts from a worse plan and ends with one no worse, whose value is the simulator's
+    number for it, and never below the exhaustive optimum (its UNSATs prove nothing)."""
+    from hxsched.scheduler.planning.bounds import relax
+    from hxsched.scheduler.planning.solver import (
+        DEFAULT_SAT_SOLVER,
+        _latency_pool_search,
+        _pools,
+        _State,
+    )
+
+    p = make_problem(seed, "latency", True, 2, 3, 1, ("gpu", "dla0", "dla1"))
+    opt = brute_force(p)
+    rel = relax(p)
+    lp = int(np.ceil(rel.value - 1e-9))
+    pools = _pools(p, rel, lp, None)
+    every = [chain.enumerate({}, {}, 0.0, 10**9) for chain in p.chains]
+    worst = [max(cs, key=lambda c: c.chain_ticks) for cs in every]
+    start = evaluate(p, worst)
+    st_ = _State(lb=lp)
+    st_.offer(worst, start.period, start.edges)
+    _latency_pool_search(p, pools, [worst], st_, DEFAULT_SAT_SOLVER, None)
+    assert st_.best_sel is not None and st_.best_value is not None
+    assert opt <= st_.best_value <= start.period
+    assert evaluate(p, st_.best_sel, st_.best_edges).period == st_.best_value
+
+
+def test_the_cheaper_setting_is_solved_whole_inside_a_staged_run():
+    """With k switches and a short limit, the k-1 setting is itself a staged solve (its own
+    short search and cheaper stages are listed under it) and its plan seeds the last search."""
+    p = make_problem(3, "latency", True, 3, 4, 2, ("gpu", "dla0", "dla1"))
+    r = solve(p, time_limit_s=0.5)
+    if r.optimal and not r.stages:
+        pytest.skip("proven by the short search alone on this machine")
+    names = [name for name, _, _ in r.stages]
+    assert "latency k=1" in names and "throughput k=2" in names
+    assert any(name.startswith("latency k=1: ") for name in names)
+    assert all(r.value <= v for name, v, _ in r.stages if name.startswith("latency"))
