@@ -70,7 +70,7 @@ class ServiceOptions:
 @dataclass
 class _Work:
     item: Item
-    slot: int  # its hand-over slot in the host path
+    slot: int  # its hand-over slot in the host path (-1 once given back: ``_free_slot``)
     t_accept: float
     t_claim: float = 0.0
     t_pre: float = 0.0
@@ -117,7 +117,9 @@ class Service:
         self.final_counts: dict[str, int] = {}
         self.hosts: Hosts | None = None
         self._works: dict[str, _Work] = {}
-        self._prepared: queue.Queue[Prepared] = queue.Queue()
+        # prepared slices for the pipeline; None: a hand-over slot came free (claim more)
+        self._prepared: queue.Queue[Prepared | None] = queue.Queue()
+        self._slot_lock = threading.Lock()
         self._done_q: queue.Queue[Finished | None] = queue.Queue()
         self._committer: threading.Thread | None = None
         self._last_preview = -1e9
@@ -283,9 +285,12 @@ class Service:
         replay = replay_files(self) if self.backend_name == Backend.SIM else {}
         cfg = HostConfig(self.pipe, self.out, self.backend_name.value, tuple(insts), replay)
         self.workers = w = _workers(self.opts.workers, self.pipe.workers)
-        slots = self.executor.inflight + 2 * max(1, w) + 2
+        # hand-over slots: the executor's frames in flight, and per worker enough for a slice
+        # being read, one queued behind it, one being written and one queued to be (slots come
+        # back as soon as a slice's outputs are written, so the workers never wait on a commit)
+        slots = self.executor.inflight + SLOTS_PER_WORKER * max(1, w) + 4
         guard = self.journal.decoding if self.journal is not None and w == 0 else None
-        self.hosts = Hosts(cfg, w, slots, self._prepared.put, self._done_q.put, self._lost, guard)
+        self.hosts = Hosts(cfg, w, slots, self._prepared.put, self._on_finished, self._lost, guard)
         self._committer = threading.Thread(
             target=self._commit_loop, name="hxsched-commit", daemon=True
         )
@@ -383,6 +388,8 @@ class Service:
         except queue.Empty:
             yield None  # nothing prepared: let the pipeline finish what is in flight
             return
+        if got is None:
+            return  # a slot came free: back to claiming (the pipeline keeps what is in flight)
         work = self._works[got.item_id]
         self._add_cpu(got.cpu)
         if got.error is not None:
@@ -419,8 +426,24 @@ class Service:
 
     def _release(self, work: _Work) -> None:
         self._works.pop(work.item.id, None)
+        self._free_slot(work)
+
+    def _free_slot(self, work: _Work) -> None:
+        """Give ``work``'s hand-over slot back (once) and wake the worker to claim into it."""
         assert self.hosts is not None
-        self.hosts.free.put(work.slot)
+        with self._slot_lock:
+            slot, work.slot = work.slot, -1
+        if slot >= 0:
+            self.hosts.free.put(slot)
+            self._prepared.put(None)
+
+    def _on_finished(self, f: Finished) -> None:
+        """A host worker's answer: the slot's arrays are no longer needed (the outputs are
+        written), so it goes back at once; the slice stays claimed until its commit."""
+        work = self._works.get(f.item_id)
+        if work is not None:
+            self._free_slot(work)
+        self._done_q.put(f)
 
     def _quarantine(self, item: Item, reason: Reason, message: str) -> None:
         assert self.journal is not None
@@ -754,6 +777,7 @@ class Service:
             signal.signal(sig, handler)
 
 
+SLOTS_PER_WORKER = 4  # hand-over slots per host worker beyond the executor's (``_start_hosts``)
 OUTBOX_BOUND_FACTOR = 10  # queued results past this many times ``queue``: hold (sinks.pacs)
 PROBE_S = 1.0  # while held, how often the trouble is probed (doubling to PROBE_MAX_S when
 PROBE_MAX_S = 16.0  # it comes back right after a resume)

@@ -106,6 +106,20 @@ def test_claim_oldest_first_and_complete(journal):
         journal.complete("nope")
 
 
+def test_a_claim_is_not_synced_and_every_other_commit_still_is(journal):
+    """A claim is what a crash may lose (recover puts processing items back): its commit is
+    not fsynced; the connection is back to synchronous=FULL for every commit after it."""
+    ids = [journal.accept(_slice(i), f"{i}.dcm", "s").id for i in range(3)]
+    seen = []
+    journal._db.set_trace_callback(seen.append)
+    claimed = journal.claim(2)
+    journal._db.set_trace_callback(None)
+    assert "PRAGMA synchronous=NORMAL" in seen and seen[-1] == "PRAGMA synchronous=FULL"
+    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert claimed == [journal.get(i) for i in ids[:2]]  # the items as stored, processing
+    assert [it.state for it in claimed] == [PROCESSING, PROCESSING]
+
+
 def test_quarantine_moves_file_with_reason(journal):
     item = journal.accept(_slice(1), "Doe^John_IM7.dcm", "folder")
     journal.claim(1)

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -391,6 +392,39 @@ def test_previews_at_their_rate_and_the_host_figures_on_the_status(gan_yolo_plan
     assert svc.latest_png is not None  # the status page still has one
     assert st["host"]["workers"] == 0 and st["host"]["cpu_ms_per_slice"]["read"] > 0
     assert "virtual" in st["accelerators_note"]
+
+
+def test_slots_come_back_once_outputs_are_written_not_once_committed(
+    gan_yolo_plan, tmp_path, monkeypatch
+):
+    """A slice's hand-over slot is free again as soon as its outputs are written: with every
+    commit held up, more slices than there are slots still go through the host path, and all
+    are done once the commits go ahead."""
+    n = 40
+    d = pipeline_dict(gan_yolo_plan, [{"kind": "phantom", "count": n}], queue=n)
+    d["workers"] = 0  # in-process host path
+    svc = Service(pipeline_from_dict(d), ServiceOptions(output=tmp_path / "out", http_port=None))
+    go, held = threading.Event(), []
+    commit = svc._commit
+
+    def held_commit(batch):
+        held.extend(batch)
+        go.wait(60)
+        commit(batch)
+
+    monkeypatch.setattr(svc, "_commit", held_commit)
+    svc.start()
+    try:
+        assert svc.hosts is not None
+        slots = svc.hosts.slots
+        assert wait_for(lambda: len(held) + svc._done_q.qsize() > slots, 60)
+        assert svc.counts()["done"] == 0  # nothing committed yet
+        go.set()
+        assert wait_for(lambda: svc.counts()["done"] == n, 60)
+    finally:
+        go.set()
+        svc.stop()
+    assert len(list((tmp_path / "out" / "dicom").rglob("*.dcm"))) == n
 
 
 def test_stop_mid_stream_finishes_every_claimed_slice(gan_yolo_plan, tmp_path):
