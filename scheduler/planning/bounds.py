@@ -71,6 +71,24 @@ class Relaxation:
     def bound_ticks(self) -> int:
         return max(1, math.ceil(self.value - 1e-6))
 
+    def enumerate(
+        self,
+        problem: Problem,
+        i: int,
+        budget: float,
+        load_cap: int,
+        limit: int = 200_000,
+        deadline: float | None = None,
+    ) -> list[Config]:
+        """Instance ``i``'s configurations of cost <= ``budget`` at these prices."""
+        return problem.chains[i].enumerate(
+            self.prices(i), self.u, budget, load_cap, limit=limit, deadline=deadline
+        )
+
+    def share_key(self, i: int) -> object:
+        """Instances with the same key (and twins) have the same candidate listing."""
+        return self.sigma[i] if self.sigma else 0.0
+
 
 def _lp_min(
     cost: np.ndarray, a_ub: np.ndarray, b_ub: np.ndarray, a_eq: np.ndarray, b_eq: np.ndarray

@@ -476,11 +476,13 @@ class Chain:
         deadline: float | None = None,
         levels: Prices | None = None,
         v: Prices | None = None,
+        costs=None,
     ) -> list[Config]:
         """Every configuration with cost <= budget whose load on each accelerator (at
         ``levels``) stays within ``load_cap`` ticks (``_TooMany`` past ``limit`` of them,
-        ``_OutOfTime`` past ``deadline``)."""
-        costs = self._costs(w, u, levels, v)
+        ``_OutOfTime`` past ``deadline``); ``costs``: segment and hand-over costs in the form
+        ``_costs`` returns, instead of those of the prices."""
+        costs = costs or self._costs(w, u, levels, v)
         R = self.completion(w, u, levels, v, costs)
         steps = [0]
         seg, hand = costs

@@ -44,6 +44,7 @@ from hxsched.scheduler.planning.bounds import (
     twins,
 )
 from hxsched.scheduler.planning.encodings import Cnf, EncodingAbandoned, OrderInt
+from hxsched.scheduler.planning.latency_bound import modal_relax
 from hxsched.scheduler.planning.plan import SatCall
 from hxsched.scheduler.planning.problem import Config, Problem, _OutOfTime, _TooMany
 from hxsched.scheduler.planning.simulate import Evaluation, evaluate
@@ -631,9 +632,9 @@ def _pools(problem: Problem, rel, lp: int, deadline: float | None) -> list[list[
         if c is not None:
             extra.append(c)
         try:  # near-LP-optimal configurations give the heuristic good material
-            near = chain.enumerate(
-                rel.prices(i),
-                rel.u,
+            near = rel.enumerate(
+                problem,
+                i,
                 0.05 * rel.value + rel.mu[i],
                 2 * lp + 1,
                 limit=HEURISTIC_POOL,
@@ -679,6 +680,9 @@ def _search(
     """One search of ``problem``; ``floor``: an earlier search of the same problem, whose
     proven lower bound this one starts from."""
     rel = relax(problem, deadline=deadline)
+    modal = modal_relax(problem, rel, deadline)
+    if modal is not None and modal.value > rel.value:
+        rel = modal
     lp = lower_bound_ticks(problem, rel)
     if lp < 0:
         raise HxschedError(_infeasible_message(problem))
@@ -724,7 +728,7 @@ def _search(
     ask_top = (
         st.best_value is not None
         and pool is None
-        and st.best_value - st.lb <= TOP_FIRST_GAP * st.best_value
+        and st.best_value - st.lb <= _top_first_gap(problem) * st.best_value
     )
     while True:
         upper = st.best_value
@@ -791,6 +795,13 @@ def _search(
 
 
 TOP_FIRST_GAP = 0.1  # ask "none below the start plan" first only within this relative gap
+# latency decisions near the optimum are the hardest (every order of every pair is open): ask
+# the top first only when it is very close, else gallop up and raise the proven bound as it goes
+TOP_FIRST_GAP_LATENCY = 0.02
+
+
+def _top_first_gap(problem: Problem) -> float:
+    return TOP_FIRST_GAP_LATENCY if problem.objective == Objective.LATENCY else TOP_FIRST_GAP
 
 
 # With few candidates, one formula over every contention level (exact on its own) costs less
@@ -1338,13 +1349,12 @@ def _candidates(
         admitted, opened = got
     configs: list[list[Config]] = []
     costs: list[list[float]] = []
-    done: dict[tuple[int, float, float], int] = {}
-    for i, chain in enumerate(problem.chains):
+    done: dict[tuple[int, float, object], int] = {}
+    for i in range(len(problem.chains)):
         if deadline is not None and time.monotonic() > deadline:
             raise _Timeout
         budget = bound - rel.value + rel.mu[i]
-        sigma = rel.sigma[i] if rel.sigma else 0.0
-        twin = done.setdefault((twins(problem)[i], budget, sigma), i)
+        twin = done.setdefault((twins(problem)[i], budget, rel.share_key(i)), i)
         if twin != i:  # an interchangeable instance with the same budget: the same list
             configs.append(configs[twin])
             costs.append(costs[twin])
@@ -1358,7 +1368,7 @@ def _candidates(
                     <= budget - rel.mu[i] + 1e-7 * max(1.0, bound)
                 ]
             else:
-                found = chain.enumerate(rel.prices(i), rel.u, budget, bound, deadline=deadline)
+                found = rel.enumerate(problem, i, budget, bound, deadline=deadline)
         except _TooMany:  # the bound admits too many segmentations to list: stop the search here
             raise _Timeout("too many configurations") from None
         except _OutOfTime:
