@@ -26,7 +26,14 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_service import MODELS, SERVE, free_port, make_plan, make_slices  # noqa: E402
+from bench_service import (  # noqa: E402
+    MODELS,
+    SERVE,
+    dcmtk_storescu,
+    free_port,
+    make_plan,
+    make_slices,
+)
 
 from hxsched.runtime.cluster.orthanc import (  # noqa: E402
     Cluster,
@@ -41,6 +48,7 @@ ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 # DCMTK >= 3.6.2 (storescu; Debian's Orthanc links it) leaves Nagle's algorithm on unless
 # TCP_NODELAY=1 is in the environment (DCMTK config/docs/envvars.txt): ~90 ms per C-STORE here
 ENV = {**os.environ, "TCP_NODELAY": "1"}
+STORESCU = dcmtk_storescu()  # DCMTK's (a virtual environment's pynetdicom has a script of the name)
 
 
 def get(url: str) -> bytes:
@@ -153,7 +161,7 @@ def one_run(work: Path, plan: Path, n_nodes: int, files: list[Path], n_studies: 
         procs.append(orthanc(work / "r", json.loads(conf.read_text())))
         studies(files, n_studies, names)
         t0 = time.monotonic()
-        argv = ["storescu", "-aet", "SCANNER", "-aec", settings.aet, "127.0.0.1"]
+        argv = [STORESCU or "storescu", "-aet", "SCANNER", "-aec", settings.aet, "127.0.0.1"]
         subprocess.run([*argv, str(settings.dicom_port), *map(str, files)], check=True, env=ENV)
         t_sent = time.monotonic() - t0
 
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--studies", type=int, default=8)
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args(argv)
-    if not (os.path.exists(ORTHANC) and shutil.which("storescu")):
+    if not (os.path.exists(ORTHANC) and STORESCU):
         raise SystemExit(
             "needs Orthanc and dcmtk's storescu (Debian: apt-get install orthanc dcmtk)"
         )

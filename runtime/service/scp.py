@@ -462,6 +462,9 @@ def _request_handler(max_pdu: int, max_bytes: int, idle_s: float) -> type:
         def _create_association(self) -> Any:
             with contextlib.suppress(OSError, AttributeError):
                 self.request.settimeout(idle_s)
+                # request and response: a C-STORE-RSP (a small PDU) goes out at once, not held
+                # by Nagle's algorithm until the sender's next segment acknowledges the last one
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             assoc = super()._create_association()
             sock: Any = assoc.dul.socket
             sock.__class__ = GuardedSocket  # the same object, reading through the guard

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dcmtk_helpers import dcmtk_tool
 
 from hxsched.runtime.cluster.orthanc import (
     Cluster,
@@ -34,7 +35,7 @@ pydicom = pytest.importorskip("pydicom")
 ORTHANC = shutil.which("Orthanc") or (
     "/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None
 )
-STORESCU = shutil.which("storescu")
+STORESCU = dcmtk_tool("storescu")  # DCMTK's, not pynetdicom's script of the same name
 pytestmark = [
     pytest.mark.skipif(ORTHANC is None, reason="needs Orthanc (Debian: apt-get install orthanc)"),
     pytest.mark.skipif(STORESCU is None, reason="needs dcmtk's storescu (apt-get install dcmtk)"),

@@ -232,9 +232,9 @@ def test_overload_keeps_the_queue_bounded_and_counts_consistent(gan_yolo_plan, t
 
 def test_dcmtk_storescu_pushes_to_the_scp(gan_yolo_plan, tmp_path):
     """dcmtk's storescu (a real DICOM client outside Python) against the service's SCP."""
-    import shutil
+    from dcmtk_helpers import dcmtk_tool
 
-    storescu = shutil.which("storescu")
+    storescu = dcmtk_tool("storescu")
     if storescu is None:
         pytest.skip("dcmtk's storescu is not installed (apt-get install dcmtk)")
     out = tmp_path / "out"
