@@ -21,7 +21,7 @@ from hxsched.errors import HxschedError
 from hxsched.runtime.service.dicom_io import Reason
 from hxsched.runtime.service.inbox import FolderSource
 from hxsched.runtime.service.intake import Gate, Intake, resource_trouble
-from hxsched.runtime.service.journal import GROUP_DELAY_S, GROUP_MAX, Item, Journal
+from hxsched.runtime.service.journal import GROUP_MAX, Item, Journal
 from hxsched.runtime.service.logsafe import JsonLogFormatter, setup_logging  # noqa: F401
 from hxsched.runtime.service.metrics import Registry
 from hxsched.runtime.service.outbox import Outbox, OutboxCounters, outbox_entries
@@ -372,7 +372,11 @@ class Service:
             if self.hosts.failed:
                 raise HxschedError(self.hosts.failed)
             self._dispatch()
-            yield from self._handover(timeout_s=0.05)
+            # with frames in the pipeline, wait for the next slice only briefly: the executor
+            # finishes a frame's later segments when the next frame comes or on a drain, so a
+            # long wait here would hold every frame of a slow stream back by that long
+            in_pipeline = any(w.t_pre and not w.t_out for w in self._works.values())
+            yield from self._handover(timeout_s=DRAIN_WAIT_S if in_pipeline else 0.05)
         # stopping: what was claimed and is being read still goes through (a few slots' worth)
         t0 = time.monotonic()
         while any(w.t_pre == 0.0 for w in list(self._works.values())):
@@ -597,16 +601,17 @@ class Service:
         return True
 
     def _next_batch(self) -> list[Finished] | None:
-        """The finished slices of one commit: the first, and whatever follows within
-        GROUP_DELAY_S (at most GROUP_MAX); None once the service closes."""
+        """The finished slices of one commit: the first, and whatever is queued behind it (at
+        most GROUP_MAX); None once the service closes. No wait for more: what finishes while a
+        commit runs forms the next one, so batches grow with the load and a lone slice is not
+        held back."""
         first = self._done_q.get()
         if first is None:
             return None
         batch = [first]
-        deadline = time.monotonic() + GROUP_DELAY_S
         while len(batch) < GROUP_MAX:
             try:
-                got = self._done_q.get(timeout=max(0.0, deadline - time.monotonic()))
+                got = self._done_q.get_nowait()
             except queue.Empty:
                 break
             if got is None:
@@ -777,6 +782,7 @@ class Service:
             signal.signal(sig, handler)
 
 
+DRAIN_WAIT_S = 0.005  # how long the pipeline waits for the next slice with frames in flight
 SLOTS_PER_WORKER = 4  # hand-over slots per host worker beyond the executor's (``_start_hosts``)
 OUTBOX_BOUND_FACTOR = 10  # queued results past this many times ``queue``: hold (sinks.pacs)
 PROBE_S = 1.0  # while held, how often the trouble is probed (doubling to PROBE_MAX_S when
