@@ -601,17 +601,18 @@ class Service:
         return True
 
     def _next_batch(self) -> list[Finished] | None:
-        """The finished slices of one commit: the first, and whatever is queued behind it (at
-        most GROUP_MAX); None once the service closes. No wait for more: what finishes while a
-        commit runs forms the next one, so batches grow with the load and a lone slice is not
-        held back."""
+        """The finished slices of one commit: the first, and whatever follows within
+        COMMIT_WAIT_S (at most GROUP_MAX); None once the service closes. A short wait: what
+        finishes while a commit runs forms the next one, so batches grow with the load, and a
+        lone slice is held back only that long."""
         first = self._done_q.get()
         if first is None:
             return None
         batch = [first]
+        deadline = time.monotonic() + COMMIT_WAIT_S
         while len(batch) < GROUP_MAX:
             try:
-                got = self._done_q.get_nowait()
+                got = self._done_q.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if got is None:
@@ -783,6 +784,7 @@ class Service:
 
 
 DRAIN_WAIT_S = 0.005  # how long the pipeline waits for the next slice with frames in flight
+COMMIT_WAIT_S = 0.003  # how long a completion commit waits for more finished slices
 SLOTS_PER_WORKER = 4  # hand-over slots per host worker beyond the executor's (``_start_hosts``)
 OUTBOX_BOUND_FACTOR = 10  # queued results past this many times ``queue``: hold (sinks.pacs)
 PROBE_S = 1.0  # while held, how often the trouble is probed (doubling to PROBE_MAX_S when
