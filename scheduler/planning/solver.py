@@ -679,10 +679,10 @@ def _search(
 ) -> SolveResult:
     """One search of ``problem``; ``floor``: an earlier search of the same problem, whose
     proven lower bound this one starts from."""
-    rel = relax(problem, deadline=deadline)
+    rel = plain = relax(problem, deadline=deadline)
     modal = modal_relax(problem, rel, deadline)
     if modal is not None and modal.value > rel.value:
-        rel = modal
+        rel = modal  # the bound and the candidates' filter; the heuristic keeps the plain LP's
     lp = lower_bound_ticks(problem, rel)
     if lp < 0:
         raise HxschedError(_infeasible_message(problem))
@@ -694,8 +694,12 @@ def _search(
     for seed in seeds:
         st.offer(seed.selection, seed.value, seed.edges)
     start_sel = st.best_sel
-    pools = _pools(problem, rel, lp, deadline)
-    heur = _heuristic(problem, pools, rel.fractional, start_sel, deadline)
+    # the heuristic's material: the plain LP's columns and the configurations near its optimum
+    # (its fractional choice picks the start), and the contention-aware LP's (latency)
+    pools = _pools(problem, plain, lower_bound_ticks(problem, plain), deadline)
+    for i, cols in enumerate(_pools(problem, rel, lp, deadline) if rel is not plain else []):
+        pools[i] += [c for c in cols if all(c.segments != o.segments for o in pools[i])]
+    heur = _heuristic(problem, pools, plain.fractional, start_sel, deadline)
     if heur is not None:
         st.offer(heur[0], heur[1].period, heur[1].edges)
     log.info(

@@ -285,14 +285,18 @@ def test_the_latency_pool_search_only_offers_plans_it_scored(seed):
     assert evaluate(p, st_.best_sel, st_.best_edges).period == st_.best_value
 
 
-def test_the_cheaper_setting_is_solved_whole_inside_a_staged_run():
+def test_the_cheaper_setting_is_solved_whole_inside_a_staged_run(monkeypatch):
     """With k switches and a short limit, the k-1 setting is itself a staged solve (its own
     short search and cheaper stages are listed under it) and its plan seeds the last search."""
+    import hxsched.scheduler.planning.solver as solver_mod
+
+    monkeypatch.setattr(solver_mod, "QUICK_S", 0.0)  # no short search proves it: stages run
     p = make_problem(3, "latency", True, 3, 4, 2, ("gpu", "dla0", "dla1"))
     r = solve(p, time_limit_s=0.5)
-    if r.optimal and not r.stages:
-        pytest.skip("proven by the short search alone on this machine")
     names = [name for name, _, _ in r.stages]
     assert "latency k=1" in names and "throughput k=2" in names
     assert any(name.startswith("latency k=1: ") for name in names)
-    assert all(r.value <= v for name, v, _ in r.stages if name.startswith("latency"))
+    # every latency plan a stage found was offered to the last search (throughput stages'
+    # values are periods, not makespans)
+    latency = [v for name, v, _ in r.stages if name.split(": ")[-1].startswith("latency")]
+    assert latency and all(r.value <= v for v in latency)
