@@ -197,7 +197,9 @@ def make_node(tmp: Path, name: str, plan: Any, pacs_port: int) -> Node:
     argv = [sys.executable, "-m", "hxsched", "serve", str(folder / "pipeline.json")]
     argv += ["--output", str(folder / "out"), "--port", str(http), "--scp-port", str(scp)]
     argv += ["--log-level", "WARNING", "--replay"]  # sim replaying outputs recorded on ORT
-    proc = Proc(argv, folder / "serve.log", f"http://127.0.0.1:{http}/health/live")
+    # ready, not live: the HTTP face answers while the models load, before the SCP listens (a
+    # store job sent then is refused, and the router fails the study over to the other node)
+    proc = Proc(argv, folder / "serve.log", f"http://127.0.0.1:{http}/health/ready")
     return Node(name, aet, scp, http, folder / "out", proc)
 
 
