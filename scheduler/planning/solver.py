@@ -527,7 +527,7 @@ def solve(
     starts it from a plan no worse than the cheaper settings reach.
     """
     t0 = time.monotonic()
-    return _solve_staged(problem, time_limit_s, solver_name, staged, [], t0)
+    return _solve_staged(problem, time_limit_s, solver_name, staged, [], t0, ladder=staged)
 
 
 def _solve_staged(
@@ -537,6 +537,7 @@ def _solve_staged(
     staged: bool,
     given: list[_Seed],
     t0: float,
+    ladder: bool = False,
 ) -> SolveResult:
     begin = time.monotonic()
     deadline = begin + time_limit_s if time_limit_s else None
@@ -544,6 +545,18 @@ def _solve_staged(
     stages: list[tuple[str, int, bool]] = []
     quick: SolveResult | None = None
     todo = _stages(problem) if staged else []
+    if ladder and problem.objective == Objective.LATENCY and problem.max_switches > 0:
+        # the start plans of fewer switches first (0, 1, ... k-1: each a heuristic seeded with
+        # the one below), so that even a short limit, whose first search at k ends in its
+        # heuristic, returns a plan no worse than the start a run at k-1 takes. Latency only:
+        # a throughput search's best start comes after its contention bound (_pool_search),
+        # which a ladder cannot afford, and its own heuristic does as well at a short limit
+        for k in range(problem.max_switches):
+            sub = _variant(problem, problem.objective, k)
+            r = _search(sub, deadline, solver_name, _reseed(sub, seeds), t0, start_only=True)
+            assert r.selection is not None and r.value is not None  # _search raises otherwise
+            seeds.append(_Seed(r.selection, r.value, _edges(r), f"start k={k}"))
+            stages.append((f"start k={k}", r.value, r.optimal))
     if todo:
         # most instances are proven within a fraction of a second: try the setting asked for
         # alone first, and stage only when that short search leaves a gap (an optimum at k is
@@ -551,10 +564,14 @@ def _solve_staged(
         quick_deadline = _within(time.monotonic() + QUICK_S, deadline)
         quick = _search(problem, quick_deadline, solver_name, _reseed(problem, seeds), t0)
         if quick.optimal:
+            quick.stages = stages
             return quick
         assert quick.selection is not None and quick.value is not None
         seeds.append(_Seed(quick.selection, quick.value, _edges(quick), "short search"))
         stages.append(("short search", quick.value, False))
+        if _past(deadline):  # the short search took the whole limit: the stages have none left
+            quick.stages = stages
+            return quick
     for objective, k in todo:
         sub = _variant(problem, objective, k)
         origin = f"{objective.value} k={k}"
@@ -676,9 +693,11 @@ def _search(
     seeds: list[_Seed],
     t0: float,
     floor: SolveResult | None = None,
+    start_only: bool = False,
 ) -> SolveResult:
     """One search of ``problem``; ``floor``: an earlier search of the same problem, whose
-    proven lower bound this one starts from."""
+    proven lower bound this one starts from; ``start_only``: stop after the primal heuristics
+    (the start plan a search of ``problem`` takes), before any bound is decided."""
     rel = plain = relax(problem, deadline=deadline)
     modal = modal_relax(problem, rel, deadline)
     if modal is not None and modal.value > rel.value:
@@ -699,9 +718,12 @@ def _search(
     pools = _pools(problem, plain, lower_bound_ticks(problem, plain), deadline)
     for i, cols in enumerate(_pools(problem, rel, lp, deadline) if rel is not plain else []):
         pools[i] += [c for c in cols if all(c.segments != o.segments for o in pools[i])]
-    heur = _heuristic(problem, pools, plain.fractional, start_sel, deadline)
-    if heur is not None:
-        st.offer(heur[0], heur[1].period, heur[1].edges)
+    # coordinate descent from the LP's choice and from the best earlier plan (a plan of fewer
+    # switches is often a local optimum that the LP's choice is not stuck in)
+    for start in (None, start_sel) if start_sel is not None else (None,):
+        heur = _heuristic(problem, pools, plain.fractional, start, deadline)
+        if heur is not None:
+            st.offer(heur[0], heur[1].period, heur[1].edges)
     log.info(
         f"LP bound {lp} ticks ({rel.value:.2f}, {rel.rounds} rounds"
         f"{'' if rel.converged else ', not converged'}), start {st.best_value} ticks; "
@@ -712,7 +734,11 @@ def _search(
     pool = pool or _contention_pool(problem, rel)
     if problem.objective == Objective.LATENCY and st.best_value is not None:
         extra = [seed.selection for seed in seeds]
-        _latency_pool_search(problem, pools, extra, st, solver_name, _pool_deadline(deadline))
+        # a start plan for a setting above takes as much time as a short search would give it
+        horizon = _within(time.monotonic() + QUICK_S, deadline) if start_only else deadline
+        _latency_pool_search(problem, pools, extra, st, solver_name, _pool_deadline(horizon))
+    if start_only:
+        return _finish(problem, rel, lp, st, calls, largest, solver_name, deadline, t0)
     if pool is not None:
         _contention_lower_bound(problem, st, pool, calls, deadline)
         if st.best_value is not None and st.lb < st.best_value and not pool.searched:

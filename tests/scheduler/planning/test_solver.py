@@ -300,3 +300,26 @@ def test_the_cheaper_setting_is_solved_whole_inside_a_staged_run(monkeypatch):
     # values are periods, not makespans)
     latency = [v for name, v, _ in r.stages if name.split(": ")[-1].startswith("latency")]
     assert latency and all(r.value <= v for v in latency)
+
+
+@pytest.mark.parametrize("limit", [None, 0.05])
+@pytest.mark.parametrize("seed", range(3))
+def test_a_latency_run_starts_from_the_start_plans_of_fewer_switches(seed, limit):
+    """A latency run at k first takes the start plan (the heuristics' plan) of 0, 1 ... k-1
+    switches, each seeded with the one below: at any limit its plan is no worse than the
+    start a run at fewer switches takes, and none of them is below the proven optimum."""
+    p = make_problem(seed, "latency", True, 3, 4, 2, ("gpu", "dla0", "dla1"))
+    r = solve(p, time_limit_s=limit)
+    starts = [(name, v) for name, v, _ in r.stages if name.startswith("start k=")]
+    assert [name for name, _ in starts] == ["start k=0", "start k=1"]
+    values = [v for _, v in starts]
+    assert values == sorted(values, reverse=True)  # each seeded with the one below
+    assert r.value is not None and r.value <= values[-1]
+    full = solve(p, time_limit_s=None)
+    assert full.optimal and full.value <= r.value
+
+
+def test_a_throughput_run_takes_no_ladder():
+    p = make_problem(2, "throughput", True, 3, 4, 2, ("gpu", "dla0", "dla1"))
+    r = solve(p, time_limit_s=0.05)
+    assert not any(name.startswith("start k=") for name, _, _ in r.stages)
