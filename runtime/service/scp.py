@@ -8,9 +8,12 @@ import contextlib
 import functools
 import logging
 import os
+import queue
+import select
 import socket
 import struct
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +40,10 @@ P_DATA_TF = 0x04  # PDU types, PS3.8 Section 9.3.1
 OTHER_PDU_MAX = 1 << 20  # an A-ASSOCIATE-RQ, A-RELEASE, A-ABORT: far below this
 # connections beyond max_associations that still get an A-ASSOCIATE-RJ; more are closed at once
 REJECT_HEADROOM = 8
+# the longest an association's two reactor threads wait for their next event before they look
+# at their timers (idle, ARTIM) and kill flags again: they are woken by the event itself, not by
+# polling every millisecond as pynetdicom does (see _wait_not_poll)
+WAIT_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -314,13 +321,89 @@ def _unbind_log_handlers(assoc: Any) -> None:
         assoc.unbind(event, handler)
 
 
+class _WakingQueue(queue.Queue):
+    """A ``queue.Queue`` that calls ``wake`` after each put (``put_nowait`` is ``put``), once
+    the item is in and the queue's lock released."""
+
+    def __init__(self, wake: Callable[[], None]) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        self._wake()
+
+
+class _Wakeup:
+    """A socket pair that wakes a ``select`` from another thread; closed under a lock, so a late
+    wake never writes to a descriptor number that has since been reused."""
+
+    def __init__(self) -> None:
+        self.r, self.w = socket.socketpair()
+        self.r.setblocking(False)
+        self.w.setblocking(False)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def wake(self) -> None:
+        with self._lock:
+            if not self._closed:
+                with contextlib.suppress(OSError):  # BlockingIOError: a wake already pending
+                    self.w.send(b"\0")
+
+    def drain(self) -> None:
+        with contextlib.suppress(OSError):
+            self.r.recv(4096)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.r.close()
+                self.w.close()
+
+
+def _wait_not_poll(assoc: Any, sock: Any, dimse_class: type) -> None:
+    """Make an association's two reactor threads wait for their events instead of polling.
+
+    pynetdicom (3.0.4) polls: the DUL reactor (dul.py ``run_reactor``) checks its outgoing queue
+    and the socket (``AssociationSocket.ready``: ``select`` with a zero timeout) and sleeps
+    ``_run_loop_delay`` (1 ms) when there was nothing; the association reactor
+    (association.py ``_run_reactor``) sleeps 1 ms and polls ``dimse.get_msg(block=False)``.
+    That is ~2000 wake-ups a second per association, busy or idle, each taking the GIL from the
+    service's other threads. Here, with pynetdicom's loops and delays unchanged:
+
+    * in data transfer (Sta6) the DUL's ``ready`` waits up to WAIT_S on the socket and on a
+      wake-up that every put to the DUL's ``to_provider_queue`` (what the association sends:
+      C-STORE responses, A-RELEASE, A-ABORT) signals (GuardedSocket.ready);
+    * the association reactor's ``get_msg(block=False)`` waits up to WAIT_S on an event that
+      every put to ``dimse.msg_queue`` (a decoded DIMSE message; ``(None, None)`` on abort) and
+      to the DUL's ``to_user_queue`` (A-RELEASE, A-ABORT indications) sets (WaitingDimse).
+
+    Only the queues are replaced (pynetdicom creates them empty with the association, before
+    either thread starts; it never rebinds them)."""
+    dul, dimse = assoc.dul, assoc.dimse
+    wakeup = _Wakeup()
+    sock.wakeup = wakeup
+    weakref.finalize(sock, wakeup.close)  # when the DUL reactor did not close it (below)
+    dul.to_provider_queue = _WakingQueue(wakeup.wake)
+    arrived = threading.Event()
+    dul.to_user_queue = _WakingQueue(arrived.set)
+    dimse.msg_queue = _WakingQueue(arrived.set)
+    dimse.__class__ = dimse_class  # the same object, waiting in get_msg
+    dimse.arrived = arrived
+
+
 @functools.cache
 def _request_handler(max_pdu: int, max_bytes: int, idle_s: float) -> type:
-    """pynetdicom's RequestHandler whose association reads through a PduGuard."""
+    """pynetdicom's RequestHandler whose association reads through a PduGuard and whose
+    reactors wait for their events rather than poll (_wait_not_poll)."""
+    from pynetdicom.dimse import DIMSEServiceProvider
     from pynetdicom.transport import AssociationSocket, RequestHandler
 
     class GuardedSocket(AssociationSocket):
         guard: PduGuard
+        wakeup: _Wakeup
 
         def recv(self, nr_bytes: int) -> bytearray:
             g, raw = self.guard, self.socket
@@ -338,6 +421,43 @@ def _request_handler(max_pdu: int, max_bytes: int, idle_s: float) -> type:
             self.event_queue.put("Evt19")
             return bytearray() if is_header else data
 
+        @property
+        def ready(self) -> bool:
+            """pynetdicom's ``ready`` (data waiting on the connection); in data transfer with
+            nothing else to do, it waits up to WAIT_S for data or for something to send."""
+            raw, dul = self.socket, self.assoc.dul
+            if (
+                raw is None
+                or not self._is_connected
+                or hasattr(raw, "pending")  # TLS: buffered data select cannot see
+                or dul.state_machine.current_state != "Sta6"
+                or not self.event_queue.empty()
+            ):
+                return bool(AssociationSocket.ready.fget(self))  # type: ignore[attr-defined]
+            try:
+                got, _, _ = select.select([raw, self.wakeup.r], [], [], WAIT_S)
+            except (OSError, ValueError):
+                self.event_queue.put("Evt17")  # as pynetdicom: the connection is closed
+                return False
+            if self.wakeup.r in got:
+                self.wakeup.drain()  # the DUL looks at its queue next, then waits again
+            return raw in got
+
+        def close(self) -> None:
+            super().close()
+            if threading.current_thread() is self.assoc.dul:  # no other thread waits on it
+                self.wakeup.close()
+
+    class WaitingDimse(DIMSEServiceProvider):
+        arrived: threading.Event
+
+        def get_msg(self, block: bool = False) -> Any:
+            if not block and threading.current_thread() is self.assoc:  # its reactor
+                self.arrived.clear()  # before looking: a put from now on sets it again
+                if self.msg_queue.empty() and self.dul.to_user_queue.empty():
+                    self.arrived.wait(WAIT_S)
+            return super().get_msg(block)
+
     class GuardedHandler(RequestHandler):
         def _create_association(self) -> Any:
             with contextlib.suppress(OSError, AttributeError):
@@ -349,6 +469,7 @@ def _request_handler(max_pdu: int, max_bytes: int, idle_s: float) -> type:
             sock: Any = assoc.dul.socket
             sock.__class__ = GuardedSocket  # the same object, reading through the guard
             sock.guard = PduGuard(max_pdu, max_bytes)
+            _wait_not_poll(assoc, sock, WaitingDimse)
             _unbind_log_handlers(assoc)
             return assoc
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import select
 import socket
 import sqlite3
 import struct
@@ -467,3 +468,50 @@ def test_a_c_store_of_another_sop_class_under_an_accepted_context_is_refused(jou
     req = SimpleNamespace(AffectedSOPClassUID=MR_IMAGE_STORAGE, AffectedSOPInstanceUID="1.2.3")
     assert src.handle_store(SimpleNamespace(request=req)) == 0x0122
     assert journal.counts()[ACCEPTED] == 0
+
+
+# -- the reactors wait for their events -------------------------------------------------------
+
+
+def test_the_wakeup_is_signalled_by_a_put_and_harmless_once_closed():
+    from hxsched.runtime.service.scp import _Wakeup, _WakingQueue
+
+    w = _Wakeup()
+    q = _WakingQueue(w.wake)
+    assert select.select([w.r], [], [], 0)[0] == []
+    q.put("Evt9")
+    q.put("Evt9")
+    assert select.select([w.r], [], [], 0)[0] == [w.r]
+    w.drain()
+    assert select.select([w.r], [], [], 0)[0] == []
+    assert [q.get_nowait(), q.get_nowait()] == ["Evt9", "Evt9"]
+    w.close()
+    w.close()
+    q.put("Evt9")  # a late put after the association ended: no error, no write
+    assert w.r.fileno() == w.w.fileno() == -1
+
+
+def test_the_reactors_wait_on_their_queues_and_stores_releases_and_aborts_still_work(scp, journal):
+    from hxsched.runtime.service.scp import _WakingQueue
+
+    src = scp(idle_timeout_s=30.0)
+    a = _associate(src.port)
+    assert a.is_established
+    assert _wait(lambda: len(src._ae.active_associations) == 1, 5.0)
+    (server,) = src._ae.active_associations
+    wakeup = server.dul.socket.wakeup
+    for q in (server.dul.to_provider_queue, server.dul.to_user_queue, server.dimse.msg_queue):
+        assert isinstance(q, _WakingQueue)
+    assert a.send_c_echo().Status == 0x0000
+    for _ in range(5):  # each answered only after the reactors woke for the request
+        assert a.send_c_store(_ct(SOPInstanceUID=pydicom.uid.generate_uid())).Status == 0x0000
+    a.release()
+    assert a.is_released
+    assert _wait(lambda: not src._ae.active_associations, 5.0)
+    assert wakeup.r.fileno() == -1  # closed by the DUL reactor with the connection
+    assert journal.counts()[ACCEPTED] == 5
+    # an association aborted by the SCP (the service stopping) while its reactors wait
+    b = _associate(src.port)
+    assert b.is_established and b.send_c_store(_ct()).Status == 0x0000
+    src.stop()
+    assert _wait(lambda: b.is_aborted, 5.0)
