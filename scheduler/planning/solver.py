@@ -720,8 +720,8 @@ def _search(
         pools[i] += [c for c in cols if all(c.segments != o.segments for o in pools[i])]
     # coordinate descent from the LP's choice and from the best earlier plan (a plan of fewer
     # switches is often a local optimum that the LP's choice is not stuck in)
-    for start in (None, start_sel) if start_sel is not None else (None,):
-        heur = _heuristic(problem, pools, plain.fractional, start, deadline)
+    for begin in (None, start_sel) if start_sel is not None else (None,):
+        heur = _heuristic(problem, pools, plain.fractional, begin, deadline)
         if heur is not None:
             st.offer(heur[0], heur[1].period, heur[1].edges)
     log.info(
