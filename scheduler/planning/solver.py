@@ -519,7 +519,9 @@ def solve(
 ) -> SolveResult:
     """Search the optimum of ``problem`` and prove it (or report the gap at the time limit).
 
-    Anytime: the setting asked for is searched alone first (``QUICK_S``); unless that proves
+    Anytime: a latency search first takes the start plans of 0..k-1 switches (heuristics
+    only, each seeded with the one below); the setting asked for is searched alone
+    (``QUICK_S``); unless that proves
     it, cheaper settings follow, each starting from the best plan so far that fits it: for
     latency the throughput plan at k (``STAGE_S``), and the same objective at k-1 switches,
     solved as a whole in the same way (at least ``STAGE_S``, up to ``STAGE_SHARE`` of the time
