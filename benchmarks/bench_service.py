@@ -277,7 +277,6 @@ def scp_push(port: int, files: list[Path], associations: int, rate: float | None
 
     _config.STORE_SEND_CHUNKED_DATASET = True
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
-    datasets = list(files)
     errors: list[str] = []
     t0 = time.monotonic()
 
@@ -288,18 +287,17 @@ def scp_push(port: int, files: list[Path], associations: int, rate: float | None
         if not assoc.is_established:
             errors.append("association refused")
             return
-        for k, ds in enumerate(part):
+        for k, path in enumerate(part):
             if rate:
                 due = t0 + (offset + k * associations) / rate
                 time.sleep(max(0.0, due - time.monotonic()))
-            st = assoc.send_c_store(ds)
+            st = assoc.send_c_store(path)  # the file as it is (no decode)
             if getattr(st, "Status", None) != 0:
                 errors.append(f"status {getattr(st, 'Status', None)}")
         assoc.release()
 
     threads = [
-        threading.Thread(target=push, args=(datasets[a::associations], a))
-        for a in range(associations)
+        threading.Thread(target=push, args=(files[a::associations], a)) for a in range(associations)
     ]
     for t in threads:
         t.start()
