@@ -1,14 +1,16 @@
-"""The floor of a C-STORE receive in one Python process: a bare pynetdicom SCP (data sets
-streamed to temporary files, as the service receives them; the handler answers Success at
-once: no journal, no imaging) fed by dcmtk's ``storescu`` with 16 KiB and 128 KiB PDUs.
+"""The floor of a C-STORE receive in one Python process, two receivers side by side: a bare
+pynetdicom SCP (data sets streamed to temporary files; the handler answers Success at once) and
+the service's own SCP (``runtime/service/scp.py`` on its upper layer ``dul.py``, the data set
+streamed to a spool file, answered Success at once: ``store`` overridden, so no journal and no
+imaging in either), fed by dcmtk's ``storescu`` with 16 KiB and 128 KiB PDUs.
 
     python benchmarks/bench_scp_floor.py --slices 300 --repeats 3
 
-Printed: this process's CPU ms per slice (the SCP's threads are all it runs while a push is
-under way) per PDU size, medians of interleaved repeats, the per-PDU cost between the two, and
-the slices/s one such process could take if it did nothing else (1000 / ms). What the service's
-own SCP costs on top is in ``bench_service.py`` (main-process CPU ms per C-STORE slice).
-Needs dcmtk (``apt-get install dcmtk``) and pynetdicom.
+Printed per receiver and PDU size: this process's CPU ms per slice (the SCP's threads are all
+it runs while a push is under way), medians of interleaved repeats, the per-PDU cost between
+the two sizes, the slices/s one such process could take if it did nothing else (1000 / ms),
+and the ratio pynetdicom / hxsched. What the whole service costs per C-STORE slice is in
+``bench_service.py``. Needs dcmtk (``apt-get install dcmtk``) and pynetdicom.
 """
 
 from __future__ import annotations
@@ -27,6 +29,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_service import dcmtk_storescu, free_port, make_slices  # noqa: E402
 
 PDU_SIZES = (16384, 131072)  # storescu's --max-send-pdu range tops out at 131072
+RECEIVERS = ("pynetdicom", "hxsched")
+
+
+def hxsched_receiver(spool: Path):
+    """The service's SCP answering Success once a data set is in its spool file (removed)."""
+    import threading
+
+    from hxsched.runtime.service.intake import STATUS_SUCCESS, Gate
+    from hxsched.runtime.service.journal import Journal
+    from hxsched.runtime.service.scp import ScpSettings, ScpSource
+
+    class Floor(ScpSource):
+        def store(self, sop_class: str, sop_instance: str, received: Path | None) -> int:
+            if received is not None:
+                received.unlink()
+            return STATUS_SUCCESS
+
+    journal = Journal(spool)
+    src = Floor(
+        journal,
+        Gate(journal, 64, threading.Event()),
+        host="127.0.0.1",
+        port=0,
+        ae_title="FLOOR",
+        on_accept=lambda _: None,
+        settings=ScpSettings(max_pdu=max(PDU_SIZES)),
+    )
+    src.start()
+    return src, journal
 
 
 def push_cpu_ms(exe: str, port: int, files: list[Path], pdu: int) -> tuple[float, float]:
@@ -62,31 +93,46 @@ def main(argv: list[str] | None = None) -> int:
     server = ae.start_server(
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda e: 0x0000)]
     )
-    runs: dict[int, list[tuple[float, float]]] = {p: [] for p in PDU_SIZES}
+    assert server is not None  # block=False returns the server
+    ours, journal = hxsched_receiver(work / "spool")
+    ports = {"pynetdicom": port, "hxsched": ours.port}
+    runs: dict[tuple[str, int], list[tuple[float, float]]] = {
+        (r, p): [] for r in RECEIVERS for p in PDU_SIZES
+    }
     try:
         for _ in range(args.repeats):
-            for pdu in PDU_SIZES:  # interleaved: drift in the machine hits both alike
-                runs[pdu].append(push_cpu_ms(exe, port, files, pdu))
+            for pdu in PDU_SIZES:  # interleaved: drift in the machine hits all alike
+                for r in RECEIVERS:
+                    runs[r, pdu].append(push_cpu_ms(exe, ports[r], files, pdu))
     finally:
         server.shutdown()
+        ours.stop()
+        journal.close()
     size = files[0].stat().st_size
-    report: dict[str, object] = {"slices": args.slices, "slice_bytes": size, "pdu": {}}
-    med = {}
-    for pdu, got in runs.items():
-        med[pdu] = statistics.median(c for c, _ in got)
-        pdus = -(-size // (pdu - 12)) + 1  # data set PDUs (PDV headers) and the command's
-        report["pdu"][str(pdu)] = {  # type: ignore[index]
-            "cpu_ms_per_slice_median": round(med[pdu], 2),
-            "cpu_ms_per_slice_runs": [round(c, 2) for c, _ in got],
-            "slices_per_s_runs": [round(r, 1) for _, r in got],
-            "pdus_per_slice": pdus,
-            "one_process_ceiling_slices_per_s": round(1000 / med[pdu], 1),
-        }
+    report: dict[str, object] = {"slices": args.slices, "slice_bytes": size}
+    med: dict[tuple[str, int], float] = {}
     small, large = PDU_SIZES
-    n_small = report["pdu"][str(small)]["pdus_per_slice"]  # type: ignore[index]
-    n_large = report["pdu"][str(large)]["pdus_per_slice"]  # type: ignore[index]
-    report["ratio_16k_over_128k"] = round(med[small] / med[large], 3)
-    report["cpu_ms_per_pdu"] = round((med[small] - med[large]) / (n_small - n_large), 3)
+    n_pdus = {p: -(-size // (p - 12)) + 1 for p in PDU_SIZES}  # data set PDUs and the command's
+    for r in RECEIVERS:
+        per: dict[str, object] = {}
+        for pdu in PDU_SIZES:
+            got = runs[r, pdu]
+            med[r, pdu] = statistics.median(c for c, _ in got)
+            per[str(pdu)] = {
+                "cpu_ms_per_slice_median": round(med[r, pdu], 2),
+                "cpu_ms_per_slice_runs": [round(c, 2) for c, _ in got],
+                "slices_per_s_runs": [round(x, 1) for _, x in got],
+                "pdus_per_slice": n_pdus[pdu],
+                "one_process_ceiling_slices_per_s": round(1000 / med[r, pdu], 1),
+            }
+        per["ratio_16k_over_128k"] = round(med[r, small] / med[r, large], 3)
+        per["cpu_ms_per_pdu"] = round(
+            (med[r, small] - med[r, large]) / (n_pdus[small] - n_pdus[large]), 3
+        )
+        report[r] = per
+    report["ratio_pynetdicom_over_hxsched"] = {
+        str(p): round(med["pynetdicom", p] / med["hxsched", p], 2) for p in PDU_SIZES
+    }
     report["load_average"] = os.getloadavg()
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))

@@ -1,6 +1,9 @@
-"""The DICOM C-STORE SCP source (pynetdicom): a scanner or PACS pushes slices; each is answered
-Success once durably spooled. AE titles, association count, idle time, PDU and data set sizes
-are enforced as the bytes arrive."""
+"""The DICOM C-STORE SCP source: a scanner or PACS pushes slices; each is answered Success once
+durably spooled. AE titles, association count, idle time, PDU and data set sizes are enforced
+as the bytes arrive. The upper layer is the project's own (dul.py), one thread per connection:
+a data set goes from the socket to its spool file fragment by fragment, with no DIMSE decode
+and no per-PDU event machinery (pynetdicom's receive path cost ~8 ms of CPU per 512 x 512
+slice, benchmarks/bench_scp_floor.py)."""
 
 from __future__ import annotations
 
@@ -8,19 +11,19 @@ import contextlib
 import functools
 import logging
 import os
-import queue
 import select
 import socket
 import struct
+import tempfile
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from hxsched._compat import require
-from hxsched.errors import ResourceError
+from hxsched import __version__
+from hxsched.errors import HxschedError, ResourceError
+from hxsched.runtime.service import dul
+from hxsched.runtime.service.dul import Abort, Command, DulError, Reject
 from hxsched.runtime.service.intake import (
     STATUS_OUT_OF_RESOURCES,
     STATUS_SUCCESS,
@@ -33,17 +36,22 @@ from hxsched.runtime.service.pipeline import CT_IMAGE_STORAGE, Pipeline, Source,
 
 log = logging.getLogger("hxsched.service")
 
-VERIFICATION = "1.2.840.10008.1.1"  # Verification SOP Class (C-ECHO), PS3.4 Annex A
+VERIFICATION = dul.VERIFICATION
 STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122  # "Refused: SOP Class not supported" (PS3.7 C.4.2)
 STATUS_CANNOT_UNDERSTAND = 0xC000  # "Error: Cannot understand" (PS3.4 B.2.3)
-P_DATA_TF = 0x04  # PDU types, PS3.8 Section 9.3.1
+P_DATA_TF = dul.P_DATA_TF
 OTHER_PDU_MAX = 1 << 20  # an A-ASSOCIATE-RQ, A-RELEASE, A-ABORT: far below this
+COMMAND_MAX = 1 << 16  # a command set is a few hundred bytes; longer ones abort
 # connections beyond max_associations that still get an A-ASSOCIATE-RJ; more are closed at once
 REJECT_HEADROOM = 8
-# the longest an association's two reactor threads wait for their next event before they look
-# at their timers (idle, ARTIM) and kill flags again: they are woken by the event itself, not by
-# polling every millisecond as pynetdicom does (see _wait_not_poll)
-WAIT_S = 0.05
+# the implementation we announce (A-ASSOCIATE-AC, file meta; the UID: implementation_uid)
+IMPLEMENTATION_VERSION = f"HXSCHED_{__version__}"[:16]
+UNCOMPRESSED = (
+    "1.2.840.10008.1.2",  # implicit VR little endian (the default every SCU must offer)
+    "1.2.840.10008.1.2.1",  # explicit VR little endian
+    "1.2.840.10008.1.2.1.99",  # deflated explicit VR little endian
+    "1.2.840.10008.1.2.2",  # explicit VR big endian (retired, still sent by old modalities)
+)
 
 
 @dataclass(frozen=True)
@@ -76,8 +84,8 @@ class ScpSettings:
 
 
 class ScpSource:
-    """A DICOM C-STORE SCP (pynetdicom): a scanner or PACS pushes slices; each is answered
-    Success once spooled, or 0xA700 (out of resources) only when it cannot be spooled."""
+    """A DICOM C-STORE SCP: a scanner or PACS pushes slices; each is answered Success once
+    spooled, or 0xA700 (out of resources) only when it cannot be spooled."""
 
     def __init__(
         self,
@@ -94,146 +102,408 @@ class ScpSource:
         self.journal, self.gate, self.on_accept = journal, gate, on_accept
         self.host, self.port, self.ae_title, self.wait_s = host, port, ae_title, wait_s
         self.settings = settings or ScpSettings()
-        self._ae: Any = None  # pynetdicom's AE once started
-        self._server: Any = None  # its ThreadedAssociationServer
+        syntaxes = transfer_syntaxes()
+        self.supported = {uid: syntaxes for uid in self.settings.sop_classes}
+        self.supported[VERIFICATION] = UNCOMPRESSED
+        self._listener: socket.socket | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._live: set[_Association] = set()
+        self._stopping = False
 
-    def handle_store(self, event) -> int:
-        req = event.request
-        if str(req.AffectedSOPClassUID) not in self.settings.sop_classes:
+    # -- what a received C-STORE becomes -------------------------------------------------------
+    def store(self, sop_class: str, sop_instance: str, received: Path | None) -> int:
+        """The status for a C-STORE whose data set is complete in ``received`` (a ``.tmp-``
+        file in spool/, given up to the journal), or None when it was not written."""
+        if sop_class not in self.settings.sop_classes:
+            _unlink(received)
             return STATUS_SOP_CLASS_NOT_SUPPORTED  # sent under another class's context
+        if received is None:
+            return STATUS_OUT_OF_RESOURCES  # it could not be written (the gate holds)
         if not self.gate.acquire(self.wait_s):  # a reservation: the queue bound holds
             log.warning("scp: journal full for %.0f s; answering out of resources", self.wait_s)
+            _unlink(received)
             return STATUS_OUT_OF_RESOURCES
         try:
-            key = str(req.AffectedSOPInstanceUID or "") or None
-            # pynetdicom's temporary file (in spool/) is renamed into place, not copied; pynetdicom
-            # then finds it gone when it removes it, which it tolerates (service_class.py)
-            pushed = _pushed(event)
-            item = self.journal.accept(pushed, "scp.dcm", SourceKind.SCP, key=key, move=True)
+            key = sop_instance or None
+            item = self.journal.accept(received, "scp.dcm", SourceKind.SCP, key=key, move=True)
         except (SpoolError, ResourceError) as exc:
             log.error("scp: cannot spool: %s", exc)
             self.gate.trouble(exc)  # a full disk holds the service until it clears
+            _unlink(received)
             return STATUS_OUT_OF_RESOURCES
-        except Exception as exc:  # noqa: BLE001 - a malformed push must not stop the SCP
-            log.warning(
-                "scp: cannot encode a pushed dataset (%s); spooling refused", type(exc).__name__
-            )
-            return STATUS_CANNOT_UNDERSTAND
         finally:
             self.gate.release()
         self.on_accept(intake_of(item))
         return STATUS_SUCCESS
 
-    def handle_rejected(self, event) -> None:
-        """Log why an association was rejected (PS3.8 A-ASSOCIATE-RJ), no more of the peer's
-        words than 16 printable characters of its calling AE title."""
-        rq = event.assoc.requestor
-        called = str(getattr(rq.primitive, "called_ae_title", "") or "").strip()
-        calling = str(rq.ae_title or "").strip()
+    def rejection(self, rq: dul.AssociateRq, live: int) -> Reject | None:
+        """Why an association is rejected, or None; the reason is logged with no more of the
+        peer's words than 16 printable characters of its calling AE title."""
         allowed = self.settings.calling_ae_titles
-        if called != self.ae_title.strip():
-            why = "called AE title is not ours"
-        elif allowed is not None and calling not in {a.strip() for a in allowed}:
-            why = "calling AE title not allowed"
-        else:
-            why = f"already {self.settings.max_associations} associations"
-        log.warning("scp: association rejected: %s (calling AE %r)", why, _printable(calling))
-
-    def start(self) -> None:
-        require("pynetdicom", extra="service")
-        from pynetdicom import AE, _config, evt
-
-        from hxsched.errors import HxschedError
-
-        s = self.settings
-        # C-STORE data sets go to a temporary file as they arrive, not into memory
-        # (pynetdicom's documented _config.STORE_RECV_CHUNKED_DATASET)
-        _config.STORE_RECV_CHUNKED_DATASET = True
-        _spool_partials_in(self.journal.spool_dir)
-        self._ae = ae = AE(ae_title=self.ae_title)
-        ae.maximum_associations = s.max_associations
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.idle_timeout_s
-        ae.maximum_pdu_size = s.max_pdu
-        ae.require_called_aet = True
-        if s.calling_ae_titles is not None:
-            ae.require_calling_aet = list(s.calling_ae_titles)
-        else:
-            log.warning("scp: no calling_ae_titles in the pipeline: any sender is accepted")
-        syntaxes = transfer_syntaxes()
-        for uid in s.sop_classes:
-            ae.add_supported_context(uid, syntaxes)
-        ae.add_supported_context(VERIFICATION)
-        handlers: list[Any] = [
-            (evt.EVT_C_STORE, self.handle_store),
-            (evt.EVT_REJECTED, self.handle_rejected),
-            (evt.EVT_CONN_CLOSE, _drop_partial),
-        ]
-        try:
-            self._server = ae.make_server(
-                (self.host, self.port),
-                evt_handlers=handlers,
-                server_class=_server_class(),
-                request_handler=_request_handler(s.max_pdu, s.max_bytes, s.idle_timeout_s),
+        why: Reject | None = None
+        if not rq.protocol_version & 1:
+            why, text = Reject.PROTOCOL_VERSION, "protocol version not supported"
+        elif rq.application_context != dul.APPLICATION_CONTEXT:
+            why, text = Reject.APPLICATION_CONTEXT, "application context not supported"
+        elif rq.called_ae != self.ae_title.strip():
+            why, text = Reject.CALLED_AE, "called AE title is not ours"
+        elif allowed is not None and rq.calling_ae not in {a.strip() for a in allowed}:
+            why, text = Reject.CALLING_AE, "calling AE title not allowed"
+        elif live > self.settings.max_associations:
+            why, text = Reject.LOCAL_LIMIT, f"already {self.settings.max_associations} associations"
+        if why is not None:
+            log.warning(
+                "scp: association rejected: %s (calling AE %r)", text, _printable(rq.calling_ae)
             )
+        return why
+
+    # -- the listener ----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.settings.calling_ae_titles is None:
+            log.warning("scp: no calling_ae_titles in the pipeline: any sender is accepted")
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            family = infos[0][0] if infos else socket.AF_INET
+            listener = socket.create_server((self.host, self.port), family=family, backlog=64)
         except (OSError, OverflowError) as exc:
             raise HxschedError(
                 f"cannot listen for DICOM on {self.host}:{self.port}: "
                 f"{getattr(exc, 'strerror', None) or exc}"
             ) from None
-        ae._servers.append(self._server)  # as AE.start_server does (server.shutdown expects it)
-        threading.Thread(target=self._server.serve_forever, name="hxsched-scp", daemon=True).start()
-        self.port = int(self._server.server_address[1])
+        self._listener = listener
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.port = int(listener.getsockname()[1])
+        self._thread = threading.Thread(target=self._serve, name="hxsched-scp", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        listener, wake = self._listener, self._wake_r
+        assert listener is not None and wake is not None
+        while True:
+            try:
+                ready, _, _ = select.select([listener, wake], [], [])
+            except (OSError, ValueError):
+                return
+            if wake in ready:
+                return
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with self._lock:
+                if self._stopping or len(self._live) >= (
+                    self.settings.max_associations + REJECT_HEADROOM
+                ):
+                    conn.close()  # a flood: no thread, no A-ASSOCIATE-RJ
+                    continue
+                assoc = _Association(self, conn)
+                self._live.add(assoc)
+            threading.Thread(target=assoc.run, name="hxsched-scp-assoc", daemon=True).start()
+
+    def _ended(self, assoc: _Association) -> None:
+        with self._lock:
+            self._live.discard(assoc)
+
+    def live(self) -> int:
+        """How many connections are open now (associated or still negotiating)."""
+        with self._lock:
+            return len(self._live)
 
     def stop(self) -> None:
-        """Stop listening, abort the associations still open and drop the connections not yet
-        associated (an A-ABORT there is an invalid event for pynetdicom's state machine)."""
-        if self._ae is None or self._server is None:  # never started, or could not listen
-            self._ae = None
+        """Stop listening, abort the associations still open and close the connections not
+        yet associated."""
+        if self._listener is None:
             return
-        self._server.shutdown()
-        for assoc in self._ae.active_associations:
-            if assoc.is_established:
-                assoc.abort()
+        with self._lock:
+            self._stopping = True
+            live = list(self._live)
+        assert self._wake_w is not None
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"\0")
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        for assoc in live:
+            assoc.kill()
+        for s in (self._listener, self._wake_r, self._wake_w):
+            if s is not None:
+                s.close()
+        self._listener = self._wake_r = self._wake_w = None
+
+
+class _Association:
+    """One connection: A-ASSOCIATE negotiation, then P-DATA until release, abort, an idle
+    timeout (the ARTIM timer before the request: PS3.8 AA-2) or a refused PDU."""
+
+    def __init__(self, scp: ScpSource, conn: socket.socket) -> None:
+        self.scp, self.conn = scp, conn
+        s = scp.settings
+        self.guard = PduGuard(s.max_pdu, s.max_bytes)
+        self._send_lock = threading.Lock()
+        self.established = False
+        self.peer_max = 0
+        self.contexts: dict[int, dul.ContextAnswer] = {}
+        self.calling_ae = ""
+        self.command = bytearray()
+        self.pending: Command | None = None  # a C-STORE whose data set is arriving
+        self.pending_cx = 0  # the presentation context it came under (the answer goes there)
+        self.partial: tuple[int, Path] | None = None  # its spool file (descriptor, path)
+        self.discard = False  # its data set is read and dropped (refused class, disk trouble)
+
+    # -- I/O --------------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        with self._send_lock:
+            self.conn.sendall(data)
+
+    def kill(self) -> None:
+        """Abort from another thread (the service stopping): an A-ABORT once associated, then
+        the connection shut so the association's thread reads its end."""
+        if self.established:
+            with contextlib.suppress(OSError):
+                self.send(dul.abort())
+        with contextlib.suppress(OSError):
+            self.conn.shutdown(socket.SHUT_RDWR)
+
+    def _pdu(self) -> tuple[int, bytearray] | None:
+        """The next PDU (type, body) within the guard's limits; None once the peer closed or a
+        PDU was refused (the refusal is logged and an A-ABORT sent)."""
+        head = _recv_exactly(self.conn, 6)
+        if len(head) < 6:
+            return None
+        why = self.guard.header(head)
+        if why is None and not 1 <= head[0] <= 7:
+            why = f"an unrecognised PDU (type 0x{head[0]:02X})"
+        if why is not None:
+            self._refuse(why, Abort.UNRECOGNIZED_PDU)
+            return None
+        (length,) = struct.unpack_from(">L", head, 2)
+        body = _recv_exactly(self.conn, length)
+        if len(body) < length:
+            return None
+        why = self.guard.body(body)
+        if why is not None:
+            self._refuse(why, Abort.INVALID_PARAMETER)
+            return None
+        return head[0], body
+
+    def _refuse(self, why: str, reason: Abort) -> None:
+        log.warning("scp: %s; aborting the association", why)
+        with contextlib.suppress(OSError):
+            self.send(dul.abort(reason))
+
+    # -- the association ---------------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self.conn.settimeout(self.scp.settings.idle_timeout_s)
+            # a C-STORE-RSP (a small PDU) goes out at once, not held by Nagle's algorithm
+            self.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._associate():
+                self._transfer()
+        except TimeoutError:
+            if self.established:  # idle: abort (an ARTIM expiry before the request: close)
+                log.warning(
+                    "scp: association idle for %.0f s; aborting it",
+                    self.scp.settings.idle_timeout_s,
+                )
+                with contextlib.suppress(OSError):
+                    self.send(dul.abort())
+        except DulError as exc:
+            self._refuse(str(exc), Abort.INVALID_PARAMETER)
+        except OSError:
+            pass  # the peer reset the connection, or the service stopped
+        finally:
+            self._drop_partial()
+            with contextlib.suppress(OSError):
+                self.conn.close()
+            self.scp._ended(self)
+
+    def _associate(self) -> bool:
+        got = self._pdu()
+        if got is None:
+            return False
+        pdu_type, body = got
+        if pdu_type != dul.A_ASSOCIATE_RQ:
+            self._refuse(
+                f"a PDU of type 0x{pdu_type:02X} before A-ASSOCIATE-RQ", Abort.UNEXPECTED_PDU
+            )
+            return False
+        rq = dul.parse_associate_rq(body)
+        why = self.scp.rejection(rq, self.scp.live())
+        if why is not None:
+            self.send(dul.associate_rj(why))
+            with contextlib.suppress(OSError):
+                self.conn.shutdown(socket.SHUT_WR)
+                self.conn.settimeout(2.0)
+                self.conn.recv(64)  # the requestor closes (PS3.8 AE-4); do not wait for long
+            return False
+        answers = dul.negotiate(rq, self.scp.supported)
+        self.contexts = {a.id: a for a in answers if a.result is dul.ContextResult.ACCEPTANCE}
+        self.peer_max, self.calling_ae = rq.max_length, rq.calling_ae
+        self.send(
+            dul.associate_ac(
+                rq,
+                answers,
+                max_length=self.scp.settings.max_pdu,
+                implementation_class_uid=implementation_uid(),
+                implementation_version=IMPLEMENTATION_VERSION,
+            )
+        )
+        self.established = True
+        return True
+
+    def _transfer(self) -> None:
+        while True:
+            got = self._pdu()
+            if got is None:
+                return
+            pdu_type, body = got
+            if pdu_type == dul.P_DATA_TF:
+                if not self._p_data(body):
+                    return
+            elif pdu_type == dul.A_RELEASE_RQ:
+                self.send(dul.RELEASE_RP)
+                return
+            elif pdu_type == dul.A_ABORT:
+                return
             else:
-                raw: Any = getattr(assoc.dul.socket, "socket", None)
-                with contextlib.suppress(OSError, AttributeError):
-                    raw.shutdown(socket.SHUT_RDWR)  # the reactor reads the close: Evt17
-        self._ae = self._server = None
+                self._refuse(f"an unexpected PDU (type 0x{pdu_type:02X})", Abort.UNEXPECTED_PDU)
+                return
+
+    def _p_data(self, body: bytearray) -> bool:
+        """Act on one P-DATA-TF PDU; False when the association was aborted."""
+        for context_id, control, fragment in dul.pdvs(body):
+            cx = self.contexts.get(context_id)
+            if cx is None:
+                self._refuse(
+                    "a PDV under a presentation context not accepted", Abort.UNEXPECTED_PARAMETER
+                )
+                return False
+            last = bool(control & 2)
+            if control & 1:  # a command fragment
+                if self.pending is not None or len(self.command) + len(fragment) > COMMAND_MAX:
+                    self._refuse(
+                        "a command set out of turn or too long", Abort.UNEXPECTED_PARAMETER
+                    )
+                    return False
+                self.command += fragment
+                if last:
+                    command, self.command = dul.parse_command(self.command), bytearray()
+                    if not self._command(command, cx):
+                        return False
+            else:  # a data set fragment
+                if self.pending is None:
+                    self._refuse("a data set without its command", Abort.UNEXPECTED_PARAMETER)
+                    return False
+                self._write(fragment)
+                if last:
+                    self._stored()
+        return True
+
+    def _command(self, command: Command, cx: dul.ContextAnswer) -> bool:
+        if command.field == dul.C_ECHO_RQ and not command.has_data_set:
+            self._respond(cx.id, dul.response(command, STATUS_SUCCESS))
+            return True
+        if command.field != dul.C_STORE_RQ or not command.has_data_set:
+            self._refuse(
+                f"a DIMSE command 0x{command.field:04X} this SCP does not take",
+                Abort.UNEXPECTED_PARAMETER,
+            )
+            return False
+        # a class we do not take, sent under an accepted context: read, dropped, 0x0122
+        self.pending, self.pending_cx = command, cx.id
+        self.discard = command.sop_class not in self.scp.settings.sop_classes
+        if not self.discard:
+            self._open(command, cx.transfer_syntax)
+        return True
+
+    def _open(self, command: Command, transfer_syntax: str) -> None:
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=TMP_PREFIX + "scp-", suffix=".dcm", dir=self.scp.journal.spool_dir
+            )
+            self.partial = (fd, Path(name))
+            os.write(
+                fd,
+                dul.file_header(
+                    command.sop_class,
+                    command.sop_instance,
+                    transfer_syntax,
+                    implementation_class_uid=implementation_uid(),
+                    implementation_version=IMPLEMENTATION_VERSION,
+                    source_ae=self.calling_ae,
+                ),
+            )
+        except OSError as exc:
+            self._write_failed(exc)
+
+    def _write(self, fragment: memoryview) -> None:
+        if self.discard or self.partial is None:
+            return
+        try:
+            fd = self.partial[0]
+            while fragment:
+                fragment = fragment[os.write(fd, fragment) :]
+        except OSError as exc:
+            self._write_failed(exc)
+
+    def _write_failed(self, exc: OSError) -> None:
+        self._drop_partial()
+        self.discard = True
+        log.error("scp: cannot spool a pushed slice: %s", exc.strerror or type(exc).__name__)
+        self.scp.gate.trouble(exc)  # a full disk holds the service until it clears
+
+    def _stored(self) -> None:
+        command, self.pending = self.pending, None
+        assert command is not None
+        received: Path | None = None
+        if self.partial is not None:
+            fd, received = self.partial
+            self.partial = None
+            os.close(fd)
+        status = self.scp.store(command.sop_class, command.sop_instance, received)
+        self._respond(self.pending_cx, dul.response(command, status))
+        self.discard = False
+
+    def _respond(self, context_id: int, command: bytes) -> None:
+        for pdu in dul.p_data(context_id, command, command=True, max_length=self.peer_max):
+            self.send(pdu)
+
+    def _drop_partial(self) -> None:
+        """A connection closed (or a write failed) mid data set: remove its spool file."""
+        if self.partial is not None:
+            fd, path = self.partial
+            self.partial = None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            _unlink(path)
 
 
-def _spool_partials_in(folder: Path) -> None:
-    """Make pynetdicom write arriving data sets into the spool folder as ``.tmp-`` files (the
-    journal's recovery removes those after a kill -9), not into the system's temp folder. It
-    names them with ``tempfile.NamedTemporaryFile(delete=False, suffix=".dcm")``
-    (pynetdicom/dimse_messages.py), looked up in that module at each call."""
-    import tempfile
-
-    from pynetdicom import dimse_messages
-
-    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[assignment]
-        tempfile.NamedTemporaryFile, dir=str(folder), prefix=TMP_PREFIX + "scp-"
-    )
-
-
-def _pushed(event) -> bytes | Path:
-    """The pushed data set as a DICOM file (preamble, file meta, data set as received): the
-    temporary file pynetdicom wrote it to, or its bytes."""
-    try:
-        return Path(event.dataset_path)  # _config.STORE_RECV_CHUNKED_DATASET
-    except AttributeError:
-        return bytes(event.encoded_dataset())
+def _unlink(path: Path | None) -> None:
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def _printable(text: str) -> str:
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in text[:16])
 
 
+@functools.cache
+def implementation_uid() -> str:
+    """The Implementation Class UID this SCP announces: the one in every output's file meta."""
+    from hxsched.runtime.service.dicom_io import _uid
+
+    return str(_uid("implementation"))
+
+
 @functools.lru_cache(maxsize=1)
 def transfer_syntaxes() -> tuple[str, ...]:
-    """The transfer syntaxes offered for storage: the uncompressed ones pynetdicom proposes by
-    default, and the compressed ones pydicom can decode in this installation (a sender then
-    falls back to one of these rather than push what would be quarantined)."""
-    from pynetdicom._globals import ALL_TRANSFER_SYNTAXES, DEFAULT_TRANSFER_SYNTAXES
+    """The transfer syntaxes accepted for storage: the uncompressed ones, and the compressed
+    ones pydicom can decode in this installation (a sender then falls back to one of these
+    rather than push what would be quarantined)."""
+    from pydicom.uid import AllTransferSyntaxes
 
     def decodable(uid: str) -> bool:
         try:
@@ -245,7 +515,9 @@ def transfer_syntaxes() -> tuple[str, ...]:
         except (NotImplementedError, ValueError):
             return False
 
-    return tuple(t for t in ALL_TRANSFER_SYNTAXES if t in DEFAULT_TRANSFER_SYNTAXES or decodable(t))
+    return UNCOMPRESSED + tuple(
+        t for t in AllTransferSyntaxes if t not in UNCOMPRESSED and decodable(t)
+    )
 
 
 class PduGuard:
@@ -290,8 +562,8 @@ class PduGuard:
 
 
 def _recv_exactly(raw: socket.socket, nr_bytes: int) -> bytearray:
-    """``nr_bytes`` from ``raw`` (fewer once the peer closes): pynetdicom reads 4096 bytes per
-    call; one ``recv_into`` per arriving segment costs less per PDU."""
+    """``nr_bytes`` from ``raw`` (fewer once the peer closes), one ``recv_into`` per arriving
+    segment."""
     buf = bytearray(nr_bytes)
     view, got = memoryview(buf), 0
     while got < nr_bytes:
@@ -302,200 +574,3 @@ def _recv_exactly(raw: socket.socket, nr_bytes: int) -> bytearray:
         got += n
     view.release()
     return buf
-
-
-def _unbind_log_handlers(assoc: Any) -> None:
-    """Unbind pynetdicom's standard notification handlers (pynetdicom/_handlers.py), which
-    format every PDU and DIMSE message into log text, UIDs included, whatever the log level
-    (logsafe withholds most of it), unless pynetdicom's own logger is enabled for DEBUG."""
-    if logging.getLogger("pynetdicom").isEnabledFor(logging.DEBUG):
-        return
-    from pynetdicom import _handlers, evt
-
-    for event, handler in (
-        (evt.EVT_DIMSE_RECV, _handlers.standard_dimse_recv_handler),
-        (evt.EVT_DIMSE_SENT, _handlers.standard_dimse_sent_handler),
-        (evt.EVT_PDU_RECV, _handlers.standard_pdu_recv_handler),
-        (evt.EVT_PDU_SENT, _handlers.standard_pdu_sent_handler),
-    ):
-        assoc.unbind(event, handler)
-
-
-class _WakingQueue(queue.Queue):
-    """A ``queue.Queue`` that calls ``wake`` after each put (``put_nowait`` is ``put``), once
-    the item is in and the queue's lock released."""
-
-    def __init__(self, wake: Callable[[], None]) -> None:
-        super().__init__()
-        self._wake = wake
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        self._wake()
-
-
-class _Wakeup:
-    """A socket pair that wakes a ``select`` from another thread; closed under a lock, so a late
-    wake never writes to a descriptor number that has since been reused."""
-
-    def __init__(self) -> None:
-        self.r, self.w = socket.socketpair()
-        self.r.setblocking(False)
-        self.w.setblocking(False)
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def wake(self) -> None:
-        with self._lock:
-            if not self._closed:
-                with contextlib.suppress(OSError):  # BlockingIOError: a wake already pending
-                    self.w.send(b"\0")
-
-    def drain(self) -> None:
-        with contextlib.suppress(OSError):
-            self.r.recv(4096)
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self.r.close()
-                self.w.close()
-
-
-def _wait_not_poll(assoc: Any, sock: Any, dimse_class: type) -> None:
-    """Make an association's two reactor threads wait for their events instead of polling.
-
-    pynetdicom (3.0.4) polls: the DUL reactor (dul.py ``run_reactor``) checks its outgoing queue
-    and the socket (``AssociationSocket.ready``: ``select`` with a zero timeout) and sleeps
-    ``_run_loop_delay`` (1 ms) when there was nothing; the association reactor
-    (association.py ``_run_reactor``) sleeps 1 ms and polls ``dimse.get_msg(block=False)``.
-    That is ~2000 wake-ups a second per association, busy or idle, each taking the GIL from the
-    service's other threads. Here, with pynetdicom's loops and delays unchanged:
-
-    * in data transfer (Sta6) the DUL's ``ready`` waits up to WAIT_S on the socket and on a
-      wake-up that every put to the DUL's ``to_provider_queue`` (what the association sends:
-      C-STORE responses, A-RELEASE, A-ABORT) signals (GuardedSocket.ready);
-    * the association reactor's ``get_msg(block=False)`` waits up to WAIT_S on an event that
-      every put to ``dimse.msg_queue`` (a decoded DIMSE message; ``(None, None)`` on abort) and
-      to the DUL's ``to_user_queue`` (A-RELEASE, A-ABORT indications) sets (WaitingDimse).
-
-    Only the queues are replaced (pynetdicom creates them empty with the association, before
-    either thread starts; it never rebinds them)."""
-    dul, dimse = assoc.dul, assoc.dimse
-    wakeup = _Wakeup()
-    sock.wakeup = wakeup
-    weakref.finalize(sock, wakeup.close)  # when the DUL reactor did not close it (below)
-    dul.to_provider_queue = _WakingQueue(wakeup.wake)
-    arrived = threading.Event()
-    dul.to_user_queue = _WakingQueue(arrived.set)
-    dimse.msg_queue = _WakingQueue(arrived.set)
-    dimse.__class__ = dimse_class  # the same object, waiting in get_msg
-    dimse.arrived = arrived
-
-
-@functools.cache
-def _request_handler(max_pdu: int, max_bytes: int, idle_s: float) -> type:
-    """pynetdicom's RequestHandler whose association reads through a PduGuard and whose
-    reactors wait for their events rather than poll (_wait_not_poll)."""
-    from pynetdicom.dimse import DIMSEServiceProvider
-    from pynetdicom.transport import AssociationSocket, RequestHandler
-
-    class GuardedSocket(AssociationSocket):
-        guard: PduGuard
-        wakeup: _Wakeup
-
-        def recv(self, nr_bytes: int) -> bytearray:
-            g, raw = self.guard, self.socket
-            if g.refused or raw is None:
-                return bytearray()  # pynetdicom reads a closed connection (Evt17)
-            data = _recv_exactly(raw, nr_bytes)
-            is_header = g.body_of is None
-            why = g.header(data) if is_header else g.body(data)
-            if why is None:
-                return data
-            g.refused = True
-            log.warning("scp: %s; aborting the association", why)
-            # Evt19, "invalid PDU received": the state machine sends an A-ABORT (PS3.8 AA-8);
-            # a refused header's body is never read (the short header ends the connection)
-            self.event_queue.put("Evt19")
-            return bytearray() if is_header else data
-
-        @property
-        def ready(self) -> bool:
-            """pynetdicom's ``ready`` (data waiting on the connection); in data transfer with
-            nothing else to do, it waits up to WAIT_S for data or for something to send."""
-            raw, dul = self.socket, self.assoc.dul
-            if (
-                raw is None
-                or not self._is_connected
-                or hasattr(raw, "pending")  # TLS: buffered data select cannot see
-                or dul.state_machine.current_state != "Sta6"
-                or not self.event_queue.empty()
-            ):
-                return bool(AssociationSocket.ready.fget(self))  # type: ignore[attr-defined]
-            try:
-                got, _, _ = select.select([raw, self.wakeup.r], [], [], WAIT_S)
-            except (OSError, ValueError):
-                self.event_queue.put("Evt17")  # as pynetdicom: the connection is closed
-                return False
-            if self.wakeup.r in got:
-                self.wakeup.drain()  # the DUL looks at its queue next, then waits again
-            return raw in got
-
-        def close(self) -> None:
-            super().close()
-            if threading.current_thread() is self.assoc.dul:  # no other thread waits on it
-                self.wakeup.close()
-
-    class WaitingDimse(DIMSEServiceProvider):
-        arrived: threading.Event
-
-        def get_msg(self, block: bool = False) -> Any:
-            if not block and threading.current_thread() is self.assoc:  # its reactor
-                self.arrived.clear()  # before looking: a put from now on sets it again
-                if self.msg_queue.empty() and self.dul.to_user_queue.empty():
-                    self.arrived.wait(WAIT_S)
-            return super().get_msg(block)
-
-    class GuardedHandler(RequestHandler):
-        def _create_association(self) -> Any:
-            with contextlib.suppress(OSError, AttributeError):
-                self.request.settimeout(idle_s)
-                # request and response: a C-STORE-RSP (a small PDU) goes out at once, not held
-                # by Nagle's algorithm until the sender's next segment acknowledges the last one
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            assoc = super()._create_association()
-            sock: Any = assoc.dul.socket
-            sock.__class__ = GuardedSocket  # the same object, reading through the guard
-            sock.guard = PduGuard(max_pdu, max_bytes)
-            _wait_not_poll(assoc, sock, WaitingDimse)
-            _unbind_log_handlers(assoc)
-            return assoc
-
-    return GuardedHandler
-
-
-@functools.cache
-def _server_class() -> type:
-    """pynetdicom's ThreadedAssociationServer that closes a connection at once (no thread,
-    no A-ASSOCIATE-RJ) while max_associations + REJECT_HEADROOM are open: a flood of
-    connections cannot pile up threads."""
-    from pynetdicom.transport import ThreadedAssociationServer
-
-    class CappedServer(ThreadedAssociationServer):
-        def verify_request(self, request: Any, client_address: Any) -> bool:
-            return len(self.ae.active_associations) < self.ae.maximum_associations + REJECT_HEADROOM
-
-    return CappedServer
-
-
-def _drop_partial(event) -> None:
-    """A connection closed mid C-STORE: remove the temporary file its data set was going to
-    (pynetdicom removes it only once the message is complete)."""
-    message = getattr(event.assoc.dimse, "message", None)
-    partial = getattr(message, "_data_set_file", None)
-    if partial is not None:
-        with contextlib.suppress(OSError):
-            partial.close()
-            os.unlink(partial.name)

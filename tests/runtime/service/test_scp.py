@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
 import socket
 import sqlite3
 import struct
@@ -288,7 +287,7 @@ def test_the_default_maximum_pdu_is_131072_and_longer_ones_are_refused(scp):
     sent = _ct()
     assert a.send_c_store(sent).Status == 0x0000
     a.release()
-    # pynetdicom's temporary file became the spooled slice (renamed, not copied): nothing left
+    # the SCP's temporary file became the spooled slice (renamed, not copied): nothing left
     (item,) = [p for p in src.journal.spool_dir.iterdir()]
     assert not item.name.startswith(".tmp")
     assert pydicom.dcmread(item).PixelData == sent.PixelData
@@ -445,7 +444,7 @@ def test_a_connection_flood_is_closed_at_once_beyond_the_headroom(scp):
 
     src = scp(max_associations=1, idle_timeout_s=3.0)
     held = [socket.create_connection(("127.0.0.1", src.port)) for _ in range(1 + REJECT_HEADROOM)]
-    assert _wait(lambda: len(src._ae.active_associations) == len(held), 5.0)
+    assert _wait(lambda: src.live() == len(held), 5.0)
     extra = socket.create_connection(("127.0.0.1", src.port))
     extra.settimeout(2.0)  # closed well before the 3 s idle timeout
     with contextlib.suppress(ConnectionResetError):
@@ -454,9 +453,7 @@ def test_a_connection_flood_is_closed_at_once_beyond_the_headroom(scp):
         s.close()
 
 
-def test_a_c_store_of_another_sop_class_under_an_accepted_context_is_refused(journal):
-    from types import SimpleNamespace
-
+def test_a_c_store_of_another_sop_class_under_an_accepted_context_is_refused(journal, tmp_path):
     src = ScpSource(
         journal,
         Gate(journal, 4, threading.Event()),
@@ -465,53 +462,80 @@ def test_a_c_store_of_another_sop_class_under_an_accepted_context_is_refused(jou
         ae_title="HXSCHED",
         on_accept=lambda _: None,
     )
-    req = SimpleNamespace(AffectedSOPClassUID=MR_IMAGE_STORAGE, AffectedSOPInstanceUID="1.2.3")
-    assert src.handle_store(SimpleNamespace(request=req)) == 0x0122
-    assert journal.counts()[ACCEPTED] == 0
+    received = journal.spool_dir / ".tmp-scp-x.dcm"
+    received.write_bytes(CT.read_bytes())
+    assert src.store(MR_IMAGE_STORAGE, "1.2.3", received) == 0x0122
+    assert journal.counts()[ACCEPTED] == 0 and not received.exists()
 
 
-# -- the reactors wait for their events -------------------------------------------------------
+# -- the association's own upper layer ----------------------------------------------------------
 
 
-def test_the_wakeup_is_signalled_by_a_put_and_harmless_once_closed():
-    from hxsched.runtime.service.scp import _Wakeup, _WakingQueue
-
-    w = _Wakeup()
-    q = _WakingQueue(w.wake)
-    assert select.select([w.r], [], [], 0)[0] == []
-    q.put("Evt9")
-    q.put("Evt9")
-    assert select.select([w.r], [], [], 0)[0] == [w.r]
-    w.drain()
-    assert select.select([w.r], [], [], 0)[0] == []
-    assert [q.get_nowait(), q.get_nowait()] == ["Evt9", "Evt9"]
-    w.close()
-    w.close()
-    q.put("Evt9")  # a late put after the association ended: no error, no write
-    assert w.r.fileno() == w.w.fileno() == -1
-
-
-def test_the_reactors_wait_on_their_queues_and_stores_releases_and_aborts_still_work(scp, journal):
-    from hxsched.runtime.service.scp import _WakingQueue
-
+def test_echo_stores_release_and_an_abort_on_stop(scp, journal):
     src = scp(idle_timeout_s=30.0)
     a = _associate(src.port)
     assert a.is_established
-    assert _wait(lambda: len(src._ae.active_associations) == 1, 5.0)
-    (server,) = src._ae.active_associations
-    wakeup = server.dul.socket.wakeup
-    for q in (server.dul.to_provider_queue, server.dul.to_user_queue, server.dimse.msg_queue):
-        assert isinstance(q, _WakingQueue)
+    assert _wait(lambda: src.live() == 1, 5.0)
     assert a.send_c_echo().Status == 0x0000
-    for _ in range(5):  # each answered only after the reactors woke for the request
-        assert a.send_c_store(_ct(SOPInstanceUID=pydicom.uid.generate_uid())).Status == 0x0000
+    sent = [_ct(SOPInstanceUID=pydicom.uid.generate_uid()) for _ in range(5)]
+    for ds in sent:
+        assert a.send_c_store(ds).Status == 0x0000
     a.release()
     assert a.is_released
-    assert _wait(lambda: not src._ae.active_associations, 5.0)
-    assert wakeup.r.fileno() == -1  # closed by the DUL reactor with the connection
+    assert _wait(lambda: src.live() == 0, 5.0)
     assert journal.counts()[ACCEPTED] == 5
-    # an association aborted by the SCP (the service stopping) while its reactors wait
+    spooled = sorted(journal.spool_dir.iterdir())
+    assert len(spooled) == 5 and not any(p.name.startswith(".tmp") for p in spooled)
+    for path in spooled:  # a DICOM file: the file meta this SCP wrote, the data set as sent
+        got = pydicom.dcmread(path)
+        assert got.file_meta.TransferSyntaxUID == EXPLICIT_LE
+        assert got.file_meta.MediaStorageSOPInstanceUID == got.SOPInstanceUID
+        assert got.file_meta.SourceApplicationEntityTitle == "SCU"
+        assert got.PixelData == sent[0].PixelData
+    assert {pydicom.dcmread(p).SOPInstanceUID for p in spooled} == {d.SOPInstanceUID for d in sent}
+    # an association aborted by the SCP (the service stopping) while it waits for a request
     b = _associate(src.port)
     assert b.is_established and b.send_c_store(_ct()).Status == 0x0000
     src.stop()
     assert _wait(lambda: b.is_aborted, 5.0)
+
+
+def test_implicit_vr_and_tiny_peer_pdus_are_answered(scp, journal):
+    """The SCU's own maximum length (4096 here) bounds what the SCP sends it back."""
+    src = scp()
+    ae = AE(ae_title="SCU")
+    ae.maximum_pdu_size = 4096
+    ae.add_requested_context(pydicom.uid.CTImageStorage, ["1.2.840.10008.1.2"])
+    a = ae.associate("127.0.0.1", src.port, ae_title="HXSCHED")
+    assert a.is_established
+    assert a.send_c_store(_ct()).Status == 0x0000
+    a.release()
+    (path,) = journal.spool_dir.iterdir()
+    got = pydicom.dcmread(path)
+    assert got.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+    assert got.PixelData == _ct().PixelData
+
+
+def test_garbage_before_and_after_the_association_is_aborted_not_fatal(scp, journal, records):
+    src = scp(idle_timeout_s=5.0)
+    for junk in (
+        b"GET / HTTP/1.1\r\n\r\n",  # not a PDU type
+        struct.pack(">BBL", 4, 0, 10) + b"\0" * 10,  # P-DATA before A-ASSOCIATE-RQ
+        struct.pack(">BBL", 1, 0, 20) + b"\0" * 20,  # a truncated A-ASSOCIATE-RQ
+    ):
+        raw = socket.create_connection(("127.0.0.1", src.port))
+        raw.sendall(junk)
+        raw.settimeout(5.0)
+        got = raw.recv(64)
+        assert got[:1] == b"\x07", got  # A-ABORT
+        raw.close()
+    a = _associate(src.port)
+    # a P-DATA under a context never proposed, then the SCP is still there for the next sender
+    a.dul.socket.socket.sendall(struct.pack(">BBL", 4, 0, 6) + struct.pack(">LBB", 2, 99, 3))
+    assert _wait(lambda: a.is_aborted, 5.0)
+    late = _associate(src.port)
+    assert late.send_c_store(_ct()).Status == 0x0000
+    late.release()
+    assert journal.counts()[ACCEPTED] == 1
+    assert _wait(lambda: src.live() == 0, 5.0)
+    assert any("aborting the association" in line for line in records)
