@@ -12,6 +12,10 @@ to last slice done) per source and per worker count, end-to-end latency p50/p99 
 offered rate (accept -> outputs committed, from the journal), host CPU ms per slice per stage,
 RSS (service + workers), the ratio to the plan's FPS, lost and duplicated slices counted from the
 outputs. Other processes on the machine lower these figures: the load average is printed too.
+The disk is part of the host path (every slice is spooled and its outputs written, durably):
+printed are this disk's sustained write rate (256 MiB written and fsynced before the runs), the
+KiB the service writes per slice (/proc/PID/io) and the rate the disk alone would allow; the
+paced run starts after a ``sync``, so it does not inherit the previous burst's writeback.
 """
 
 from __future__ import annotations
@@ -150,6 +154,10 @@ class Served:
     def rss_mib(self) -> float:
         return sum(_proc_rss(pid) for pid in self.pids())
 
+    def written_bytes(self) -> int:
+        """Bytes the service and its workers caused to be written to storage (/proc/PID/io)."""
+        return sum(_proc_written(pid) for pid in self.pids())
+
     def pids(self) -> list[int]:
         tasks = Path(f"/proc/{self.proc.pid}/task").glob("*/children")
         extra = [int(x) for t in tasks for x in _words(t)]
@@ -176,6 +184,51 @@ def _proc_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_written(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def dirty_mib() -> float:
+    """The page cache's dirty data not yet written back (/proc/meminfo Dirty)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("Dirty:"):
+                return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def settle_disk() -> dict:
+    """Write back what earlier phases left dirty (``sync``), so a steady-rate run starts from a
+    quiet disk rather than inside the previous burst's writeback: what it left, how long."""
+    before, t0 = dirty_mib(), time.monotonic()
+    os.sync()
+    return {"dirty_mib_before": round(before, 1), "sync_s": round(time.monotonic() - t0, 2)}
+
+
+def disk_write_mib_s(folder: Path, mib: int = 256) -> float:
+    """This disk's sustained write rate: ``mib`` MiB written in 1 MiB blocks, then fsynced."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path, block = folder / "disk-probe.bin", os.urandom(1 << 20)
+    os.sync()
+    t0 = time.monotonic()
+    with open(path, "wb") as f:
+        for _ in range(mib):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+    rate = mib / (time.monotonic() - t0)
+    path.unlink()
+    return round(rate, 1)
 
 
 def _proc_rss(pid: int) -> float:
@@ -252,17 +305,19 @@ def count_outputs(out: Path, expected: int) -> dict:
 
 def folder_run(svc: Served, files: list[Path]) -> dict:
     """Drop every file at once (written beside the inbox, renamed in, as scanners do)."""
-    cpu0, main0 = svc.cpu_s(), svc.main_cpu_s()
+    cpu0, main0, w0 = svc.cpu_s(), svc.main_cpu_s(), svc.written_bytes()
     for p in files:
         os.replace(p, svc.inbox / p.name)
     t_first, t_last, samples = wait_done(svc, len(files), 3600)
     cpu, main = svc.cpu_s() - cpu0, svc.main_cpu_s() - main0
+    written = svc.written_bytes() - w0
     rate = (len(files) - 1) / max(t_last - t_first, 1e-9)
     return {
         "slices_per_s": round(rate, 1),
         "cpu_ms_per_slice": round(cpu * 1000 / len(files), 2),
         "main_process_cpu_ms_per_slice": round(main * 1000 / len(files), 2),
         "workers_cpu_ms_per_slice": round((cpu - main) * 1000 / len(files), 2),
+        "disk_written_kib_per_slice": round(written / 1024 / len(files), 1),
         "samples": samples,
     }
 
@@ -396,7 +451,7 @@ def one_config(work: Path, plan: Path, workers: int, n: int, scp_n: int, args) -
         if scp_n:
             files = make_slices(work / "scp", scp_n, first=n)
             done0 = svc.done()
-            cpu0, main0 = svc.cpu_s(), svc.main_cpu_s()
+            cpu0, main0, w0 = svc.cpu_s(), svc.main_cpu_s(), svc.written_bytes()
             t0 = time.monotonic()
             if args.sender == "storescu":
                 push_s = storescu_push(svc.scp, files, args.associations)
@@ -412,11 +467,13 @@ def one_config(work: Path, plan: Path, workers: int, n: int, scp_n: int, args) -
                 "cpu_ms_per_slice": round(cpu * 1000 / scp_n, 2),
                 "main_process_cpu_ms_per_slice": round(main * 1000 / scp_n, 2),
                 "workers_cpu_ms_per_slice": round((cpu - main) * 1000 / scp_n, 2),
+                "disk_written_kib_per_slice": round((svc.written_bytes() - w0) / 1024 / scp_n, 1),
                 "outputs": count_outputs(svc.out, n + scp_n),
             }
         if args.latency_slices:
             files = make_slices(work / "lat", args.latency_slices, first=n + scp_n)
             done0 = svc.done()
+            settled = settle_disk()
             since, sender_cpu = time.time(), time.process_time()
             scp_push(svc.scp, files, args.associations, rate=args.rate)
             sender_cpu = time.process_time() - sender_cpu
@@ -424,6 +481,8 @@ def one_config(work: Path, plan: Path, workers: int, n: int, scp_n: int, args) -
             lat = journal_latency(svc.out, since)
             res["latency_ms_at_rate"] = {
                 "offered_slices_per_s": args.rate,
+                "disk_settled_first": settled,
+                "dirty_mib_at_end": round(dirty_mib(), 1),
                 "slices": len(lat),
                 "p50": round(1000 * lat[len(lat) // 2], 1),
                 "p99": round(1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1),
@@ -462,6 +521,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.work or tempfile.mkdtemp(prefix="hxsched-bench-service-"))
     plan, plan_fps = make_plan(root)
+    disk = disk_write_mib_s(root)
+    print(json.dumps({"disk_write_mib_per_s": disk}), flush=True)
     runs = []
     for w in [int(x) for x in args.workers.split(",")]:
         res = one_config(root / f"w{w}", plan, w, args.slices, args.scp_slices, args)
@@ -471,12 +532,17 @@ def main(argv=None) -> int:
         "load_average": os.getloadavg(),
         "cores": os.cpu_count(),
         "plan_fps": round(plan_fps, 1),
+        "disk_write_mib_per_s": disk,
         "runs": runs,
     }
     for r in runs:
         for src in ("folder", "scp"):
             if src in r:
                 r[src]["ratio_to_plan"] = round(r[src]["slices_per_s"] / plan_fps, 3)
+                # the rate this disk could sustain for what the service writes per slice
+                kib = r[src]["disk_written_kib_per_slice"]
+                if kib > 0:
+                    r[src]["disk_bound_slices_per_s"] = round(disk * 1024 / kib, 1)
     if len(runs) > 1:
         report["scaling_folder"] = round(
             runs[-1]["folder"]["slices_per_s"] / runs[0]["folder"]["slices_per_s"], 2
