@@ -186,6 +186,13 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children_cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _proc_written(pid: int) -> int:
     try:
         for line in Path(f"/proc/{pid}/io").read_text().splitlines():
@@ -453,10 +460,13 @@ def one_config(work: Path, plan: Path, workers: int, n: int, scp_n: int, args) -
             done0 = svc.done()
             cpu0, main0, w0 = svc.cpu_s(), svc.main_cpu_s(), svc.written_bytes()
             t0 = time.monotonic()
+            # the senders' CPU: storescu processes (waited children) or this process's threads
+            kids0, self0 = _children_cpu_s(), time.process_time()
             if args.sender == "storescu":
                 push_s = storescu_push(svc.scp, files, args.associations)
             else:
                 push_s = scp_push(svc.scp, files, args.associations)
+            sender_s = _children_cpu_s() - kids0 + time.process_time() - self0
             _, t_last, _ = wait_done(svc, done0 + scp_n, 3600)
             cpu, main = svc.cpu_s() - cpu0, svc.main_cpu_s() - main0
             res["scp"] = {
@@ -464,6 +474,7 @@ def one_config(work: Path, plan: Path, workers: int, n: int, scp_n: int, args) -
                 "associations": args.associations,
                 "slices_per_s": round(scp_n / (t_last - t0), 1),
                 "push_s": round(push_s, 1),
+                "sender_cpu_ms_per_slice": round(sender_s * 1000 / scp_n, 2),
                 "cpu_ms_per_slice": round(cpu * 1000 / scp_n, 2),
                 "main_process_cpu_ms_per_slice": round(main * 1000 / scp_n, 2),
                 "workers_cpu_ms_per_slice": round((cpu - main) * 1000 / scp_n, 2),

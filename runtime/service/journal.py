@@ -182,6 +182,15 @@ class Recovery:
     quarantined: tuple[tuple[str, str], ...] = ()
 
 
+@dataclass(frozen=True)
+class Spooled:
+    """What the writer of a spool temp file knows once it fsynced it: its SHA-256 (hex) and
+    size, the journal's content id without reading it back."""
+
+    sha256: str
+    size: int
+
+
 class SpoolError(HxschedError):
     """A slice could not be stored durably (disk full, permissions); it was not accepted."""
 
@@ -408,8 +417,11 @@ class Journal:
         here = os.path.abspath(path.parent) == os.path.abspath(self.spool_dir)
         return here and path.name.startswith(_TMP_PREFIX)
 
-    def _adopt(self, path: Path) -> tuple[Path, str, int]:
-        """Hash and fsync a complete temp file in spool/ in place; return (it, id, size)."""
+    def _adopt(self, path: Path, hashed: Spooled | None = None) -> tuple[Path, str, int]:
+        """Hash and fsync a complete temp file in spool/ in place; return (it, id, size). With
+        ``hashed``, its writer already hashed and fsynced it as it wrote (the C-STORE SCP)."""
+        if hashed is not None:
+            return path, hashed.sha256[:_ID_LEN], hashed.size
         digest = hashlib.sha256()
         size = 0
         with open(path, "rb") as inp:
@@ -427,11 +439,13 @@ class Journal:
         key: str | None = None,
         *,
         move: bool = False,
+        hashed: Spooled | None = None,
     ) -> Item:
         """Spool ``src`` durably and journal it as accepted; only then may the sender be told.
         With ``move``, a ``src`` that is a complete ``.tmp-`` file in spool/ (what the C-STORE
         SCP received into) is given up by the caller: hashed and fsynced in place and renamed,
-        not copied (another ``src`` is copied).
+        not copied (another ``src`` is copied); ``hashed``, when its writer hashed and fsynced
+        it while writing, spares reading it again.
 
         The same content pushed again, or other content under the same ``key`` (the sender's
         identity for it: the SOP Instance UID) while the first is not quarantined, returns the
@@ -442,7 +456,7 @@ class Journal:
         with self._gc:
             self._gc_writing += 1
         try:
-            tmp, item_id, size = self._spooled(src, name, move)
+            tmp, item_id, size = self._spooled(src, name, move, hashed)
         except BaseException:
             with self._gc:
                 self._gc_writing -= 1
@@ -482,11 +496,15 @@ class Journal:
         return [x if x is not None else next(it).result_or_error() for x in out]
 
     def _spooled(
-        self, src: str | os.PathLike[str] | bytes, name: str, move: bool = False
+        self,
+        src: str | os.PathLike[str] | bytes,
+        name: str,
+        move: bool = False,
+        hashed: Spooled | None = None,
     ) -> tuple[Path, str, int]:
         try:
             if move and self._movable(src):
-                return self._adopt(Path(os.fsdecode(src)))
+                return self._adopt(Path(os.fsdecode(src)), hashed)
             return self._write_temp(src)
         except OSError as exc:
             msg = f"cannot spool a slice: {exc.strerror or exc}; check free space and permissions"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import select
@@ -31,7 +32,7 @@ from hxsched.runtime.service.intake import (
     Intake,
     intake_of,
 )
-from hxsched.runtime.service.journal import TMP_PREFIX, Journal, SpoolError
+from hxsched.runtime.service.journal import TMP_PREFIX, Journal, Spooled, SpoolError
 from hxsched.runtime.service.pipeline import CT_IMAGE_STORAGE, Pipeline, Source, SourceKind
 
 log = logging.getLogger("hxsched.service")
@@ -114,9 +115,16 @@ class ScpSource:
         self._stopping = False
 
     # -- what a received C-STORE becomes -------------------------------------------------------
-    def store(self, sop_class: str, sop_instance: str, received: Path | None) -> int:
+    def store(
+        self,
+        sop_class: str,
+        sop_instance: str,
+        received: Path | None,
+        hashed: Spooled | None = None,
+    ) -> int:
         """The status for a C-STORE whose data set is complete in ``received`` (a ``.tmp-``
-        file in spool/, given up to the journal), or None when it was not written."""
+        file in spool/, given up to the journal; ``hashed`` once fsynced), or None when it was
+        not written."""
         if sop_class not in self.settings.sop_classes:
             _unlink(received)
             return STATUS_SOP_CLASS_NOT_SUPPORTED  # sent under another class's context
@@ -128,7 +136,9 @@ class ScpSource:
             return STATUS_OUT_OF_RESOURCES
         try:
             key = sop_instance or None
-            item = self.journal.accept(received, "scp.dcm", SourceKind.SCP, key=key, move=True)
+            item = self.journal.accept(
+                received, "scp.dcm", SourceKind.SCP, key=key, move=True, hashed=hashed
+            )
         except (SpoolError, ResourceError) as exc:
             log.error("scp: cannot spool: %s", exc)
             self.gate.trouble(exc)  # a full disk holds the service until it clears
@@ -250,6 +260,8 @@ class _Association:
         self.pending: Command | None = None  # a C-STORE whose data set is arriving
         self.pending_cx = 0  # the presentation context it came under (the answer goes there)
         self.partial: tuple[int, Path] | None = None  # its spool file (descriptor, path)
+        self.digest = hashlib.sha256()  # of the spool file as written (the journal's id)
+        self.size = 0
         self.discard = False  # its data set is read and dropped (refused class, disk trouble)
 
     # -- I/O --------------------------------------------------------------------------------------
@@ -424,23 +436,24 @@ class _Association:
                 prefix=TMP_PREFIX + "scp-", suffix=".dcm", dir=self.scp.journal.spool_dir
             )
             self.partial = (fd, Path(name))
-            os.write(
-                fd,
-                dul.file_header(
-                    command.sop_class,
-                    command.sop_instance,
-                    transfer_syntax,
-                    implementation_class_uid=implementation_uid(),
-                    implementation_version=IMPLEMENTATION_VERSION,
-                    source_ae=self.calling_ae,
-                ),
+            self.digest, self.size = hashlib.sha256(), 0
+            head = dul.file_header(
+                command.sop_class,
+                command.sop_instance,
+                transfer_syntax,
+                implementation_class_uid=implementation_uid(),
+                implementation_version=IMPLEMENTATION_VERSION,
+                source_ae=self.calling_ae,
             )
+            self._write(memoryview(head))
         except OSError as exc:
             self._write_failed(exc)
 
     def _write(self, fragment: memoryview) -> None:
         if self.discard or self.partial is None:
             return
+        self.digest.update(fragment)
+        self.size += len(fragment)
         try:
             fd = self.partial[0]
             while fragment:
@@ -458,11 +471,18 @@ class _Association:
         command, self.pending = self.pending, None
         assert command is not None
         received: Path | None = None
+        hashed: Spooled | None = None
         if self.partial is not None:
-            fd, received = self.partial
-            self.partial = None
-            os.close(fd)
-        status = self.scp.store(command.sop_class, command.sop_instance, received)
+            fd, path = self.partial
+            try:
+                os.fsync(fd)  # durable before the journal takes it (it does not read it again)
+            except OSError as exc:
+                self._write_failed(exc)
+            else:
+                self.partial = None
+                os.close(fd)
+                received, hashed = path, Spooled(self.digest.hexdigest(), self.size)
+        status = self.scp.store(command.sop_class, command.sop_instance, received, hashed)
         self._respond(self.pending_cx, dul.response(command, status))
         self.discard = False
 

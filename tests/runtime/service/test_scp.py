@@ -5,6 +5,7 @@ by SOP Instance UID (folder and C-STORE) as well as by content."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import socket
 import sqlite3
@@ -487,6 +488,8 @@ def test_echo_stores_release_and_an_abort_on_stop(scp, journal):
     spooled = sorted(journal.spool_dir.iterdir())
     assert len(spooled) == 5 and not any(p.name.startswith(".tmp") for p in spooled)
     for path in spooled:  # a DICOM file: the file meta this SCP wrote, the data set as sent
+        # named by its content hash, computed as it was received (not read back)
+        assert path.stem == hashlib.sha256(path.read_bytes()).hexdigest()[: len(path.stem)]
         got = pydicom.dcmread(path)
         assert got.file_meta.TransferSyntaxUID == EXPLICIT_LE
         assert got.file_meta.MediaStorageSOPInstanceUID == got.SOPInstanceUID
