@@ -144,6 +144,10 @@ class ScpSource:
             self.gate.trouble(exc)  # a full disk holds the service until it clears
             _unlink(received)
             return STATUS_OUT_OF_RESOURCES
+        except Exception as exc:  # noqa: BLE001 - one bad push must not end the association
+            log.warning("scp: cannot journal a pushed slice (%s)", type(exc).__name__)
+            _unlink(received)
+            return STATUS_CANNOT_UNDERSTAND
         finally:
             self.gate.release()
         self.on_accept(intake_of(item))

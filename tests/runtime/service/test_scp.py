@@ -542,3 +542,26 @@ def test_garbage_before_and_after_the_association_is_aborted_not_fatal(scp, jour
     assert journal.counts()[ACCEPTED] == 1
     assert _wait(lambda: src.live() == 0, 5.0)
     assert any("aborting the association" in line for line in records)
+
+
+def test_a_slice_the_journal_cannot_take_is_answered_and_the_association_goes_on(
+    scp, journal, monkeypatch, records
+):
+    src = scp()
+    real = journal.accept
+    calls = []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real(*a, **k)
+
+    monkeypatch.setattr(journal, "accept", flaky)
+    a = _associate(src.port)
+    assert a.send_c_store(_ct()).Status == 0xC000  # cannot understand: not spooled
+    assert a.send_c_store(_ct()).Status == 0x0000  # the same association, the next push
+    a.release()
+    assert journal.counts()[ACCEPTED] == 1
+    assert len(list(journal.spool_dir.iterdir())) == 1  # the refused one left nothing
+    assert any("cannot journal a pushed slice (RuntimeError)" in line for line in records)
